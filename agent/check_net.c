@@ -1,0 +1,297 @@
+/* check_net.c: `drover check` network probes — TCP + TLS to the control plane, output processor,
+ * object storage and Docker hosts through libcurl (so HTTP(S)_PROXY/NO_PROXY apply exactly as in
+ * the agent), and which SSH rerun ports are free. */
+#include "agent/check_internal.h"
+
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+char *check_normalize_url(const char *s, unsigned default_port)
+{
+        const char *rest = s;
+        const char *scheme = "https";
+        if (drv_startswith(s, "tcp://"))
+                rest = s + 6;
+        else if (strstr(s, "://"))
+                return strdup(s);
+        /* host or host:port or [v6]:port */
+        const char *colon = strrchr(rest, ':');
+        const char *bracket = strrchr(rest, ']');
+        bool has_port = colon && (!bracket || colon > bracket);
+        if (has_port)
+                return drv_asprintf("%s://%s", scheme, rest);
+        return drv_asprintf("%s://%s:%u", scheme, rest, default_port);
+}
+
+/* host part of a URL into buf. */
+static void url_host(const char *url, char *buf, size_t n)
+{
+        const char *p = strstr(url, "://");
+        p = p ? p + 3 : url;
+        const char *at = strchr(p, '@');
+        const char *slash = strchr(p, '/');
+        if (at && (!slash || at < slash))
+                p = at + 1;
+        size_t len = 0;
+        if (*p == '[') {
+                p++;
+                while (p[len] && p[len] != ']')
+                        len++;
+        } else {
+                while (p[len] && p[len] != ':' && p[len] != '/')
+                        len++;
+        }
+        if (len >= n)
+                len = n - 1;
+        memcpy(buf, p, len);
+        buf[len] = '\0';
+}
+
+static const char *env2(const char *a, const char *b)
+{
+        const char *v = getenv(a);
+        if (v && *v)
+                return v;
+        v = b ? getenv(b) : NULL;
+        return v && *v ? v : NULL;
+}
+
+/* curl's NO_PROXY rule: "*" or a comma list of hosts/domains (a leading dot optional). */
+static bool no_proxy_matches(const char *host)
+{
+        const char *np = env2("no_proxy", "NO_PROXY");
+        if (!np)
+                return false;
+        size_t hl = strlen(host);
+        for (const char *p = np; *p;) {
+                while (*p == ',' || *p == ' ')
+                        p++;
+                size_t n = strcspn(p, ", ");
+                if (n == 0)
+                        break;
+                const char *e = p;
+                size_t en = n;
+                if (*e == '.') {
+                        e++;
+                        en--;
+                }
+                if ((en == 1 && *e == '*') || (hl == en && strncasecmp(host, e, en) == 0) ||
+                    (hl > en && host[hl - en - 1] == '.' &&
+                     strncasecmp(host + hl - en, e, en) == 0))
+                        return true;
+                p += n;
+        }
+        return false;
+}
+
+char *check_proxy_for(const char *url)
+{
+        char host[256];
+        const char *v;
+        url_host(url, host, sizeof(host));
+        if (no_proxy_matches(host))
+                return NULL;
+        if (drv_startswith(url, "https://"))
+                v = env2("https_proxy", "HTTPS_PROXY");
+        else /* libcurl reads only lower-case http_proxy (CGI safety) */
+                v = env2("http_proxy", NULL);
+        if (!v)
+                v = env2("all_proxy", "ALL_PROXY");
+        return v ? strdup(v) : NULL;
+}
+
+static void check_file_storage(struct check_report *r, const char *what, const char *url)
+{
+        const char *dir = url + strlen("file://");
+        struct stat st;
+        if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+                check_line(r, CHECK_FAIL, what, "create the directory", "%s: %s", dir,
+                           strerror(errno ? errno : ENOTDIR));
+        else if (access(dir, W_OK) < 0)
+                check_line(r, CHECK_FAIL, what, "make it writable by root", "%s: %s", dir,
+                           strerror(errno));
+        else
+                check_line(r, CHECK_OK, what, NULL, "%s is a writable directory", dir);
+}
+
+static const char *fix_for(CURLcode c)
+{
+        switch (c) {
+        case CURLE_COULDNT_RESOLVE_HOST:
+                return "check the host name and /etc/resolv.conf";
+        case CURLE_COULDNT_RESOLVE_PROXY:
+        case CURLE_PROXY:
+                return "check HTTPS_PROXY/HTTP_PROXY, or add the host to NO_PROXY";
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_OPERATION_TIMEDOUT:
+                return "check the address and port, firewalls/security groups, and whether the "
+                       "host belongs in NO_PROXY";
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CACERT_BADFILE:
+                return "trust the server's CA: set tls.ca in the agent config (or --ca-file), "
+                       "and check the certificate's host name";
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+        case CURLE_GOT_NOTHING:
+                return "check the client certificate and key (tls.cert, tls.key) and that the "
+                       "server speaks TLS on this port";
+        default:
+                return "see the message above";
+        }
+}
+
+static const char *kind_for(CURLcode c)
+{
+        switch (c) {
+        case CURLE_COULDNT_RESOLVE_HOST:
+                return "cannot resolve";
+        case CURLE_COULDNT_RESOLVE_PROXY:
+        case CURLE_PROXY:
+                return "proxy failed";
+        case CURLE_COULDNT_CONNECT:
+                return "unreachable";
+        case CURLE_OPERATION_TIMEDOUT:
+                return "timed out";
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CACERT_BADFILE:
+                return "TLS certificate not trusted";
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_SSL_CERTPROBLEM:
+                return "TLS handshake failed";
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+        case CURLE_GOT_NOTHING:
+                return "connection refused after TLS (client certificate?)";
+        default:
+                return "failed";
+        }
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *data)
+{
+        (void)p;
+        (void)data;
+        return size * n;
+}
+
+void check_endpoint(struct check_report *r, const char *what, const char *url,
+                    const struct check_opts *o)
+{
+        if (!url) {
+                check_line(r, CHECK_FAIL, what, NULL, "out of memory");
+                return;
+        }
+        if (drv_startswith(url, "file://")) {
+                check_file_storage(r, what, url);
+                return;
+        }
+        CURL *c = curl_easy_init();
+        if (!c) {
+                check_line(r, CHECK_FAIL, what, NULL, "libcurl init failed");
+                return;
+        }
+        char errbuf[CURL_ERROR_SIZE] = "";
+        /* A real request, not just a handshake: with TLS 1.3 a server refuses a client
+         * certificate only after the handshake, so only a response proves mTLS works. Any HTTP
+         * status will do (404 from "/", 403 from an anonymous S3 GET). */
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(c, CURLOPT_MAXFILESIZE, 1L << 20);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, o->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, o->timeout_ms);
+        curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        if (o->ca_file)
+                curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
+        if (o->cert_file)
+                curl_easy_setopt(c, CURLOPT_SSLCERT, o->cert_file);
+        if (o->key_file)
+                curl_easy_setopt(c, CURLOPT_SSLKEY, o->key_file);
+        uint64_t t0 = drv_now_ns();
+        CURLcode rc = curl_easy_perform(c);
+        uint64_t ms = (drv_now_ns() - t0) / 1000000;
+        _cleanup_free_ char *proxy = check_proxy_for(url);
+        _cleanup_free_ char *via = proxy ? drv_asprintf(" via proxy %s", proxy) : NULL;
+        if (rc != CURLE_OK) {
+                check_line(r, CHECK_FAIL, what, fix_for(rc), "%s %s%s: %s", url, kind_for(rc),
+                           via ? via : "", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        } else {
+                long status = 0;
+                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+                if (drv_startswith(url, "https://"))
+                        check_line(r, CHECK_OK, what, NULL,
+                                   "%s reachable, TLS verified%s (HTTP %ld, %llu ms)", url,
+                                   via ? via : "", status, (unsigned long long)ms);
+                else
+                        check_line(r, CHECK_WARN, what, "use https:// so traffic is encrypted",
+                                   "%s reachable%s, but not TLS (HTTP %ld, %llu ms)", url,
+                                   via ? via : "", status, (unsigned long long)ms);
+        }
+        curl_easy_cleanup(c);
+}
+
+static bool port_free(unsigned port)
+{
+        _cleanup_close_ int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1;
+        if (fd < 0) {
+                fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (fd < 0)
+                        return false;
+                (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+                struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+                return bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+        }
+        /* dual-stack any: conflicts with both v4 and v6 listeners */
+        (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        int zero = 0;
+        (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+        return bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+}
+
+/* Append "a-b" or "a" to sb, comma separated. */
+static void put_range(struct strbuf *sb, unsigned a, unsigned b)
+{
+        if (sb->len)
+                (void)strbuf_puts(sb, ",");
+        if (a == b)
+                (void)strbuf_printf(sb, "%u", a);
+        else
+                (void)strbuf_printf(sb, "%u-%u", a, b);
+}
+
+void check_ports(struct check_report *r, unsigned lo, unsigned hi)
+{
+        _cleanup_strbuf_ struct strbuf freeb = STRBUF_INIT, used = STRBUF_INIT;
+        unsigned nfree = 0, total = hi - lo + 1;
+        long run_start = -1;
+        bool run_free = false;
+        for (unsigned p = lo; p <= hi + 1; p++) {
+                bool f = p <= hi ? port_free(p) : !run_free;
+                if (p <= hi && f)
+                        nfree++;
+                if (run_start < 0) {
+                        run_start = p;
+                        run_free = f;
+                } else if (f != run_free || p > hi) {
+                        put_range(run_free ? &freeb : &used, (unsigned)run_start, p - 1);
+                        run_start = p;
+                        run_free = f;
+                }
+        }
+        if (nfree == 0)
+                check_line(r, CHECK_FAIL, "ssh ports",
+                           "free some ports or set ssh_ports to a free range",
+                           "none of %u-%u is free (SSH reruns need one per job)", lo, hi);
+        else
+                check_line(r, nfree == total ? CHECK_OK : CHECK_WARN, "ssh ports",
+                           "stop what listens there or narrow ssh_ports", "%u of %u free: %s%s%s",
+                           nfree, total, freeb.buf, used.len ? "; in use: " : "",
+                           used.len ? used.buf : "");
+}

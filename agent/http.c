@@ -1,0 +1,263 @@
+/* http.c: the control-plane HTTP client: libcurl multi, driven by the agent's epoll loop. */
+#include "agent/agent.h"
+
+#include <curl/curl.h>
+
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+
+struct http_impl {
+        CURL *easy;
+        struct curl_slist *hdrs;
+};
+
+static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+        struct http_req *r = userdata;
+        size_t n = size * nmemb;
+        if (r->resp.len + n > HTTP_MAX_RESPONSE || strbuf_append(&r->resp, ptr, n) < 0)
+                return 0;
+        return n;
+}
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+        (void)easy;
+        struct agent *a = userp;
+        struct watch *w = socketp;
+        if (what == CURL_POLL_REMOVE) {
+                if (w) {
+                        epoll_ctl(a->epfd, EPOLL_CTL_DEL, s, NULL);
+                        /* the current epoll batch may still name it: free after the batch */
+                        w->type = W_DEAD;
+                        w->obj = a->graveyard;
+                        a->graveyard = w;
+                        curl_multi_assign(a->http, s, NULL);
+                }
+                return 0;
+        }
+        struct epoll_event ev = {0};
+        if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+                ev.events |= EPOLLIN;
+        if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+                ev.events |= EPOLLOUT;
+        if (!w) {
+                w = calloc(1, sizeof(*w));
+                if (!w)
+                        return -1;
+                w->type = W_HTTP_SOCK;
+                w->fd = s;
+                ev.data.ptr = w;
+                if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, s, &ev) < 0) {
+                        free(w);
+                        return -1;
+                }
+                curl_multi_assign(a->http, s, w);
+        } else {
+                ev.data.ptr = w;
+                epoll_ctl(a->epfd, EPOLL_CTL_MOD, s, &ev);
+        }
+        return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+        (void)multi;
+        struct agent *a = userp;
+        struct itimerspec its = {0};
+        if (timeout_ms == 0)
+                its.it_value.tv_nsec = 1; /* as soon as possible, from the loop */
+        else if (timeout_ms > 0) {
+                its.it_value.tv_sec = timeout_ms / 1000;
+                its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000;
+        }
+        timerfd_settime(a->http_timer.fd, 0, &its, NULL);
+        return 0;
+}
+
+int http_init(struct agent *a, struct drv_error *err)
+{
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+                return drv_err(err, EIO, "curl_global_init failed");
+        CURLM *multi = curl_multi_init();
+        a->http = multi;
+        if (!multi)
+                return drv_err(err, ENOMEM, "curl_multi_init failed");
+        a->http_timer.type = W_HTTP_TIMER;
+        a->http_timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (a->http_timer.fd < 0)
+                return drv_err_errno(err, "timerfd_create");
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &a->http_timer};
+        if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->http_timer.fd, &ev) < 0)
+                return drv_err_errno(err, "epoll_ctl");
+        curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, a);
+        curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(multi, CURLMOPT_TIMERDATA, a);
+        curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 8L);
+        return 0;
+}
+
+static void req_free(struct http_req *r)
+{
+        if (!r)
+                return;
+        if (r->impl) {
+                curl_easy_cleanup(r->impl->easy);
+                curl_slist_free_all(r->impl->hdrs);
+                free(r->impl);
+        }
+        free(r->body);
+        strbuf_release(&r->resp);
+        free(r);
+}
+
+void http_cleanup(struct agent *a)
+{
+        if (a->http) {
+                curl_multi_cleanup(a->http);
+                a->http = NULL;
+        }
+        if (a->http_timer.fd >= 0)
+                close(a->http_timer.fd);
+        a->http_timer.fd = -1;
+        curl_global_cleanup();
+}
+
+struct http_req *http_post(struct agent *a, const char *path, char *body_take, long timeout_ms,
+                           http_done_fn done, void *data)
+{
+        struct http_req *r = calloc(1, sizeof(*r));
+        if (!r) {
+                free(body_take);
+                return NULL;
+        }
+        r->body = body_take;
+        r->done = done;
+        r->data = data;
+        r->server = a->server;
+        r->started_ns = drv_now_ns();
+        r->impl = calloc(1, sizeof(*r->impl));
+        if (r->impl)
+                r->impl->easy = curl_easy_init();
+        _cleanup_free_ char *url = drv_asprintf("%s%s", a->cfg.servers[a->server], path);
+        if (!r->impl || !r->impl->easy || !url) {
+                req_free(r);
+                return NULL;
+        }
+        r->impl->hdrs = curl_slist_append(r->impl->hdrs, "Content-Type: application/json");
+        r->impl->hdrs = curl_slist_append(r->impl->hdrs, "Expect:");
+        char h[256];
+        snprintf(h, sizeof(h), "Drover-Protocol: %d", AGENT_PROTOCOL_VERSION);
+        r->impl->hdrs = curl_slist_append(r->impl->hdrs, h);
+        if (!strcmp(path, "/v1/register") && a->token) {
+                _cleanup_free_ char *auth = drv_asprintf("Authorization: Bearer %s", a->token);
+                if (auth)
+                        r->impl->hdrs = curl_slist_append(r->impl->hdrs, auth);
+        }
+        if (a->node_id) {
+                snprintf(h, sizeof(h), "Drover-Node: %s", a->node_id);
+                r->impl->hdrs = curl_slist_append(r->impl->hdrs, h);
+        }
+        CURL *e = r->impl->easy;
+        curl_easy_setopt(e, CURLOPT_URL, url);
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->impl->hdrs);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "{}");
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+        curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
+        curl_easy_setopt(e, CURLOPT_USERAGENT, "drover-agent");
+        if (a->cfg.tls_ca && a->cfg.tls_ca[0])
+                curl_easy_setopt(e, CURLOPT_CAINFO, a->cfg.tls_ca);
+        if (a->cfg.tls_cert && a->cfg.tls_cert[0])
+                curl_easy_setopt(e, CURLOPT_SSLCERT, a->cfg.tls_cert);
+        if (a->cfg.tls_key && a->cfg.tls_key[0])
+                curl_easy_setopt(e, CURLOPT_SSLKEY, a->cfg.tls_key);
+        if (curl_multi_add_handle(a->http, e) != CURLM_OK) {
+                req_free(r);
+                return NULL;
+        }
+        return r;
+}
+
+void http_abort(struct agent *a, struct http_req *r)
+{
+        if (!r)
+                return;
+        curl_multi_remove_handle(a->http, r->impl->easy);
+        req_free(r);
+}
+
+json_t *http_json(struct http_req *r)
+{
+        if (!r->resp.len)
+                return NULL;
+        return json_loadb(r->resp.buf, r->resp.len, 0, NULL);
+}
+
+static int http_rc_of(CURLcode rc)
+{
+        switch (rc) {
+        case CURLE_OK:
+                return HTTP_OK;
+        case CURLE_COULDNT_RESOLVE_HOST:
+        case CURLE_COULDNT_RESOLVE_PROXY:
+        case CURLE_COULDNT_CONNECT:
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_GOT_NOTHING:
+                return HTTP_E_CONNECT;
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_PEER_FAILED_VERIFICATION:
+        case CURLE_SSL_CERTPROBLEM:
+        case CURLE_SSL_CACERT_BADFILE:
+                return HTTP_E_TLS;
+        case CURLE_OPERATION_TIMEDOUT:
+                return HTTP_E_TIMEOUT;
+        case CURLE_WRITE_ERROR:
+        case CURLE_WEIRD_SERVER_REPLY:
+                return HTTP_E_PROTOCOL;
+        default:
+                return HTTP_E_OTHER;
+        }
+}
+
+void http_drive(struct agent *a, int fd, uint32_t events)
+{
+        int running = 0, mask = 0;
+        if (fd == HTTP_TIMER_FD) {
+                fd = CURL_SOCKET_TIMEOUT;
+                uint64_t x;
+                (void)!read(a->http_timer.fd, &x, sizeof(x));
+        } else {
+                if (events & EPOLLIN)
+                        mask |= CURL_CSELECT_IN;
+                if (events & EPOLLOUT)
+                        mask |= CURL_CSELECT_OUT;
+                if (events & (EPOLLERR | EPOLLHUP))
+                        mask |= CURL_CSELECT_ERR;
+        }
+        curl_multi_socket_action(a->http, fd, mask, &running);
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(a->http, &left))) {
+                if (msg->msg != CURLMSG_DONE)
+                        continue;
+                CURL *e = msg->easy_handle;
+                CURLcode rc = msg->data.result;
+                struct http_req *r = NULL;
+                long status = 0;
+                curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+                curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+                curl_multi_remove_handle(a->http, e);
+                if (rc != CURLE_OK)
+                        snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(rc));
+                if (r->done)
+                        r->done(a, r, http_rc_of(rc), status);
+                req_free(r);
+        }
+}

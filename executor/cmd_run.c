@@ -1,0 +1,694 @@
+/* cmd_run.c: `drover run` — the embedded default: compile .circleci/config.yml and run a job (every
+ * parallel node) or a whole workflow in requires order on this machine, output on the terminal. */
+#include "agent/commands.h"
+#include "executor/config/config.h"
+#include "executor/jobrunner.h"
+#include "executor/localrepo.h"
+#include "executor/ssh/ssh.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+struct run_opts {
+        const char *config;
+        const char *job;
+        const char *workflow;
+        const char *store;
+        unsigned max_parallel; /* -j: job nodes at once, >= 1 */
+        char **env;
+        bool ssh;            /* --ssh: rerun with SSH (docs/ssh.md) */
+        const char *ssh_key; /* --ssh=FILE; NULL: the user's public keys */
+        char **ssh_keys;
+        struct config_opts copts;
+        struct localrepo repo; /* the git work tree around the config, for checkout */
+};
+
+/* What happened to one workflow job, for requires, workspaces and the summary. */
+struct job_outcome {
+        const struct config_job *job;
+        bool ran;
+        bool ok;
+        const char *status; /* success, failed, canceled, blocked, ... */
+        json_t *layers;     /* workspace layers this job and its upstream produced */
+        json_t *events;     /* every node's events, for the summary */
+        uint64_t duration_ms;
+};
+
+static void run_opts_release(struct run_opts *o)
+{
+        localrepo_release(&o->repo);
+        drv_strv_free(o->ssh_keys);
+}
+
+static void usage(FILE *f)
+{
+        fprintf(f,
+                "usage: drover run [-c .circleci/config.yml] [JOB | --workflow NAME] [-e K=V]...\n"
+                "                  [--store DIR] [--branch B] [--tag T] [--revision SHA] [-j N]\n"
+                "                  [--pull never|missing|always] [--image-store DIR]\n"
+                "                  [--ssh[=PUBKEYFILE]]\n"
+                "Run a job (every parallelism index) or a whole workflow in requires order on\n"
+                "this machine, in drover's sandbox. Caches, workspaces and artifacts go to a\n"
+                "local directory (--store, default ~/.cache/drover/store). With -j N, up to N\n"
+                "job nodes (parallel indexes, independent jobs) run at once, each output line\n"
+                "prefixed with [job node]. Exit status 0 only when the job or workflow succeeded.\n"
+                "`docker:` jobs run on their images in the sandbox: pulled (--pull, default\n"
+                "missing) into the layer store (--image-store, default $DROVER_IMAGE_STORE or\n"
+                "/var/lib/drover/images).\n"
+                "--ssh: rerun with SSH — the job stays up after its steps for SSH sessions with\n"
+                "your public keys (~/.ssh/*.pub, or PUBKEYFILE); see docs/ssh.md.\n");
+}
+
+static char *default_store(void)
+{
+        const char *xdg = getenv("XDG_CACHE_HOME");
+        const char *home = getenv("HOME");
+        if (xdg && xdg[0] == '/')
+                return drv_asprintf("%s/drover/store", xdg);
+        return drv_asprintf("%s/.cache/drover/store", home && home[0] == '/' ? home : "/tmp");
+}
+
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+        static const struct option longopts[] = {{"config", required_argument, 0, 'c'},
+                                                 {"workflow", required_argument, 0, 'w'},
+                                                 {"env", required_argument, 0, 'e'},
+                                                 {"store", required_argument, 0, 's'},
+                                                 {"branch", required_argument, 0, 'b'},
+                                                 {"tag", required_argument, 0, 't'},
+                                                 {"revision", required_argument, 0, 'r'},
+                                                 {"pull", required_argument, 0, 'P'},
+                                                 {"image-store", required_argument, 0, 'I'},
+                                                 {"jobs", required_argument, 0, 'j'},
+                                                 {"ssh", optional_argument, 0, 'S'},
+                                                 {"help", no_argument, 0, 'h'},
+                                                 {0, 0, 0, 0}};
+        int c;
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "c:e:w:j:h", longopts, NULL)) != -1) {
+                switch (c) {
+                case 'c':
+                        o->config = optarg;
+                        break;
+                case 'w':
+                        o->workflow = optarg;
+                        break;
+                case 'e':
+                        if (!strchr(optarg, '=') || optarg[0] == '=') {
+                                fprintf(stderr, "drover run: -e takes KEY=VALUE, not '%s'\n",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        if (drv_strv_push(&o->env, optarg) < 0)
+                                return -ENOMEM;
+                        break;
+                case 's':
+                        o->store = optarg;
+                        break;
+                case 'b':
+                        o->copts.branch = optarg;
+                        break;
+                case 't':
+                        o->copts.tag = optarg;
+                        break;
+                case 'r':
+                        o->copts.revision = optarg;
+                        break;
+                case 'j': {
+                        uint64_t n;
+                        if (drv_parse_u64(optarg, &n) < 0 || n < 1 || n > 256) {
+                                fprintf(stderr, "drover run: -j takes a number 1-256, not '%s'\n",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        o->max_parallel = (unsigned)n;
+                        break;
+                }
+                case 'P':
+                        if (strcmp(optarg, "never") && strcmp(optarg, "missing") &&
+                            strcmp(optarg, "always")) {
+                                fprintf(stderr,
+                                        "drover run: --pull takes never, missing or always, not "
+                                        "'%s'\n",
+                                        optarg);
+                                return -EINVAL;
+                        }
+                        /* the image runtime reads its settings from the environment, as under
+                         * the agent (runtime_image.h) */
+                        setenv("DROVER_IMAGE_PULL", optarg, 1);
+                        break;
+                case 'I':
+                        setenv("DROVER_IMAGE_STORE", optarg, 1);
+                        break;
+                case 'S':
+                        o->ssh = true;
+                        o->ssh_key = optarg;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 1;
+                default:
+                        usage(stderr);
+                        return -EINVAL;
+                }
+        }
+        if (optind < argc)
+                o->job = argv[optind++];
+        if (optind < argc || (o->job && o->workflow)) {
+                usage(stderr);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* Layers of all upstream jobs (transitively, in order, once each). */
+static json_t *upstream_layers(struct job_outcome *out, size_t n, const struct config_job *j)
+{
+        json_t *layers = json_array();
+        for (size_t k = 0; j->requires && j->requires[k]; k++)
+                for (size_t i = 0; i < n; i++) {
+                        if (!out[i].job || strcmp(out[i].job->name, j->requires[k]) != 0)
+                                continue;
+                        size_t x;
+                        json_t *l;
+                        json_array_foreach (out[i].layers, x, l) {
+                                bool dup = false;
+                                size_t y;
+                                json_t *m;
+                                json_array_foreach (layers, y, m)
+                                        dup = dup || json_equal(m, l);
+                                if (!dup)
+                                        json_array_append(layers, l);
+                        }
+                }
+        return layers;
+}
+
+static int run_node(const struct run_opts *o, const struct config_job *j, unsigned node,
+                    json_t *layers, const char *store_url, struct job_outcome *res)
+{
+        json_t *spec = json_deep_copy(j->spec);
+        json_t *id = json_object_get(spec, "id");
+        char jid[512];
+        snprintf(jid, sizeof(jid), "%s-%u-%d", json_string_value(json_object_get(id, "job")), node,
+                 (int)getpid());
+        json_object_set_new(id, "job", json_string(jid));
+        json_object_set_new(id, "node_index", json_integer(node));
+        json_object_set_new(spec, "storage", json_pack("{s:s}", "url", store_url));
+        json_object_set_new(spec, "output", json_pack("{s:s}", "url", "terminal"));
+        if (json_array_size(layers))
+                json_object_set_new(spec, "workspace", json_pack("{s:O}", "layers", layers));
+        if (o->ssh) {
+                json_t *keys = json_array();
+                for (char **k = o->ssh_keys; k && *k; k++)
+                        json_array_append_new(keys, json_string(*k));
+                json_object_set_new(spec, "ssh",
+                                    json_pack("{s:b, s:o}", "enabled", 1, "authorized_keys", keys));
+        }
+        struct drv_error err = {0};
+        _cleanup_(jobspec_freep) struct jobspec *js = NULL;
+        int r = jobspec_from_json(spec, &js, &err);
+        json_decref(spec);
+        if (r < 0) {
+                fprintf(stderr, "drover run: job %s: %s\n", j->name, err.message);
+                return r;
+        }
+        if (j->parallelism > 1)
+                printf("\n### %s (node %u of %u)\n", j->name, node + 1, j->parallelism);
+        else
+                printf("\n### %s\n", j->name);
+        fflush(stdout);
+        json_t *events = NULL;
+        struct jobrunner_opts jo = {.spec = js,
+                                    .events_fd = -1,
+                                    .terminal_fd = STDOUT_FILENO,
+                                    .events_out = &events,
+                                    .source_dir = o->repo.toplevel};
+        enum job_status status;
+        r = jobrunner_run(&jo, &status, &err);
+        if (r < 0) {
+                fprintf(stderr, "drover run: job %s: %s\n", j->name, err.message);
+                status = JOB_INFRA_FAIL;
+        }
+        size_t i;
+        json_t *ev;
+        json_array_foreach (events, i, ev) {
+                const char *type = json_string_value(json_object_get(ev, "type"));
+                if (type && strcmp(type, "workspace_layer") == 0)
+                        json_array_append_new(res->layers,
+                                              json_pack("{s:s, s:O}", "job", j->name, "key",
+                                                        json_object_get(ev, "key")));
+                if (type && strcmp(type, "finished") == 0)
+                        res->duration_ms +=
+                            (uint64_t)json_integer_value(json_object_get(ev, "duration_ms"));
+                json_t *copy = json_copy(ev);
+                if (copy) {
+                        json_object_set_new(copy, "node", json_integer(node));
+                        json_array_append_new(res->events, copy);
+                }
+        }
+        json_decref(events);
+        if (status != JOB_SUCCESS) {
+                res->ok = false;
+                res->status = job_status_name(status);
+        }
+        return status == JOB_CANCELED ? -ECANCELED : 0;
+}
+
+static void summary(struct job_outcome *out, size_t n)
+{
+        bool tty = isatty(STDOUT_FILENO);
+        printf("\n%s== summary ==%s\n", tty ? "\033[1m" : "", tty ? "\033[0m" : "");
+        for (size_t i = 0; i < n; i++) {
+                const char *st = out[i].status;
+                bool ok = strcmp(st, "success") == 0;
+                printf("%s%-8s%s %s (%.2fs)\n", tty ? (ok ? "\033[32m" : "\033[31m") : "", st,
+                       tty ? "\033[0m" : "", out[i].job->name, (double)out[i].duration_ms / 1000.0);
+                size_t k;
+                json_t *ev;
+                json_array_foreach (out[i].events, k, ev) {
+                        const char *type = json_string_value(json_object_get(ev, "type"));
+                        if (!type || strcmp(type, "step_finished") != 0)
+                                continue;
+                        char node[32] = "";
+                        if (out[i].job->parallelism > 1)
+                                snprintf(
+                                    node, sizeof(node), "[node %lld] ",
+                                    (long long)json_integer_value(json_object_get(ev, "node")));
+                        printf("    %-9s %s%s (%.2fs)\n",
+                               json_string_value(json_object_get(ev, "status")), node,
+                               json_string_value(json_object_get(ev, "name")),
+                               (double)json_integer_value(json_object_get(ev, "duration_ms")) /
+                                   1000.0);
+                }
+        }
+}
+
+/* SIGINT/SIGTERM stay blocked for the whole run (each job reads them through its signalfd);
+ * one that arrives between two jobs is still pending here. */
+static bool cancel_pending(void)
+{
+        sigset_t set;
+        return sigpending(&set) == 0 && (sigismember(&set, SIGINT) || sigismember(&set, SIGTERM));
+}
+
+static void block_cancel_signals(void)
+{
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGTERM);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+}
+
+/* Upstream jobs of job i (they come earlier: jobs are in requires order). done[u] counts the
+ * finished nodes of job u (NULL: all upstreams are finished). Returns 1 when every upstream has
+ * finished and succeeded, 0 when one has not finished yet, -1 when one did not succeed. */
+static int upstreams_state(const struct job_outcome *out, size_t i, const unsigned *done)
+{
+        const struct config_job *j = out[i].job;
+        int state = 1;
+        for (size_t k = 0; j->requires && j->requires[k]; k++)
+                for (size_t u = 0; u < i; u++) {
+                        if (strcmp(out[u].job->name, j->requires[k]) != 0)
+                                continue;
+                        if (done && done[u] < out[u].job->parallelism)
+                                state = state < 0 ? state : 0;
+                        else if (!out[u].ok)
+                                state = -1;
+                }
+        return state;
+}
+
+/* One job node running in a child process (-j > 1). */
+struct node_run {
+        pid_t pid;
+        size_t job;
+        unsigned node;
+        int fd; /* read end of the child's stdout+stderr */
+        char *result_path;
+        struct strbuf partial; /* output after the last newline */
+        char prefix[96];
+};
+
+#define PARTIAL_MAX (16u << 10)
+
+static void emit_lines(struct node_run *nr, const char *buf, size_t len, bool flush)
+{
+        size_t start = 0;
+        for (size_t i = 0; i < len; i++) {
+                if (buf[i] != '\n')
+                        continue;
+                strbuf_append(&nr->partial, buf + start, i - start);
+                printf("%s%s\n", nr->prefix, nr->partial.buf ? nr->partial.buf : "");
+                strbuf_reset(&nr->partial);
+                start = i + 1;
+        }
+        strbuf_append(&nr->partial, buf + start, len - start);
+        /* a huge line is shown in pieces rather than held back */
+        if (nr->partial.len && (flush || nr->partial.len >= PARTIAL_MAX)) {
+                printf("%s%s\n", nr->prefix, nr->partial.buf);
+                strbuf_reset(&nr->partial);
+        }
+        fflush(stdout);
+}
+
+/* In the child: run the node with stdout/stderr on the pipe, leave the outcome in a file. */
+static _Noreturn void node_child(const struct run_opts *o, const struct config_job *j,
+                                 unsigned node, json_t *layers, const char *store_url, int wfd,
+                                 const char *result_path)
+{
+        if (dup2(wfd, STDOUT_FILENO) < 0 || dup2(wfd, STDERR_FILENO) < 0)
+                _exit(3);
+        struct job_outcome res = {.job = j,
+                                  .ok = true,
+                                  .status = "success",
+                                  .events = json_array(),
+                                  .layers = json_array()};
+        int r = run_node(o, j, node, layers, store_url, &res);
+        json_t *doc = json_pack("{s:b, s:s, s:I, s:o, s:o}", "ok", res.ok, "status", res.status,
+                                "duration_ms", (json_int_t)res.duration_ms, "layers", res.layers,
+                                "events", res.events);
+        int w = doc ? json_dump_file(doc, result_path, 0) : -1;
+        fflush(stdout);
+        _exit(w < 0 ? 3 : r == -ECANCELED ? 4 : 0);
+}
+
+static int node_start(const struct run_opts *o, struct job_outcome *out, size_t i, unsigned node,
+                      json_t *layers, const char *store_url, const char *tmpdir,
+                      struct node_run *nr)
+{
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) < 0)
+                return -errno;
+        const struct config_job *j = out[i].job;
+        *nr = (struct node_run){.job = i, .node = node, .fd = p[0], .partial = STRBUF_INIT};
+        nr->result_path = drv_asprintf("%s/%zu-%u.json", tmpdir, i, node);
+        if (j->parallelism > 1)
+                snprintf(nr->prefix, sizeof(nr->prefix), "[%.64s %u/%u] ", j->name, node + 1,
+                         j->parallelism);
+        else
+                snprintf(nr->prefix, sizeof(nr->prefix), "[%.64s] ", j->name);
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = nr->result_path ? fork() : -1;
+        if (pid == 0)
+                node_child(o, j, node, layers, store_url, p[1], nr->result_path);
+        int e = errno;
+        close(p[1]);
+        if (pid < 0) {
+                close(p[0]);
+                free(nr->result_path);
+                return nr->result_path ? -e : -ENOMEM;
+        }
+        nr->pid = pid;
+        return 0;
+}
+
+/* The child's output ended: reap it and fold its outcome into its job's. */
+static void node_finish(struct job_outcome *out, struct node_run *nr)
+{
+        emit_lines(nr, "", 0, true);
+        close(nr->fd);
+        int ws = 0;
+        while (waitpid(nr->pid, &ws, 0) < 0 && errno == EINTR)
+                ;
+        struct job_outcome *jo = &out[nr->job];
+        json_error_t je;
+        json_t *doc = json_load_file(nr->result_path, 0, &je);
+        unlink(nr->result_path);
+        if (!doc) {
+                fprintf(stderr, "drover run: %snode ended without an outcome (%s)\n", nr->prefix,
+                        WIFSIGNALED(ws) ? strsignal(WTERMSIG(ws)) : "no result");
+                jo->ok = false;
+                jo->status = job_status_name(JOB_INFRA_FAIL);
+        } else {
+                json_array_extend(jo->layers, json_object_get(doc, "layers"));
+                json_array_extend(jo->events, json_object_get(doc, "events"));
+                jo->duration_ms +=
+                    (uint64_t)json_integer_value(json_object_get(doc, "duration_ms"));
+                if (!json_is_true(json_object_get(doc, "ok"))) {
+                        jo->ok = false;
+                        /* statuses are static names: find ours among them */
+                        const char *st = json_string_value(json_object_get(doc, "status"));
+                        for (int k = 0; k <= JOB_INFRA_FAIL; k++)
+                                if (st && strcmp(st, job_status_name((enum job_status)k)) == 0)
+                                        jo->status = job_status_name((enum job_status)k);
+                        if (strcmp(jo->status, "success") == 0)
+                                jo->status = job_status_name(JOB_FAILED);
+                }
+                json_decref(doc);
+        }
+        free(nr->result_path);
+        strbuf_release(&nr->partial);
+}
+
+/* -j N: schedule job nodes on up to N child processes as their upstreams finish. */
+static void run_nodes_parallel(const struct run_opts *o, struct job_outcome *out, size_t n,
+                               const char *store_url, bool *canceled)
+{
+        char tmpdir[] = "/tmp/drover-run-XXXXXX";
+        _cleanup_free_ unsigned *started = calloc(n, sizeof(unsigned));
+        _cleanup_free_ unsigned *done = calloc(n, sizeof(unsigned));
+        _cleanup_free_ struct node_run *runs = calloc(o->max_parallel, sizeof(*runs));
+        _cleanup_free_ json_t **layers = calloc(n, sizeof(json_t *));
+        if (!started || !done || !runs || !layers || !mkdtemp(tmpdir)) {
+                fprintf(stderr, "drover run: cannot start parallel runs: %s\n", strerror(errno));
+                *canceled = true;
+                return;
+        }
+        size_t nrun = 0;
+        bool forwarded = false;
+        for (;;) {
+                if (cancel_pending())
+                        *canceled = true;
+                if (*canceled && !forwarded) { /* SIGINT from a terminal reached them already */
+                        for (size_t r = 0; r < nrun; r++)
+                                kill(runs[r].pid, SIGTERM);
+                        forwarded = true;
+                }
+                for (size_t i = 0; i < n && !*canceled && nrun < o->max_parallel; i++) {
+                        const struct config_job *j = out[i].job;
+                        if (started[i] == 0 && done[i] == 0) {
+                                int st = upstreams_state(out, i, done);
+                                if (st == 0)
+                                        continue;
+                                if (st < 0) {
+                                        out[i].ok = false;
+                                        out[i].status = "blocked";
+                                        done[i] = j->parallelism;
+                                        continue;
+                                }
+                                layers[i] = upstream_layers(out, i, j);
+                                out[i].layers = json_deep_copy(layers[i]);
+                                out[i].ran = true;
+                        }
+                        while (started[i] < j->parallelism && nrun < o->max_parallel) {
+                                int r = node_start(o, out, i, started[i], layers[i], store_url,
+                                                   tmpdir, &runs[nrun]);
+                                if (r < 0) {
+                                        fprintf(stderr, "drover run: cannot start %s: %s\n",
+                                                j->name, strerror(-r));
+                                        out[i].ok = false;
+                                        out[i].status = job_status_name(JOB_INFRA_FAIL);
+                                        done[i] += j->parallelism - started[i];
+                                        started[i] = j->parallelism;
+                                        break;
+                                }
+                                started[i]++;
+                                nrun++;
+                        }
+                }
+                if (nrun == 0)
+                        break; /* nothing runs and nothing more can start */
+                struct pollfd pfd[256];
+                for (size_t r = 0; r < nrun; r++)
+                        pfd[r] = (struct pollfd){.fd = runs[r].fd, .events = POLLIN};
+                if (poll(pfd, nrun, 200) < 0 && errno != EINTR)
+                        break;
+                for (size_t r = nrun; r-- > 0;) {
+                        if (!pfd[r].revents)
+                                continue;
+                        char buf[65536];
+                        ssize_t got = read(runs[r].fd, buf, sizeof(buf));
+                        if (got > 0) {
+                                emit_lines(&runs[r], buf, (size_t)got, false);
+                                continue;
+                        }
+                        if (got < 0 && errno == EINTR)
+                                continue;
+                        done[runs[r].job]++;
+                        node_finish(out, &runs[r]);
+                        runs[r] = runs[--nrun];
+                }
+        }
+        for (size_t i = 0; i < n; i++) {
+                json_decref(layers[i]);
+                if (done[i] < out[i].job->parallelism && out[i].ok) {
+                        out[i].ok = false;
+                        out[i].status = "canceled";
+                }
+        }
+        rmdir(tmpdir);
+}
+
+static int run_jobs(const struct run_opts *o, const struct config_job *jobs, size_t n,
+                    const char *store_url)
+{
+        struct job_outcome *out = calloc(n + 1, sizeof(*out));
+        bool all_ok = true, canceled = false;
+        if (!out)
+                return 3;
+        for (size_t i = 0; i < n; i++)
+                out[i] = (struct job_outcome){
+                    .job = &jobs[i], .ok = true, .status = "success", .events = json_array()};
+        if (o->max_parallel > 1) {
+                run_nodes_parallel(o, out, n, store_url, &canceled);
+                for (size_t i = 0; i < n; i++)
+                        all_ok = all_ok && out[i].ok;
+        }
+        for (size_t i = 0; i < n && o->max_parallel <= 1; i++) {
+                const struct config_job *j = &jobs[i];
+                /* blocked when an upstream did not succeed */
+                if (upstreams_state(out, i, NULL) < 0) {
+                        out[i].ok = false;
+                        out[i].status = "blocked";
+                }
+                json_t *layers = upstream_layers(out, i, j);
+                out[i].layers = json_deep_copy(layers);
+                if (out[i].ok && !canceled) {
+                        out[i].ran = true;
+                        for (unsigned node = 0; node < j->parallelism; node++)
+                                if (cancel_pending() || run_node(o, j, node, layers, store_url,
+                                                                 &out[i]) == -ECANCELED) {
+                                        canceled = true;
+                                        out[i].ok = false;
+                                        out[i].status = "canceled";
+                                        break;
+                                }
+                } else if (canceled) {
+                        out[i].ok = false;
+                        out[i].status = "canceled";
+                }
+                json_decref(layers);
+                all_ok = all_ok && out[i].ok;
+        }
+        summary(out, n);
+        for (size_t i = 0; i < n; i++) {
+                json_decref(out[i].layers);
+                json_decref(out[i].events);
+        }
+        free(out);
+        if (canceled)
+                return 4;
+        return all_ok ? 0 : 1;
+}
+
+int cmd_run(int argc, char **argv)
+{
+        _cleanup_(run_opts_release) struct run_opts o = {.config = ".circleci/config.yml",
+                                                         .max_parallel = 1};
+        int r = parse_args(argc, argv, &o);
+        _cleanup_strv_ char **env = o.env;
+        if (r != 0)
+                return r > 0 ? 0 : 2;
+        _cleanup_free_ char *store = o.store ? strdup(o.store) : default_store();
+        struct drv_error err = {0};
+        if (o.ssh && sshd_load_keys(o.ssh_key, &o.ssh_keys, &err) < 0) {
+                fprintf(stderr, "drover run: --ssh: %s\n", err.message);
+                return 2;
+        }
+        if (!store || drv_mkdir_p(store, 0700, &err) < 0) {
+                fprintf(stderr, "drover run: store: %s\n", err.message);
+                return 2;
+        }
+        _cleanup_free_ char *abs_store = realpath(store, NULL);
+        _cleanup_free_ char *store_url = abs_store ? drv_asprintf("file://%s", abs_store) : NULL;
+        if (!store_url) {
+                fprintf(stderr, "drover run: cannot resolve the store %s\n", store);
+                return 2;
+        }
+        /* checkout steps clone the work tree around the config at its HEAD (committed state) */
+        _cleanup_free_ char *cfg_abs = realpath(o.config, NULL);
+        if (cfg_abs) {
+                char *slash = strrchr(cfg_abs, '/');
+                if (slash)
+                        *slash = '\0';
+                if (localrepo_find(cfg_abs, &o.repo) > 0) {
+                        o.copts.repo_url = o.repo.toplevel;
+                        if (!o.copts.revision && !o.copts.branch)
+                                o.copts.revision = o.repo.revision;
+                        if (!o.copts.branch && !o.copts.tag)
+                                o.copts.branch = o.repo.branch;
+                }
+        }
+        /* the project (caches and timings in the store are per project): local/local/<name of the
+         * work tree, else of the directory holding .circleci> */
+        char project[320] = "local/local/project";
+        if (cfg_abs) {
+                const char *top = o.repo.toplevel;
+                _cleanup_free_ char *dir = top ? strdup(top) : strdup(cfg_abs);
+                char *slash = dir ? strrchr(dir, '/') : NULL;
+                if (slash && !top && slash != dir && strcmp(slash, "/.circleci") == 0) {
+                        *slash = '\0'; /* cfg_abs is the config's directory */
+                        slash = strrchr(dir, '/');
+                }
+                if (slash && slash[1])
+                        snprintf(project, sizeof(project), "local/local/%s", slash + 1);
+        }
+        char wfid[64];
+        snprintf(wfid, sizeof(wfid), "local-%d", (int)getpid());
+        o.copts.env = (const char *const *)env;
+        o.copts.workflow_id = wfid;
+        o.copts.build_num = 1;
+        o.copts.project = project;
+        _cleanup_(config_freep) struct config *cfg = NULL;
+        if (config_load(o.config, &o.copts, &cfg, &err) < 0) {
+                fprintf(stderr, "%s\n", err.message);
+                return 2;
+        }
+        if (o.job) {
+                const struct config_job *j = config_find_job(cfg, o.job);
+                if (!j) {
+                        fprintf(stderr,
+                                "drover run: no job '%s' in %s (a job whose parameters "
+                                "have no defaults runs only in its workflow)\n",
+                                o.job, o.config);
+                        return 2;
+                }
+                struct config_job alone = *j;
+                char *none[] = {NULL};
+                alone.requires = none;
+                block_cancel_signals();
+                return run_jobs(&o, &alone, 1, store_url);
+        }
+        const struct config_workflow *wf = NULL;
+        if (o.workflow) {
+                wf = config_find_workflow(cfg, o.workflow);
+        } else if (cfg->n_workflows == 1) {
+                wf = &cfg->workflows[0];
+        } else {
+                fprintf(stderr,
+                        "drover run: name a job or a --workflow; %s has %zu workflows:", o.config,
+                        cfg->n_workflows);
+                for (size_t i = 0; i < cfg->n_workflows; i++)
+                        fprintf(stderr, " %s", cfg->workflows[i].name);
+                fprintf(stderr, "\n");
+                return 2;
+        }
+        if (!wf) {
+                fprintf(stderr, "drover run: no workflow '%s' in %s\n", o.workflow, o.config);
+                return 2;
+        }
+        if (wf->n_jobs == 0) {
+                fprintf(stderr, "drover run: workflow '%s' has no job to run for this branch/tag\n",
+                        wf->name);
+                return 1;
+        }
+        block_cancel_signals();
+        return run_jobs(&o, wf->jobs, wf->n_jobs, store_url);
+}

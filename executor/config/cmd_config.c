@@ -1,0 +1,141 @@
+/* cmd_config.c: `drover config validate|process` — check or compile a .circleci/config.yml. */
+#include "agent/commands.h"
+#include "executor/config/config.h"
+
+#include <getopt.h>
+
+static void usage(FILE *f)
+{
+        fprintf(f,
+                "usage: drover config validate [-c FILE]\n"
+                "       drover config process [-c FILE] [--branch B] [--tag T] [--revision SHA]\n"
+                "                             [--param NAME=VALUE]...\n"
+                "validate prints every error as FILE:LINE:COL: message (exit 1 when any);\n"
+                "process prints the compiled job specs as JSON (docs/config.md).\n"
+                "FILE defaults to .circleci/config.yml.\n");
+}
+
+static json_t *job_json(const struct config_job *j)
+{
+        json_t *req = json_array();
+        for (size_t k = 0; j->requires && j->requires[k]; k++)
+                json_array_append_new(req, json_string(j->requires[k]));
+        return json_pack("{s:s, s:s, s:o, s:i, s:O}", "name", j->name, "job", j->job, "requires",
+                         req, "parallelism", (int)j->parallelism, "spec", j->spec);
+}
+
+int cmd_config(int argc, char **argv)
+{
+        static const struct option longopts[] = {{"config", required_argument, 0, 'c'},
+                                                 {"branch", required_argument, 0, 'b'},
+                                                 {"tag", required_argument, 0, 't'},
+                                                 {"revision", required_argument, 0, 'r'},
+                                                 {"param", required_argument, 0, 'p'},
+                                                 {"help", no_argument, 0, 'h'},
+                                                 {0, 0, 0, 0}};
+        const char *path = ".circleci/config.yml";
+        struct config_opts o = {.build_num = 1};
+        json_t *params = json_object();
+        int c;
+        if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+                usage(argc < 2 ? stderr : stdout);
+                json_decref(params);
+                return argc < 2 ? 2 : 0;
+        }
+        const char *verb = argv[1];
+        optind = 1;
+        while ((c = getopt_long(argc - 1, argv + 1, "c:h", longopts, NULL)) != -1) {
+                switch (c) {
+                case 'c':
+                        path = optarg;
+                        break;
+                case 'b':
+                        o.branch = optarg;
+                        break;
+                case 't':
+                        o.tag = optarg;
+                        break;
+                case 'r':
+                        o.revision = optarg;
+                        break;
+                case 'p': {
+                        char *eq = strchr(optarg, '=');
+                        if (!eq) {
+                                fprintf(stderr, "drover config: --param NAME=VALUE\n");
+                                json_decref(params);
+                                return 2;
+                        }
+                        *eq = '\0';
+                        json_object_set_new(params, optarg, json_string(eq + 1));
+                        break;
+                }
+                case 'h':
+                        usage(stdout);
+                        json_decref(params);
+                        return 0;
+                default:
+                        usage(stderr);
+                        json_decref(params);
+                        return 2;
+                }
+        }
+        o.pipeline_parameters = params;
+        struct drv_error err = {0};
+        int rc;
+        if (strcmp(verb, "validate") == 0) {
+                _cleanup_strv_ char **errors = NULL;
+                int n = config_validate(path, &o, &errors, &err);
+                if (n < 0 && !errors) {
+                        fprintf(stderr, "drover config: %s\n", err.message);
+                        rc = 2;
+                } else if (n > 0 || drv_strv_len(errors) > 0) {
+                        for (size_t i = 0; errors[i]; i++)
+                                fprintf(stderr, "%s\n", errors[i]);
+                        fprintf(stderr, "%zu error%s\n", drv_strv_len(errors),
+                                drv_strv_len(errors) == 1 ? "" : "s");
+                        rc = 1;
+                } else {
+                        printf("%s: config is valid\n", path);
+                        rc = 0;
+                }
+        } else if (strcmp(verb, "process") == 0) {
+                _cleanup_(config_freep) struct config *cfg = NULL;
+                if (config_load(path, &o, &cfg, &err) < 0) {
+                        /* print every error, as validate does */
+                        _cleanup_strv_ char **errors = NULL;
+                        struct drv_error verr = {0};
+                        if (config_validate(path, &o, &errors, &verr) > 0)
+                                for (size_t i = 0; errors[i]; i++)
+                                        fprintf(stderr, "%s\n", errors[i]);
+                        else
+                                fprintf(stderr, "%s\n", err.message);
+                        rc = err.code == EINVAL ? 1 : 2; /* 2: the file could not be read */
+                } else {
+                        json_t *doc =
+                            json_pack("{s:i, s:[], s:[]}", "version", 1, "workflows", "jobs");
+                        json_t *wfs = json_object_get(doc, "workflows");
+                        for (size_t i = 0; i < cfg->n_workflows; i++) {
+                                json_t *jobs = json_array();
+                                for (size_t k = 0; k < cfg->workflows[i].n_jobs; k++)
+                                        json_array_append_new(jobs,
+                                                              job_json(&cfg->workflows[i].jobs[k]));
+                                json_array_append_new(wfs, json_pack("{s:s, s:o}", "name",
+                                                                     cfg->workflows[i].name, "jobs",
+                                                                     jobs));
+                        }
+                        for (size_t k = 0; k < cfg->n_jobs; k++)
+                                json_array_append_new(json_object_get(doc, "jobs"),
+                                                      job_json(&cfg->jobs[k]));
+                        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+                        printf("\n");
+                        json_decref(doc);
+                        rc = 0;
+                }
+        } else {
+                fprintf(stderr, "drover config: unknown verb '%s'\n", verb);
+                usage(stderr);
+                rc = 2;
+        }
+        json_decref(params);
+        return rc;
+}

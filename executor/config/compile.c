@@ -1,0 +1,383 @@
+/* compile.c: .circleci/config.yml -> job specs: jobs, executors, resource classes, workflows
+ * with requires, matrix and branch/tag filters. */
+#include "executor/config/internal.h"
+#include "executor/jobspec.h"
+
+#include <regex.h>
+
+struct rclass {
+        const char *name;
+        double cpus;
+        unsigned memory_mb;
+};
+
+static const struct rclass rclasses[] = {
+    {"small", 1, 2048},   {"medium", 2, 4096},    {"medium+", 3, 6144},    {"large", 4, 8192},
+    {"xlarge", 8, 16384}, {"2xlarge", 16, 32768}, {"2xlarge+", 20, 40960},
+};
+
+static const char *const top_keys[] = {"version",    "jobs",    "workflows",  "commands",
+                                       "executors",  "orbs",    "parameters", "setup",
+                                       "references", "aliases", "defaults",   NULL};
+
+bool config_top_key_ok(const char *key)
+{
+        for (size_t i = 0; top_keys[i]; i++)
+                if (strcmp(top_keys[i], key) == 0)
+                        return true;
+        return false;
+}
+
+static const struct rclass *find_rclass(const char *name)
+{
+        /* machine classes are spelled with a prefix: "arm.medium", "large" ... */
+        const char *dot = strrchr(name, '.');
+        const char *n = dot ? dot + 1 : name;
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(rclasses); i++)
+                if (strcmp(rclasses[i].name, n) == 0)
+                        return &rclasses[i];
+        return NULL;
+}
+
+static json_t *image_json(struct cctx *c, const struct ynode *im)
+{
+        static const char *const keys[] = {"image",       "name", "entrypoint", "command", "user",
+                                           "environment", "auth", "aws_auth",   NULL};
+        const struct ynode *img = ynode_get(im, "image");
+        if (im->kind != Y_MAP || !img || img->kind != Y_SCALAR || ynode_is_null(img) ||
+            !img->value[0]) {
+                cerr(c, im, "each docker entry needs an image");
+                return NULL;
+        }
+        for (size_t i = 0; i < ynode_pairs(im); i++) {
+                const char *k = im->items[2 * i]->value;
+                bool ok = false;
+                for (size_t j = 0; keys[j]; j++)
+                        ok = ok || strcmp(k, keys[j]) == 0;
+                if (!ok)
+                        cerr(c, im->items[2 * i], "unknown key '%s' in a docker image", k);
+        }
+        json_t *o = json_pack("{s:s}", "image", img->value);
+        const struct ynode *v;
+        if ((v = ynode_get(im, "name")) && v->kind == Y_SCALAR)
+                json_object_set_new(o, "name", json_string(v->value));
+        if ((v = ynode_get(im, "user")) && v->kind == Y_SCALAR)
+                json_object_set_new(o, "user", json_string(v->value));
+        static const char *const lists[] = {"entrypoint", "command"};
+        for (size_t i = 0; i < 2; i++) {
+                v = ynode_get(im, lists[i]);
+                if (!v)
+                        continue;
+                json_t *a = json_array();
+                if (v->kind == Y_SCALAR)
+                        json_array_append_new(a, json_string(v->value));
+                for (size_t j = 0; v->kind == Y_SEQ && j < v->n; j++)
+                        if (v->items[j]->kind == Y_SCALAR)
+                                json_array_append_new(a, json_string(v->items[j]->value));
+                json_object_set_new(o, lists[i], a);
+        }
+        if ((v = ynode_get(im, "environment")))
+                json_object_set_new(o, "environment", config_env(c, v));
+        if ((v = ynode_get(im, "auth"))) {
+                const struct ynode *u = ynode_get(v, "username"), *p = ynode_get(v, "password");
+                if (!u || !p || u->kind != Y_SCALAR || p->kind != Y_SCALAR)
+                        cerr(c, v, "auth needs username and password");
+                else
+                        json_object_set_new(
+                            o, "auth",
+                            json_pack("{s:s, s:s}", "username", u->value, "password", p->value));
+        }
+        return o;
+}
+
+/* The job body with a named executor merged in (job keys win). Returns a new node. */
+static struct ynode *with_executor(struct cctx *c, const struct ynode *job)
+{
+        const struct ynode *ex = ynode_get(job, "executor");
+        struct ynode *body = ynode_copy(job);
+        if (!ex || !body)
+                return body;
+        const char *name = ex->kind == Y_SCALAR ? ex->value : NULL;
+        const struct ynode *args = NULL;
+        if (ex->kind == Y_MAP) {
+                const struct ynode *n = ynode_get(ex, "name");
+                name = n && n->kind == Y_SCALAR ? n->value : NULL;
+                args = ex;
+        }
+        if (!name) {
+                cerr(c, ex, "executor must name an executor");
+                ynode_free(body);
+                return NULL;
+        }
+        if (strchr(name, '/')) {
+                cerr(c, ex,
+                     "orb executor '%s' cannot be used: orbs are fetched from the network, "
+                     "which drover does not do",
+                     name);
+                ynode_free(body);
+                return NULL;
+        }
+        const struct ynode *def = ynode_get(ynode_get(c->root, "executors"), name);
+        if (!def) {
+                cerr(c, ex, "unknown executor '%s'", name);
+                ynode_free(body);
+                return NULL;
+        }
+        struct cparams p = {0};
+        char what[300];
+        snprintf(what, sizeof(what), "executor '%s'", name);
+        int r = params_bind(c, ynode_get(def, "parameters"), args, what, ex, &p);
+        struct ynode *edef = r == 0 ? params_subst(c, def, &p) : NULL;
+        params_free(&p);
+        if (!edef) {
+                ynode_free(body);
+                return NULL;
+        }
+        for (size_t i = 0; i + 1 < edef->n; i += 2) {
+                const char *k = edef->items[i]->value;
+                if (strcmp(k, "parameters") == 0 || ynode_get(body, k))
+                        continue;
+                if (ynode_append(body, edef->items[i]) == 0 &&
+                    ynode_append(body, edef->items[i + 1]) == 0)
+                        edef->items[i] = edef->items[i + 1] = NULL;
+        }
+        ynode_free(edef);
+        return body;
+}
+
+static int job_executor(struct cctx *c, const struct ynode *job, json_t *spec)
+{
+        json_t *ex = json_pack("{s:s, s:s, s:s}", "runtime", "sandbox", "kind", "machine",
+                               "network", "private");
+        json_object_set_new(spec, "executor", ex);
+        const struct ynode *docker = ynode_get(job, "docker");
+        const struct ynode *machine = ynode_get(job, "machine");
+        int r = 0;
+        if (ynode_get(job, "macos"))
+                r = cerr(c, ynode_get(job, "macos"),
+                         "macos executors cannot run on a Linux builder");
+        if (docker && machine)
+                r = cerr(c, job, "a job has either docker or machine, not both");
+        if (docker) {
+                if (docker->kind != Y_SEQ || docker->n == 0)
+                        return cerr(c, docker, "docker must be a list of images");
+                json_t *imgs = json_array();
+                for (size_t i = 0; i < docker->n; i++) {
+                        json_t *im = image_json(c, docker->items[i]);
+                        if (!im)
+                                r = -EINVAL;
+                        else
+                                json_array_append_new(imgs, im);
+                }
+                json_object_set_new(ex, "kind", json_string("docker"));
+                json_object_set_new(ex, "images", imgs);
+        } else if (!machine) {
+                r = cerr(c, job, "the job has no executor (docker, machine or executor)");
+        } else {
+                bool on = false;
+                if (machine->kind == Y_SCALAR && (ynode_bool(machine, &on) < 0 || !on))
+                        r = cerr(c, machine,
+                                 "machine must be true or a map (image, "
+                                 "docker_layer_caching)");
+                static const char *const mkeys[] = {"image", "docker_layer_caching", NULL};
+                for (size_t i = 0; machine->kind == Y_MAP && i < ynode_pairs(machine); i++) {
+                        const char *k = machine->items[2 * i]->value;
+                        if (strcmp(k, mkeys[0]) && strcmp(k, mkeys[1]))
+                                r = cerr(c, machine->items[2 * i], "unknown key '%s' in machine",
+                                         k);
+                }
+                if (machine->kind == Y_SEQ)
+                        r = cerr(c, machine,
+                                 "machine must be true or a map (image, "
+                                 "docker_layer_caching)");
+        }
+        const struct ynode *rc = ynode_get(job, "resource_class");
+        const char *rcname = rc && rc->kind == Y_SCALAR ? rc->value : "medium";
+        const struct rclass *cls = find_rclass(rcname);
+        if (!cls)
+                return cerr(c, rc, "unknown resource_class '%s'", rcname);
+        json_object_set_new(ex, "resource_class", json_string(rcname));
+        json_object_set_new(
+            ex, "resources",
+            json_pack("{s:f, s:i}", "cpus", cls->cpus, "memory_mb", (int)cls->memory_mb));
+        return r;
+}
+
+static json_t *vcs_json(const struct config_opts *o)
+{
+        json_t *v = json_object();
+        if (o->repo_url)
+                json_object_set_new(v, "url", json_string(o->repo_url));
+        if (o->revision)
+                json_object_set_new(v, "revision", json_string(o->revision));
+        if (o->branch)
+                json_object_set_new(v, "branch", json_string(o->branch));
+        if (o->tag)
+                json_object_set_new(v, "tag", json_string(o->tag));
+        return v;
+}
+
+/* Compile one job (already parameter-bound) into a spec. */
+static json_t *job_spec(struct cctx *c, const char *name, const struct ynode *job,
+                        const char *workflow, unsigned *parallelism)
+{
+        static const char *const keys[] = {"docker",
+                                           "machine",
+                                           "macos",
+                                           "executor",
+                                           "resource_class",
+                                           "environment",
+                                           "working_directory",
+                                           "shell",
+                                           "parallelism",
+                                           "steps",
+                                           "parameters",
+                                           "circleci_ip_ranges",
+                                           "description",
+                                           "type",
+                                           NULL};
+        for (size_t i = 0; i < ynode_pairs(job); i++) {
+                const char *k = job->items[2 * i]->value;
+                bool ok = false;
+                for (size_t j = 0; keys[j]; j++)
+                        ok = ok || strcmp(k, keys[j]) == 0;
+                if (!ok)
+                        cerr(c, job->items[2 * i], "unknown key '%s' in job '%s'", k, name);
+        }
+        json_t *spec = json_object();
+        json_object_set_new(spec, "version", json_integer(JOBSPEC_VERSION));
+        char id[512];
+        snprintf(id, sizeof(id), "%s-%s", c->opts->workflow_id ? c->opts->workflow_id : "local",
+                 name);
+        *parallelism = 1;
+        const struct ynode *par = ynode_get(job, "parallelism");
+        uint64_t pv = 1;
+        if (par &&
+            (par->kind != Y_SCALAR || drv_parse_u64(par->value, &pv) < 0 || pv < 1 || pv > 1000))
+                cerr(c, par, "parallelism must be a whole number from 1 to 1000");
+        *parallelism = (unsigned)pv;
+        json_t *ids =
+            json_pack("{s:s, s:s, s:I, s:i, s:i}", "job", id, "name", name, "build_num",
+                      (json_int_t)c->opts->build_num, "node_index", 0, "node_total", (int)pv);
+        if (workflow)
+                json_object_set_new(ids, "workflow_name", json_string(workflow));
+        if (c->opts->workflow_id)
+                json_object_set_new(ids, "workflow", json_string(c->opts->workflow_id));
+        if (c->opts->project)
+                json_object_set_new(ids, "project", json_string(c->opts->project));
+        json_object_set_new(spec, "id", ids);
+        json_object_set_new(spec, "vcs", vcs_json(c->opts));
+        job_executor(c, job, spec);
+        json_t *env = json_array();
+        for (size_t i = 0; c->opts->env && c->opts->env[i]; i++) {
+                const char *kv = c->opts->env[i], *eq = strchr(kv, '=');
+                if (eq)
+                        json_array_append_new(env, json_pack("{s:s#, s:s}", "name", kv,
+                                                             (int)(eq - kv), "value", eq + 1));
+        }
+        json_t *jenv = config_env(c, ynode_get(job, "environment"));
+        json_array_extend(env, jenv);
+        json_decref(jenv);
+        json_object_set_new(spec, "environment", env);
+        const struct ynode *wd = ynode_get(job, "working_directory");
+        if (wd && wd->kind == Y_SCALAR)
+                json_object_set_new(spec, "working_directory", json_string(wd->value));
+        const struct ynode *sh = ynode_get(job, "shell");
+        if (sh && sh->kind == Y_SCALAR)
+                json_object_set_new(spec, "shell", json_string(sh->value));
+        json_t *steps = json_array();
+        const struct ynode *st = ynode_get(job, "steps");
+        if (!st)
+                cerr(c, job, "job '%s' has no steps", name);
+        else if (steps_compile(c, st, steps) == 0 && json_array_size(steps) == 0)
+                cerr(c, st, "job '%s' has no steps%s", name,
+                     st->kind == Y_SEQ && st->n ? " left after when/unless" : "");
+        json_object_set_new(spec, "steps", steps);
+        return spec;
+}
+
+/* A workflow job's `pre-steps` / `post-steps` go before / after the job's steps. */
+static int add_pre_post_steps(struct cctx *c, struct ynode *body, const struct ynode *args)
+{
+        static const struct cparams none = {0};
+        const struct ynode *pre = ynode_get(args, "pre-steps"),
+                           *post = ynode_get(args, "post-steps");
+        if (!pre && !post)
+                return 0;
+        struct ynode *steps = ynode_get(body, "steps");
+        if (!steps || steps->kind != Y_SEQ)
+                return 0; /* job_spec reports it */
+        const struct ynode *parts[2] = {pre, post};
+        for (int k = 0; k < 2; k++) {
+                if (!parts[k])
+                        continue;
+                if (parts[k]->kind != Y_SEQ)
+                        return cerr(c, parts[k], "%s must be a list of steps",
+                                    k ? "post-steps" : "pre-steps");
+                struct ynode *add = params_subst(c, parts[k], &none);
+                if (!add)
+                        return -EINVAL;
+                size_t old_n = steps->n;
+                for (size_t i = 0; i < add->n; i++)
+                        if (ynode_append(steps, add->items[i]) < 0) {
+                                ynode_free(add);
+                                return -ENOMEM;
+                        } else {
+                                add->items[i] = NULL;
+                        }
+                if (k == 0 && add->n) { /* rotate the new items to the front */
+                        size_t na = add->n;
+                        struct ynode **tmp = malloc(na * sizeof(*tmp));
+                        if (!tmp) {
+                                ynode_free(add);
+                                return -ENOMEM;
+                        }
+                        memcpy(tmp, steps->items + old_n, na * sizeof(*tmp));
+                        memmove(steps->items + na, steps->items, old_n * sizeof(*tmp));
+                        memcpy(steps->items, tmp, na * sizeof(*tmp));
+                        free(tmp);
+                }
+                add->n = 0;
+                ynode_free(add);
+        }
+        return 0;
+}
+
+json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const struct ynode *args,
+                    const struct ynode *where, const char *wf, unsigned *parallelism)
+{
+        const struct ynode *job = ynode_get(ynode_get(c->root, "jobs"), jobname);
+        if (!job) {
+                if (strchr(jobname, '/'))
+                        cerr(c, where,
+                             "orb job '%s' cannot be used: orbs are fetched from the "
+                             "network, which drover does not do",
+                             jobname);
+                else
+                        cerr(c, where, "unknown job '%s'", jobname);
+                return NULL;
+        }
+        if (job->kind != Y_MAP) {
+                cerr(c, job, "job '%s' must be a map", jobname);
+                return NULL;
+        }
+        struct cparams p = {0};
+        char what[300];
+        snprintf(what, sizeof(what), "job '%s'", jobname);
+        if (params_bind(c, ynode_get(job, "parameters"), args, what, where, &p) < 0) {
+                params_free(&p);
+                return NULL;
+        }
+        struct ynode *bound = params_subst(c, job, &p);
+        params_free(&p);
+        struct ynode *body = bound ? with_executor(c, bound) : NULL;
+        ynode_free(bound);
+        if (!body || add_pre_post_steps(c, body, args) < 0) {
+                ynode_free(body);
+                return NULL;
+        }
+        c->expanded = 0;
+        json_t *spec = job_spec(c, name, body, wf, parallelism);
+        ynode_free(body);
+        return spec;
+}

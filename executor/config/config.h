@@ -1,0 +1,66 @@
+/* config.h: the CircleCI config compiler — .circleci/config.yml (2 / 2.1) -> job specs. */
+#pragma once
+
+#include "lib/drv.h"
+
+#include <jansson.h>
+
+/* Pipeline values the compiler needs (what the control plane would know about a pipeline). */
+struct config_opts {
+        const char *branch;      /* for workflow filters and CIRCLE_BRANCH; may be NULL */
+        const char *tag;         /* for tag filters; may be NULL */
+        const char *revision;    /* sha; may be NULL */
+        const char *project;     /* e.g. gh/org/repo; may be NULL */
+        const char *repo_url;    /* vcs url; may be NULL */
+        uint64_t build_num;      /* first build number to hand out */
+        const char *workflow_id; /* may be NULL: generated */
+        const char *const *env;  /* extra "K=V" for every job (drover run -e); NULL-terminated */
+        json_t *pipeline_parameters; /* object, may be NULL */
+};
+
+/* One job as it runs in a workflow (after matrix expansion and parameter binding). */
+struct config_job {
+        char *name;           /* unique within its workflow (CircleCI's name / matrix name) */
+        char *job;            /* the `jobs:` entry it comes from */
+        char **requires;      /* names of upstream jobs of the same workflow; NULL-terminated */
+        unsigned parallelism; /* >= 1 */
+        json_t *spec;         /* job spec (docs/jobspec.md) for node_index 0 of node_total =
+                                 parallelism; valid except for storage/output, which the caller
+                                 fills in. Owned by the config. */
+};
+
+struct config_workflow {
+        char *name;
+        struct config_job *jobs; /* in a valid topological order of requires */
+        size_t n_jobs;
+};
+
+struct config {
+        char *path;
+        struct config_workflow *workflows; /* jobs filtered out by branch/tag filters are omitted */
+        size_t n_workflows;
+        struct config_job *jobs; /* every `jobs:` entry compiled standalone (for `drover run JOB`);
+                                    a job whose required parameters have no default is absent */
+        size_t n_jobs;
+};
+
+/* Load, resolve and compile a config file. On error, err has "FILE:LINE:COL: message" of the
+ * first problem. Returns 0 and a new config (free with config_free). */
+int config_load(const char *path, const struct config_opts *opts, struct config **out,
+                struct drv_error *err);
+/* Same from text (name is used in messages). */
+int config_load_text(const char *name, const char *text, size_t len, const struct config_opts *opts,
+                     struct config **out, struct drv_error *err);
+/* Validate and collect EVERY error, each "FILE:LINE:COL: message". Returns the number of errors
+ * (0 = valid) or -errno; *errors is a NULL-terminated vector the caller frees. */
+int config_validate(const char *path, const struct config_opts *opts, char ***errors,
+                    struct drv_error *err);
+/* Look up a workflow or a standalone job by name; NULL when absent. */
+const struct config_workflow *config_find_workflow(const struct config *c, const char *name);
+const struct config_job *config_find_job(const struct config *c, const char *name);
+void config_free(struct config *c);
+static inline void config_freep(struct config **p)
+{
+        if (*p)
+                config_free(*p);
+}

@@ -1,0 +1,359 @@
+/* params.c: parameters of commands, jobs and executors — binding with type checks, and
+ * `<< parameters.x >>` / `<< pipeline.x >>` / `<< matrix.x >>` substitution. */
+#include "executor/config/internal.h"
+
+#include <ctype.h>
+#include <regex.h>
+
+int cerr(struct cctx *c, const struct ynode *n, const char *fmt, ...)
+{
+        if (c->n_errors > MAX_ERRORS)
+                return -EINVAL;
+        if (c->n_errors == MAX_ERRORS) {
+                char *last = drv_asprintf("%s: more than %d errors; stopped listing them", c->file,
+                                          MAX_ERRORS);
+                if (last && drv_strv_push_take(&c->errors, last) == 0)
+                        c->n_errors++;
+                return -EINVAL;
+        }
+        char msg[768];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        char *line = n ? drv_asprintf("%s:%u:%u: %s", c->file, n->line, n->col, msg)
+                       : drv_asprintf("%s: %s", c->file, msg);
+        /* the same node can be compiled more than once (a job standalone and in a workflow) */
+        for (size_t i = 0; line && c->errors && c->errors[i]; i++)
+                if (strcmp(c->errors[i], line) == 0) {
+                        free(line);
+                        line = NULL;
+                }
+        if (line && drv_strv_push_take(&c->errors, line) == 0)
+                c->n_errors++;
+        return -EINVAL;
+}
+
+const char *cscalar(struct cctx *c, const struct ynode *n, const char *what)
+{
+        if (!n || n->kind != Y_SCALAR) {
+                cerr(c, n, "%s must be a string", what);
+                return NULL;
+        }
+        return n->value;
+}
+
+void params_free(struct cparams *p)
+{
+        free(p->v);
+        p->v = NULL;
+        p->n = 0;
+}
+
+static bool is_env_var_name(const char *s)
+{
+        if (!(isalpha((unsigned char)s[0]) || s[0] == '_'))
+                return false;
+        for (; *s; s++)
+                if (!isalnum((unsigned char)*s) && *s != '_')
+                        return false;
+        return true;
+}
+
+static int check_type(struct cctx *c, const char *name, const struct ynode *decl,
+                      const struct ynode *v)
+{
+        const struct ynode *t = ynode_get(decl, "type");
+        const char *type = t && t->kind == Y_SCALAR ? t->value : NULL;
+        bool b;
+        if (!type)
+                return cerr(c, decl, "parameter '%s' has no type", name);
+        if (strcmp(type, "string") == 0) {
+                if (v->kind != Y_SCALAR)
+                        return cerr(c, v, "parameter '%s' must be a string", name);
+        } else if (strcmp(type, "boolean") == 0) {
+                if (ynode_bool(v, &b) < 0)
+                        return cerr(c, v, "parameter '%s' must be a boolean", name);
+        } else if (strcmp(type, "integer") == 0) {
+                uint64_t u;
+                const char *s = v->kind == Y_SCALAR ? v->value : "";
+                if (drv_parse_u64(s[0] == '-' ? s + 1 : s, &u) < 0)
+                        return cerr(c, v, "parameter '%s' must be an integer", name);
+        } else if (strcmp(type, "enum") == 0) {
+                const struct ynode *e = ynode_get(decl, "enum");
+                if (!e || e->kind != Y_SEQ)
+                        return cerr(c, decl, "enum parameter '%s' has no enum list", name);
+                bool ok = false;
+                for (size_t i = 0; v->kind == Y_SCALAR && i < e->n; i++)
+                        if (e->items[i]->kind == Y_SCALAR &&
+                            strcmp(e->items[i]->value, v->value) == 0)
+                                ok = true;
+                if (!ok)
+                        return cerr(c, v, "parameter '%s': '%s' is not one of its enum values",
+                                    name, v->kind == Y_SCALAR ? v->value : "(not a string)");
+        } else if (strcmp(type, "env_var_name") == 0) {
+                if (v->kind != Y_SCALAR || !is_env_var_name(v->value))
+                        return cerr(c, v, "parameter '%s' must be an environment variable name",
+                                    name);
+        } else if (strcmp(type, "steps") == 0) {
+                if (v->kind != Y_SEQ)
+                        return cerr(c, v, "parameter '%s' must be a list of steps", name);
+        } else if (strcmp(type, "executor") == 0) {
+                if (v->kind != Y_SCALAR && v->kind != Y_MAP)
+                        return cerr(c, v, "parameter '%s' must name an executor", name);
+        } else {
+                return cerr(c, t, "parameter '%s' has an unknown type '%s'", name, type);
+        }
+        return 0;
+}
+
+/* A parameter declaration: a map of type (known), default, description, enum (for enum). */
+static int check_decl(struct cctx *c, const char *name, const struct ynode *d)
+{
+        static const char *const keys[] = {"type", "default", "description", "enum", NULL};
+        static const char *const types[] = {"string",       "boolean", "integer",  "enum",
+                                            "env_var_name", "steps",   "executor", NULL};
+        if (!d || d->kind != Y_MAP)
+                return cerr(c, d, "parameter '%s' must be a map with a type", name);
+        int r = 0;
+        for (size_t i = 0; i < ynode_pairs(d); i++) {
+                bool ok = false;
+                for (size_t k = 0; keys[k]; k++)
+                        ok = ok || strcmp(d->items[2 * i]->value, keys[k]) == 0;
+                if (!ok)
+                        r = cerr(c, d->items[2 * i], "unknown key '%s' in parameter '%s'",
+                                 d->items[2 * i]->value, name);
+        }
+        const struct ynode *t = ynode_get(d, "type");
+        bool known = false;
+        for (size_t k = 0; t && t->kind == Y_SCALAR && types[k]; k++)
+                known = known || strcmp(t->value, types[k]) == 0;
+        if (!t)
+                return cerr(c, d, "parameter '%s' has no type", name);
+        if (!known)
+                return cerr(c, t, "parameter '%s' has an unknown type '%s'", name,
+                            t->kind == Y_SCALAR ? t->value : "(not a string)");
+        const struct ynode *e = ynode_get(d, "enum");
+        if (strcmp(t->value, "enum") == 0 && (!e || e->kind != Y_SEQ || e->n == 0))
+                return cerr(c, d, "enum parameter '%s' has no enum list", name);
+        return r;
+}
+
+int params_bind(struct cctx *c, const struct ynode *decl, const struct ynode *args,
+                const char *what, const struct ynode *where, struct cparams *out)
+{
+        size_t n = ynode_pairs(decl);
+        int r = 0;
+        out->v = calloc(n + 1, sizeof(*out->v));
+        out->n = 0;
+        if (!out->v)
+                return -ENOMEM;
+        if (decl && decl->kind != Y_MAP)
+                return cerr(c, decl, "parameters of %s must be a map", what);
+        for (size_t i = 0; i < n; i++) {
+                const char *name = decl->items[2 * i]->value;
+                const struct ynode *d = decl->items[2 * i + 1];
+                if (check_decl(c, name, d) < 0) {
+                        r = -EINVAL;
+                        continue;
+                }
+                const struct ynode *v = ynode_get(args, name);
+                if (!v)
+                        v = ynode_get(d, "default");
+                if (!v) {
+                        r = cerr(c, where, "%s: missing required parameter '%s'", what, name);
+                        continue;
+                }
+                if (check_type(c, name, d, v) < 0) {
+                        r = -EINVAL;
+                        continue;
+                }
+                out->v[out->n++] = (struct cparam){name, v};
+        }
+        /* every argument must be a declared parameter (a few keys are not parameters) */
+        static const char *const reserved[] = {"name",      "requires",   "context",
+                                               "filters",   "matrix",     "type",
+                                               "pre-steps", "post-steps", NULL};
+        for (size_t i = 0; i < ynode_pairs(args); i++) {
+                const char *k = args->items[2 * i]->value;
+                bool ok = ynode_get(decl, k) != NULL;
+                for (size_t j = 0; !ok && reserved[j]; j++)
+                        ok = strcmp(k, reserved[j]) == 0;
+                if (!ok)
+                        r = cerr(c, args->items[2 * i], "%s has no parameter '%s'", what, k);
+        }
+        return r;
+}
+
+static const struct ynode *param_value(const struct cparams *p, const char *name)
+{
+        for (size_t i = 0; p && i < p->n; i++)
+                if (strcmp(p->v[i].name, name) == 0)
+                        return p->v[i].value;
+        return NULL;
+}
+
+/* Value of a pipeline reference, NULL when unknown. */
+static const char *pipeline_value(struct cctx *c, const char *key, char *buf, size_t n)
+{
+        const struct config_opts *o = c->opts;
+        if (strcmp(key, "git.branch") == 0)
+                return o->branch ? o->branch : "";
+        if (strcmp(key, "git.tag") == 0)
+                return o->tag ? o->tag : "";
+        if (strcmp(key, "git.revision") == 0)
+                return o->revision ? o->revision : "";
+        if (strcmp(key, "project.git_url") == 0)
+                return o->repo_url ? o->repo_url : "";
+        if (strcmp(key, "id") == 0)
+                return o->workflow_id ? o->workflow_id : "";
+        if (strcmp(key, "number") == 0) {
+                snprintf(buf, n, "%llu", (unsigned long long)o->build_num);
+                return buf;
+        }
+        if (drv_startswith(key, "parameters.")) {
+                const char *name = key + strlen("parameters.");
+                json_t *v = json_object_get(o->pipeline_parameters, name);
+                if (json_is_string(v))
+                        return json_string_value(v);
+                if (json_is_boolean(v))
+                        return json_is_true(v) ? "true" : "false";
+                if (json_is_integer(v)) {
+                        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
+                        return buf;
+                }
+                /* declared defaults of the top-level `parameters:` */
+                const struct ynode *decl = ynode_get(ynode_get(c->root, "parameters"), name);
+                const struct ynode *def = ynode_get(decl, "default");
+                if (def && def->kind == Y_SCALAR)
+                        return def->value;
+        }
+        return NULL;
+}
+
+/* Find the next `<< ... >>` in s; returns its start and sets ref (trimmed) and end. */
+static const char *next_ref(const char *s, char *ref, size_t rn, const char **end)
+{
+        const char *open = strstr(s, "<<");
+        while (open) {
+                const char *close = strstr(open + 2, ">>");
+                if (!close)
+                        return NULL;
+                const char *a = open + 2, *b = close;
+                while (a < b && isspace((unsigned char)*a))
+                        a++;
+                while (b > a && isspace((unsigned char)b[-1]))
+                        b--;
+                if ((size_t)(b - a) < rn &&
+                    (drv_startswith(a, "parameters.") || drv_startswith(a, "pipeline.") ||
+                     drv_startswith(a, "matrix."))) {
+                        snprintf(ref, rn, "%.*s", (int)(b - a), a);
+                        *end = close + 2;
+                        return open;
+                }
+                open = strstr(open + 2, "<<");
+        }
+        return NULL;
+}
+
+char *params_subst_str(struct cctx *c, const struct ynode *where, const char *s,
+                       const struct cparams *p)
+{
+        struct strbuf sb = STRBUF_INIT;
+        char ref[256], buf[64];
+        const char *end;
+        int r = 0;
+        for (const char *at; r == 0 && (at = next_ref(s, ref, sizeof(ref), &end));) {
+                r = strbuf_append(&sb, s, (size_t)(at - s));
+                const char *val = NULL;
+                if (drv_startswith(ref, "pipeline.")) {
+                        val = pipeline_value(c, ref + strlen("pipeline."), buf, sizeof(buf));
+                } else {
+                        const char *name = strchr(ref, '.') + 1;
+                        const struct ynode *v = param_value(p, name);
+                        if (v && v->kind != Y_SCALAR) {
+                                cerr(c, where, "<< %s >> is not a string and cannot be part of one",
+                                     ref);
+                                r = -EINVAL;
+                                break;
+                        }
+                        val = v ? v->value : NULL;
+                }
+                if (!val) {
+                        /* matrix and parameter refs may be resolved by an outer pass */
+                        if (drv_startswith(ref, "matrix.") && !p) {
+                                r = strbuf_append(&sb, at, (size_t)(end - at));
+                                s = end;
+                                continue;
+                        }
+                        cerr(c, where, "unknown %s '%s'",
+                             drv_startswith(ref, "pipeline.") ? "pipeline value" : "parameter",
+                             ref);
+                        r = -EINVAL;
+                        break;
+                }
+                r = r ?: strbuf_puts(&sb, val);
+                s = end;
+        }
+        r = r ?: strbuf_puts(&sb, s);
+        if (r < 0) {
+                strbuf_release(&sb);
+                return NULL;
+        }
+        return strbuf_detach(&sb);
+}
+
+struct ynode *params_subst(struct cctx *c, const struct ynode *n, const struct cparams *p)
+{
+        if (n->kind == Y_SCALAR) {
+                char ref[256];
+                const char *end;
+                const char *at = next_ref(n->value, ref, sizeof(ref), &end);
+                if (!at)
+                        return ynode_copy(n);
+                /* a whole-scalar reference to a list or map parameter becomes that value */
+                if (at == n->value && *end == '\0' && !drv_startswith(ref, "pipeline.")) {
+                        const struct ynode *v = param_value(p, strchr(ref, '.') + 1);
+                        if (v && v->kind != Y_SCALAR)
+                                return params_subst(c, v, NULL);
+                }
+                char *s = params_subst_str(c, n, n->value, p);
+                if (!s)
+                        return NULL;
+                struct ynode *out = ynode_scalar(s, n->line, n->col);
+                free(s);
+                if (out)
+                        out->quoted = n->quoted;
+                return out;
+        }
+        struct ynode *out = ynode_new(n->kind, n->line, n->col);
+        if (!out)
+                return NULL;
+        for (size_t i = 0; i < n->n; i++) {
+                struct ynode *ch = params_subst(c, n->items[i], p);
+                if (!ch) {
+                        ynode_free(out);
+                        return NULL;
+                }
+                /* a steps parameter inside a list of steps is spliced in */
+                if (n->kind == Y_SEQ && ch->kind == Y_SEQ && n->items[i]->kind == Y_SCALAR) {
+                        for (size_t j = 0; j < ch->n; j++) {
+                                if (ynode_append(out, ch->items[j]) < 0) {
+                                        ynode_free(ch);
+                                        ynode_free(out);
+                                        return NULL;
+                                }
+                                ch->items[j] = NULL;
+                        }
+                        ch->n = 0;
+                        ynode_free(ch);
+                        continue;
+                }
+                if (ynode_append(out, ch) < 0) {
+                        ynode_free(ch);
+                        ynode_free(out);
+                        return NULL;
+                }
+        }
+        return out;
+}

@@ -1,0 +1,291 @@
+/* runtime_docker_files.c: files in and out of the docker runtime's primary container through the
+ * archive endpoints — step scripts, and a local mirror of the job's home for built-in steps. */
+#include "executor/docker/runtime_docker_int.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/mman.h>
+
+static char *dir_of(const char *path)
+{
+        _cleanup_free_ char *c = strdup(path);
+        return c ? strdup(dirname(c)) : NULL;
+}
+
+static char *base_of(const char *path)
+{
+        _cleanup_free_ char *c = strdup(path);
+        return c ? strdup(basename(c)) : NULL;
+}
+
+static int put_file(struct rtdocker *rt, const char *inside_path, const void *data, size_t n,
+                    mode_t mode, struct drv_error *err)
+{
+        _cleanup_free_ char *dir = dir_of(inside_path), *name = base_of(inside_path);
+        if (!dir || !name)
+                return drv_err(err, ENOMEM, "out of memory");
+        _cleanup_close_ int fd = memfd_create("file-tar", MFD_CLOEXEC);
+        if (fd < 0)
+                return drv_err_errno(err, "memfd_create");
+        struct archive *a = archive_write_new();
+        struct archive_entry *en = archive_entry_new();
+        if (!a || !en) {
+                archive_write_free(a);
+                archive_entry_free(en);
+                return drv_err(err, ENOMEM, "out of memory");
+        }
+        archive_write_set_format_pax_restricted(a);
+        int ok = archive_write_open_fd(a, fd) == ARCHIVE_OK;
+        archive_entry_set_pathname(en, name);
+        archive_entry_set_size(en, (la_int64_t)n);
+        archive_entry_set_filetype(en, AE_IFREG);
+        archive_entry_set_perm(en, mode & 07777);
+        archive_entry_set_uid(en, rt->uid);
+        archive_entry_set_gid(en, rt->gid);
+        ok = ok && archive_write_header(a, en) == ARCHIVE_OK;
+        ok = ok && (n == 0 || archive_write_data(a, data, n) == (la_ssize_t)n);
+        ok = ok && archive_write_close(a) == ARCHIVE_OK;
+        archive_entry_free(en);
+        archive_write_free(a);
+        if (!ok)
+                return drv_err(err, EIO, "cannot pack %s for the container", inside_path);
+        lseek(fd, 0, SEEK_SET);
+        int r = docker_archive_put(rt->d, rt->primary, dir, fd, err);
+        return r < 0 ? drv_err_prefix(err, "writing %s in the job", inside_path) : 0;
+}
+
+void rtdocker_drop_pending(struct rtdocker *rt)
+{
+        for (size_t i = 0; i < rt->n_pending; i++) {
+                free(rt->pending[i].path);
+                free(rt->pending[i].data);
+        }
+        rt->n_pending = 0;
+}
+
+/* Small text files (step scripts, BASH_ENV) wait for the next exec, which creates them: one
+ * round trip less each. The wrapper passes them as arguments: no NUL bytes, no quote in the
+ * path, and well under the kernel's limit for one argument. Private files (mode 0600: keys)
+ * never travel in an exec's argv, which the engine keeps and shows. */
+static bool can_defer(struct rtdocker *rt, const char *path, const void *data, size_t n,
+                      mode_t mode)
+{
+        return (mode & 07777) != 0600 && rt->n_pending < DRV_ARRAY_SIZE(rt->pending) && n < 65536 &&
+               !memchr(data, 0, n) && !strchr(path, '\'') && path[0] == '/';
+}
+
+int rtdocker_flush_pending(struct rtdocker *rt, struct drv_error *err)
+{
+        int r = 0;
+        for (size_t i = 0; i < rt->n_pending && r == 0; i++) {
+                struct rtdocker_pending *pf = &rt->pending[i];
+                r = put_file(rt, pf->path, pf->data, strlen(pf->data), pf->mode, err);
+        }
+        rtdocker_drop_pending(rt);
+        return r;
+}
+
+int rtdocker_write_file(struct rtdocker *rt, const char *inside_path, const void *data, size_t n,
+                        mode_t mode, struct drv_error *err)
+{
+        if (rt->n_pending > 0 || can_defer(rt, inside_path, data, n, mode)) {
+                /* replace an earlier pending write of the same path */
+                size_t i = 0;
+                while (i < rt->n_pending && strcmp(rt->pending[i].path, inside_path) != 0)
+                        i++;
+                if ((i < rt->n_pending && (mode & 07777) != 0600) ||
+                    can_defer(rt, inside_path, data, n, mode)) {
+                        char *p = strdup(inside_path), *d = strndup(data, n);
+                        if (!p || !d) {
+                                free(p);
+                                free(d);
+                                return drv_err(err, ENOMEM, "out of memory");
+                        }
+                        if (i == rt->n_pending)
+                                rt->n_pending++;
+                        else
+                                free(rt->pending[i].path), free(rt->pending[i].data);
+                        rt->pending[i] = (struct rtdocker_pending){p, d, mode};
+                        return 0;
+                }
+                int r = rtdocker_flush_pending(rt, err);
+                if (r < 0)
+                        return r;
+        }
+        return put_file(rt, inside_path, data, n, mode, err);
+}
+
+void rtdocker_mirror_free(struct rtdocker *rt)
+{
+        drv_closep(&rt->mirror_fd);
+        if (rt->mirror) {
+                struct drv_error e = {0};
+                (void)drv_rm_rf(rt->mirror, &e);
+                free(rt->mirror);
+                rt->mirror = NULL;
+        }
+}
+
+/* Extract the tar in fd below dest (absolute), keeping owners and modes, refusing escapes. */
+static int extract_to(int fd, const char *dest, struct drv_error *err)
+{
+        struct archive *a = archive_read_new();
+        struct archive *w = archive_write_disk_new();
+        if (!a || !w) {
+                archive_read_free(a);
+                archive_write_free(w);
+                return drv_err(err, ENOMEM, "out of memory");
+        }
+        archive_read_support_format_tar(a);
+        archive_write_disk_set_options(
+            w, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
+                   ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+        int r = 0;
+        if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK)
+                r = drv_err(err, EIO, "reading the container's archive: %s",
+                            archive_error_string(a));
+        struct archive_entry *en;
+        while (r == 0 && archive_read_next_header(a, &en) == ARCHIVE_OK) {
+                const char *p = archive_entry_pathname(en);
+                if (!p || p[0] == '/' || strstr(p, "..")) {
+                        r = drv_err(err, EPERM, "the container's archive has a bad path: %s",
+                                    p ? p : "(none)");
+                        break;
+                }
+                _cleanup_free_ char *full = drv_path_join(dest, p);
+                archive_entry_set_pathname(en, full);
+                const char *hl = archive_entry_hardlink(en);
+                _cleanup_free_ char *hfull = hl ? drv_path_join(dest, hl) : NULL;
+                if (hfull)
+                        archive_entry_set_hardlink(en, hfull);
+                if (archive_write_header(w, en) != ARCHIVE_OK) {
+                        r = drv_err(err, EIO, "extracting %s: %s", p, archive_error_string(w));
+                        break;
+                }
+                const void *buf;
+                size_t len;
+                la_int64_t off;
+                int x;
+                while ((x = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK)
+                        if (archive_write_data_block(w, buf, len, off) != ARCHIVE_OK)
+                                break;
+                archive_write_finish_entry(w);
+        }
+        archive_read_free(a);
+        archive_write_free(w);
+        return r;
+}
+
+int rtdocker_root_fd(struct rtdocker *rt)
+{
+        struct drv_error e = {0};
+        _cleanup_close_ int fd = -1;
+        if (rtdocker_flush_pending(rt, &e) < 0) {
+                log_error("docker_mirror_failed", "home=%s error=\"%s\"", rt->home, e.message);
+                return -1;
+        }
+        if (!rt->mirror) {
+                char tmpl[] = "/tmp/drover-docker-XXXXXX";
+                if (!mkdtemp(tmpl))
+                        return -1;
+                rt->mirror = strdup(tmpl);
+                if (!rt->mirror)
+                        return -1;
+        }
+        drv_closep(&rt->mirror_fd);
+        _cleanup_free_ char *parent = dir_of(rt->home);
+        _cleanup_free_ char *local_parent = parent ? drv_path_join(rt->mirror, parent) : NULL;
+        _cleanup_free_ char *local_home = drv_path_join(rt->mirror, rt->home);
+        if (!local_parent || !local_home)
+                return -1;
+        (void)drv_rm_rf(local_home, &e);
+        if (drv_mkdir_p(local_parent, 0755, &e) < 0)
+                goto fail;
+        fd = memfd_create("home-tar", MFD_CLOEXEC);
+        if (fd < 0 || docker_archive_get(rt->d, rt->primary, rt->home, fd, &e) < 0)
+                goto fail;
+        lseek(fd, 0, SEEK_SET);
+        if (extract_to(fd, local_parent, &e) < 0)
+                goto fail;
+        rt->mirror_fd = open(rt->mirror, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        rt->mirror_out = rt->mirror_fd >= 0;
+        return rt->mirror_fd;
+fail:
+        log_error("docker_mirror_failed", "home=%s error=\"%s\"", rt->home, e.message);
+        return -1;
+}
+
+/* Pack the mirror's copy of home (paths relative to its parent) into fd. */
+static int pack_home(struct rtdocker *rt, const char *local_home, int fd, struct drv_error *err)
+{
+        struct archive *disk = archive_read_disk_new();
+        struct archive *w = archive_write_new();
+        if (!disk || !w) {
+                archive_read_free(disk);
+                archive_write_free(w);
+                return drv_err(err, ENOMEM, "out of memory");
+        }
+        archive_read_disk_set_symlink_physical(disk);
+        archive_read_disk_set_standard_lookup(disk);
+        archive_write_set_format_pax_restricted(w);
+        int r = 0;
+        if (archive_write_open_fd(w, fd) != ARCHIVE_OK ||
+            archive_read_disk_open(disk, local_home) != ARCHIVE_OK)
+                r = drv_err(err, EIO, "packing %s: %s", local_home, archive_error_string(disk));
+        _cleanup_free_ char *parent_local = dir_of(local_home);
+        size_t skip = parent_local ? strlen(parent_local) + 1 : 0;
+        struct archive_entry *en = archive_entry_new();
+        while (r == 0 && en && archive_read_next_header2(disk, en) == ARCHIVE_OK) {
+                archive_read_disk_descend(disk);
+                const char *p = archive_entry_pathname(en);
+                if (!p || strlen(p) < skip)
+                        continue;
+                _cleanup_free_ char *rel = strdup(p + skip);
+                archive_entry_set_pathname(en, rel);
+                archive_entry_set_uname(en, NULL);
+                archive_entry_set_gname(en, NULL);
+                if (archive_write_header(w, en) != ARCHIVE_OK) {
+                        r = drv_err(err, EIO, "packing %s: %s", p, archive_error_string(w));
+                        break;
+                }
+                if (archive_entry_filetype(en) == AE_IFREG && archive_entry_size(en) > 0) {
+                        _cleanup_close_ int in =
+                            open(archive_entry_sourcepath(en), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                        char buf[65536];
+                        ssize_t n;
+                        while (in >= 0 && (n = DRV_RETRY(read(in, buf, sizeof(buf)))) > 0)
+                                archive_write_data(w, buf, (size_t)n);
+                }
+        }
+        archive_entry_free(en);
+        archive_write_close(w);
+        archive_write_free(w);
+        archive_read_free(disk);
+        (void)rt;
+        return r;
+}
+
+int rtdocker_sync_back(struct rtdocker *rt, struct drv_error *err)
+{
+        if (!rt->mirror_out)
+                return 0;
+        rt->mirror_out = false;
+        drv_closep(&rt->mirror_fd);
+        _cleanup_free_ char *parent = dir_of(rt->home);
+        _cleanup_free_ char *local_home = drv_path_join(rt->mirror, rt->home);
+        if (!parent || !local_home)
+                return drv_err(err, ENOMEM, "out of memory");
+        _cleanup_close_ int fd = memfd_create("home-tar", MFD_CLOEXEC);
+        if (fd < 0)
+                return drv_err_errno(err, "memfd_create");
+        int r = pack_home(rt, local_home, fd, err);
+        if (r < 0)
+                return r;
+        lseek(fd, 0, SEEK_SET);
+        r = docker_archive_put(rt->d, rt->primary, parent, fd, err);
+        if (r < 0)
+                return drv_err_prefix(err, "copying %s back into the container", rt->home);
+        return 0;
+}

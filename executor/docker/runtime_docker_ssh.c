@@ -1,0 +1,220 @@
+/* runtime_docker_ssh.c: SSH rerun sessions on the docker runtime — an exec with stdin attached
+ * (on the engine's terminal when asked), pumped by a child process like steps are; window
+ * resizes through the engine's exec resize endpoint. No port forwarding (connect_tcp). */
+#include "executor/docker/runtime_docker_int.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+struct pump_io {
+        bool tty;
+        int in;       /* from the SSH side: stdin bytes (tty: the socketpair end) */
+        int out, err; /* to the SSH side (tty: out is the socketpair end, err -1) */
+        unsigned short rows, cols;
+};
+
+static int to_fd(void *ud, int stream, const void *p, size_t n)
+{
+        const struct pump_io *io = ud;
+        int fd = stream == 2 && io->err >= 0 ? io->err : io->out;
+        (void)drv_write_all(fd, p, n); /* a reader gone: drop, keep draining the stream */
+        return 0;
+}
+
+static void resize(struct rtdocker *rt, const char *exec_id, unsigned short rows,
+                   unsigned short cols)
+{
+        struct docker *d = NULL;
+        struct drv_error e = {0};
+        _cleanup_free_ char *path = drv_asprintf("/exec/%s/resize?h=%u&w=%u", exec_id, rows, cols);
+        if (path && docker_dup(rt->d, &d, &e) == 0)
+                (void)docker_call(d, "POST", path, NULL, NULL, NULL, &e);
+        docker_close(d);
+}
+
+/* Move bytes both ways until the exec's stream ends; 0, or -1 when it failed. */
+static int pump_loop(struct docker *d, struct pump_io *io, struct strbuf *early)
+{
+        struct docker_demux dm = {0};
+        char buf[32768];
+        bool in_eof = false;
+        if (early->len) {
+                if (io->tty)
+                        (void)drv_write_all(io->out, early->buf, early->len);
+                else
+                        (void)docker_demux_feed(&dm, early->buf, early->len, to_fd, io);
+        }
+        for (;;) {
+                struct pollfd pf[2] = {{docker_attach_fd(d), POLLIN, 0},
+                                       {in_eof ? -1 : io->in, POLLIN, 0}};
+                if (DRV_RETRY(poll(pf, 2, -1)) < 0)
+                        return -1;
+                if (pf[0].revents) {
+                        for (;;) {
+                                ssize_t n = docker_attach_recv(d, buf, sizeof(buf));
+                                if (n == -EAGAIN)
+                                        break;
+                                if (n <= 0)
+                                        return n == 0 ? 0 : -1;
+                                if (io->tty)
+                                        (void)drv_write_all(io->out, buf, (size_t)n);
+                                else
+                                        (void)docker_demux_feed(&dm, buf, (size_t)n, to_fd, io);
+                        }
+                }
+                if (pf[1].revents) {
+                        ssize_t n = DRV_RETRY(read(io->in, buf, sizeof(buf)));
+                        if (n > 0 && docker_attach_send(d, buf, (size_t)n) < 0)
+                                return -1;
+                        if (n <= 0) {
+                                in_eof = true;
+                                if (!io->tty)
+                                        docker_attach_close_write(d);
+                        }
+                }
+        }
+}
+
+static _Noreturn void pump_session(struct rtdocker *rt, int proc, const char *exec_id,
+                                   struct pump_io *io)
+{
+        /* only what the pump uses stays open: other sessions' pipe ends must not be held here */
+        int keep[] = {0, 1, 2, rt->exit_wr, io->in, io->out, io->err};
+        int hi = 0;
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(keep); i++)
+                if (keep[i] > hi)
+                        hi = keep[i];
+        for (int fd = 3; fd <= hi; fd++) {
+                bool k = false;
+                for (size_t i = 0; i < DRV_ARRAY_SIZE(keep); i++)
+                        k = k || keep[i] == fd;
+                if (!k)
+                        close(fd);
+        }
+        syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0);
+        signal(SIGPIPE, SIG_IGN);
+        struct rtdocker_exit_rec rec = {proc, -1};
+        struct docker *d = NULL;
+        struct drv_error e = {0};
+        _cleanup_strbuf_ struct strbuf early = STRBUF_INIT;
+        if (docker_dup(rt->d, &d, &e) == 0 &&
+            docker_attach_start(d, exec_id, io->tty, &early, &e) == 0) {
+                if (io->tty && io->rows && io->cols)
+                        resize(rt, exec_id, io->rows, io->cols);
+                int r = pump_loop(d, io, &early);
+                docker_close(d);
+                d = NULL;
+                struct docker_exec_state st;
+                if (r == 0 && docker_dup(rt->d, &d, &e) == 0 &&
+                    docker_exec_wait(d, exec_id, &st, &e) == 0)
+                        rec.code = st.exit_code;
+        }
+        if (rec.code < 0)
+                log_error("docker_session_failed", "host=%s error=\"%s\"", docker_host_name(rt->d),
+                          e.message[0] ? e.message : "stream failed");
+        docker_close(d);
+        (void)drv_write_all(rt->exit_wr, &rec, sizeof(rec));
+        _exit(0);
+}
+
+int rtdocker_spawn_session(struct rtdocker *rt, const struct runtime_session_exec *ex, int *proc,
+                           int *pty_master, struct drv_error *err)
+{
+        int r = rtdocker_sync_back(rt, err);
+        if (r < 0)
+                return r;
+        if (rt->n_procs >= DRV_ARRAY_SIZE(rt->procs))
+                return drv_err(err, EMFILE, "too many processes in one job");
+        int id = (int)rt->n_procs + 1;
+        /* as steps: the pid file (signals), the working directory, then the command */
+        _cleanup_free_ char *script =
+            drv_asprintf("echo $$ >/tmp/.drover-pid-%d || exit 1; mkdir -p \"$1\" 2>/dev/null; "
+                         "cd \"$1\" || exit 1; shift; exec \"$@\"",
+                         id);
+        _cleanup_strv_ char **argv = NULL;
+        if (!script || drv_strv_push(&argv, "/bin/sh") < 0 || drv_strv_push(&argv, "-c") < 0 ||
+            drv_strv_push(&argv, script) < 0 || drv_strv_push(&argv, "drover-session") < 0 ||
+            drv_strv_push(&argv, ex->cwd ? ex->cwd : rt->home) < 0)
+                return drv_err(err, ENOMEM, "out of memory");
+        for (const char *const *a = ex->argv; *a; a++)
+                if (drv_strv_push(&argv, *a) < 0)
+                        return drv_err(err, ENOMEM, "out of memory");
+        json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:[]}", "AttachStdin", 1, "AttachStdout", 1,
+                                 "AttachStderr", 1, "Tty", ex->pty, "Cmd");
+        json_t *env = json_array();
+        for (char **a = argv; body && *a; a++)
+                json_array_append_new(json_object_get(body, "Cmd"), json_string(*a));
+        for (const char *const *e = ex->envp; env && e && *e; e++)
+                json_array_append_new(env, json_string(*e));
+        if (!body || !env) {
+                json_decref(body);
+                json_decref(env);
+                return drv_err(err, ENOMEM, "out of memory");
+        }
+        json_object_set_new(body, "Env", env);
+        _cleanup_free_ char *path = drv_asprintf("/containers/%s/exec", rt->primary);
+        json_t *ans = NULL;
+        r = path ? docker_call(rt->d, "POST", path, body, &ans, NULL, err)
+                 : drv_err(err, ENOMEM, "out of memory");
+        json_decref(body);
+        const char *eid = ans ? json_string_value(json_object_get(ans, "Id")) : NULL;
+        char *exec_id = eid ? strdup(eid) : NULL;
+        json_decref(ans);
+        if (r < 0)
+                return r;
+        if (!exec_id)
+                return drv_err(err, EPROTO, "docker: POST %s: no exec id", path);
+        int sp[2] = {-1, -1};
+        struct pump_io io = {.tty = ex->pty,
+                             .in = ex->in_fd,
+                             .out = ex->out_fd,
+                             .err = ex->err_fd,
+                             .rows = ex->rows,
+                             .cols = ex->cols};
+        if (ex->pty) {
+                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+                        free(exec_id);
+                        return drv_err_errno(err, "socketpair");
+                }
+                io.in = io.out = sp[1];
+                io.err = -1;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+                int e = errno;
+                free(exec_id);
+                if (sp[0] >= 0) {
+                        close(sp[0]);
+                        close(sp[1]);
+                }
+                errno = e;
+                return drv_err_errno(err, "fork");
+        }
+        if (pid == 0)
+                pump_session(rt, id, exec_id, &io);
+        if (ex->pty) {
+                close(sp[1]);
+                *pty_master = sp[0];
+        }
+        rt->procs[rt->n_procs++] =
+            (struct rtdocker_proc){.id = id, .child = pid, .exec_id = exec_id};
+        *proc = id;
+        return 0;
+}
+
+int rtdocker_resize_session(struct rtdocker *rt, int proc, unsigned short rows, unsigned short cols)
+{
+        for (size_t i = 0; i < rt->n_procs; i++) {
+                struct rtdocker_proc *p = &rt->procs[i];
+                if (p->id != proc || !p->exec_id || p->done)
+                        continue;
+                _cleanup_free_ char *path =
+                    drv_asprintf("/exec/%s/resize?h=%u&w=%u", p->exec_id, rows, cols);
+                struct drv_error e = {0};
+                return path ? docker_call(rt->d, "POST", path, NULL, NULL, NULL, &e) : -ENOMEM;
+        }
+        return -ESRCH;
+}

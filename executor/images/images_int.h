@@ -1,0 +1,75 @@
+/* images_int.h: internals of the images module shared by its files (not a contract). */
+#pragma once
+#include "executor/images/images.h"
+
+/* ---- ref.c: image references ---- */
+struct img_ref {
+        char *registry;   /* "docker.io", "127.0.0.1:5443" */
+        char *repository; /* "library/alpine" */
+        char *tag;        /* "3.19" (NULL when only a digest is given) */
+        char *digest;     /* "sha256:..." or NULL */
+};
+/* Parse and normalise "alpine", "host:5000/a/b:tag", "a/b@sha256:...". */
+int img_ref_parse(const char *s, struct img_ref *out, struct drv_error *err);
+void img_ref_free(struct img_ref *r);
+/* "registry/repository:tag" or "...@digest" (allocated). */
+char *img_ref_format(const struct img_ref *r);
+/* A digest "sha256:<64 hex>" is valid (only sha256 is supported). */
+bool img_digest_valid(const char *d);
+/* The host arch as OCI names it ("amd64", "arm64", ...). */
+const char *img_host_arch(void);
+
+/* ---- manifest.c, config.c: manifests and image configs (jansson) ---- */
+enum img_manifest_kind { IMG_MANIFEST_IMAGE, IMG_MANIFEST_INDEX };
+struct img_layer_desc {
+        char *digest;
+        char *media_type;
+        uint64_t size;
+};
+struct img_manifest {
+        enum img_manifest_kind kind;
+        char *config_digest; /* image manifests */
+        struct img_layer_desc *layers;
+        size_t n_layers;     /* bottom first, as in the manifest */
+        char *platform_pick; /* index: the digest of the manifest for the wanted platform */
+};
+/* Parse a manifest body; content_type may be NULL (then mediaType of the body decides). For an
+ * index, picks linux/arch (variant-less first, then any variant). */
+int img_manifest_parse(const char *body, size_t len, const char *content_type, const char *arch,
+                       struct img_manifest *out, struct drv_error *err);
+void img_manifest_free(struct img_manifest *m);
+/* Parse an image config JSON into cfg. */
+int img_config_parse(const char *body, size_t len, struct img_config *cfg, struct drv_error *err);
+void img_config_free(struct img_config *cfg);
+
+/* ---- registry.c: distribution v2 client (libcurl) ---- */
+struct reg;
+/* A client for one repository of one registry (host as in the reference; docker.io maps to
+ * registry-1.docker.io). */
+int reg_open(const char *registry, const char *repository, const struct img_pull_opts *o,
+             struct reg **out, struct drv_error *err);
+void reg_close(struct reg *r);
+/* Another client for the same repository (own connection) sharing r's credentials and token:
+ * one per pulling thread. */
+int reg_clone(const struct reg *r, struct reg **out, struct drv_error *err);
+/* GET a manifest by tag or digest. Returns the body, its content type and its digest
+ * (computed; checked against ref when ref is a digest). */
+int reg_get_manifest(struct reg *r, const char *ref, char **body, size_t *len, char **ctype,
+                     char **digest, struct drv_error *err);
+/* GET a blob into fd, verifying its sha256 against digest while streaming; a mismatch is an
+ * error and fd's content must then be discarded. */
+int reg_get_blob(struct reg *r, const char *digest, int fd, uint64_t size_hint,
+                 struct drv_error *err);
+/* Number of blob GETs sent so far (for logs and tests). */
+unsigned reg_blob_gets(const struct reg *r);
+
+/* ---- unpack.c: one layer tar -> directory ---- */
+struct img_unpack_stats {
+        uint64_t entries, bytes, whiteouts, skipped;
+        uint64_t max_bytes; /* the bound it ran with */
+};
+/* Unpack the (gzip/zstd/plain) tar read from in_fd into the empty directory dest_fd, keeping
+ * uids, gids and modes, converting whiteouts to overlayfs form, refusing escapes. File contents
+ * above max_bytes (0 = no bound) stop it with -EFBIG. */
+int img_unpack_layer(int in_fd, int dest_fd, uint64_t max_bytes, struct img_unpack_stats *st,
+                     struct drv_error *err);

@@ -1,0 +1,12 @@
+/* injob.h: paths shared by the supervisor (step machine) and the in-job `circleci` tool. Both live
+ * in the job's /tmp, which the job user can write (the tool runs as the job user). */
+#pragma once
+
+/* `circleci-agent step halt` creates it; the step machine ends the job successfully after the
+ * step that created it. */
+#define INJOB_HALT_MARKER "/tmp/.drover-halt"
+/* Per-test timings of earlier runs, written before the first step when the store has any
+ * ({"tests":[{"file","classname","name","time"}]}); read by `circleci tests split`. */
+#define INJOB_TIMINGS_FILE "/tmp/.drover-timings.json"
+/* `drover run`: the project's git work tree, bound read-only, cloned by `checkout` steps. */
+#define INJOB_SOURCE_DIR "/run/drover/source"

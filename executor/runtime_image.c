@@ -1,0 +1,705 @@
+/* runtime_image.c: `docker:` jobs in the local sandbox — pull the images into drover's layer store,
+ * stack their layers under a per-job writable overlay, apply the image config as CircleCI does
+ * (image env under the job's, the job's working directory, user from the image entry else the
+ * image's USER else root, steps in the job's shell), and run service images as sibling sandboxes
+ * sharing the primary's network namespace (localhost, and their names via /etc/hosts). */
+#include "executor/runtime_image.h"
+#include "executor/images/images.h"
+#include "executor/stepenv.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+
+#define DEFAULT_STORE "/var/lib/drover/images"
+#define DOCKER_PATH   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+struct service {
+        struct sandbox *sb;
+        size_t index; /* in the executor's images */
+        char name[72];
+};
+
+struct progress {
+        pthread_mutex_t lock; /* images are pulled in parallel */
+        bool tty;
+        uint64_t last_ns;
+        char done[8][72]; /* digests reported as pulled (the store may repeat a final call) */
+        unsigned n_done;
+};
+
+/* One image's pull (in its own thread for the services). */
+struct pull_task {
+        struct rtimg *ri;
+        size_t i;
+        struct img_pull_opts o;
+        bool insecure_ok;
+        struct progress *prog;
+        int r;
+        uint64_t ms;
+        struct drv_error err;
+};
+
+struct rtimg {
+        const struct jobspec *spec;
+        char name[65];
+        struct img_store *store;   /* for the GC */
+        struct img_store **stores; /* per image: its pull's own handle */
+        struct img **imgs;         /* one per executor image, [0] primary; NULL if not pulled */
+        size_t n;                  /* all pulled: the executor's image count */
+        struct rtimg_user user;
+        char *dir;   /* host dir of this job's generated files (hosts, service logs) */
+        char *hosts; /* dir/hosts */
+        struct service *svcs;
+        size_t n_svcs;
+        struct progress prog;
+        struct rtimg_tools tools; /* the circleci tools' binds */
+};
+
+void rtimg_user_release(struct rtimg_user *u)
+{
+        free(u->name);
+        free(u->home);
+        u->name = u->home = NULL;
+}
+
+/* ---- reading a file of the image (top layer first, whiteouts and opaque dirs honoured) ---- */
+
+static int open_in_layer(const char *layer, const char *path, int flags)
+{
+        _cleanup_close_ int root = open(layer, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0)
+                return -1;
+        struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW),
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        return (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+}
+
+static bool dir_opaque(const char *layer, const char *dir)
+{
+        _cleanup_close_ int fd = open_in_layer(layer, dir, O_RDONLY | O_DIRECTORY);
+        char v[4];
+        if (fd < 0)
+                return false;
+        ssize_t n = fgetxattr(fd, "trusted.overlay.opaque", v, sizeof(v));
+        if (n < 0)
+                n = fgetxattr(fd, "user.overlay.opaque", v, sizeof(v));
+        return n == 1 && v[0] == 'y';
+}
+
+/* 1 and the text when the image has path, 0 when not. */
+static int image_read(char *const *layers, const char *dir, const char *file, char **out)
+{
+        char path[256];
+        snprintf(path, sizeof(path), "%s/%s", dir, file);
+        for (char *const *l = layers; l && *l; l++) {
+                /* O_NONBLOCK: a FIFO there must not hang the job's start */
+                _cleanup_close_ int fd = open_in_layer(*l, path, O_RDONLY | O_NONBLOCK);
+                struct stat st;
+                if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+                        return drv_read_fd(fd, out, NULL, 16 << 20, NULL) < 0 ? 0 : 1;
+                _cleanup_close_ int p = open_in_layer(*l, path, O_PATH);
+                if (p >= 0)
+                        return 0; /* a whiteout (char dev) or something else: no such file */
+                _cleanup_close_ int d = open_in_layer(*l, dir, O_PATH);
+                if (d >= 0 && (fstat(d, &st) < 0 || !S_ISDIR(st.st_mode)))
+                        return 0; /* the directory itself is whited out (or not one) here */
+                if (dir_opaque(*l, dir))
+                        return 0;
+        }
+        return 0;
+}
+
+/* Find the line of a passwd/group file whose field key_field (0 = name, 2 = id) is key. */
+static bool find_entry(const char *text, int key_field, const char *key, char *fields[7],
+                       char *line, size_t n)
+{
+        for (const char *p = text; p && *p;) {
+                const char *e = strchr(p, '\n');
+                size_t len = e ? (size_t)(e - p) : strlen(p);
+                if (len < n && *p != '#') {
+                        memcpy(line, p, len);
+                        line[len] = '\0';
+                        char *s = line;
+                        int nf = 0;
+                        for (; nf < 7; nf++) {
+                                fields[nf] = s;
+                                s = s ? strchr(s, ':') : NULL;
+                                if (s)
+                                        *s++ = '\0';
+                        }
+                        if (fields[2] && strcmp(fields[key_field], key) == 0)
+                                return true;
+                }
+                p = e ? e + 1 : NULL;
+        }
+        return false;
+}
+
+static bool numeric(const char *s)
+{
+        uint64_t v;
+        return drv_parse_u64(s, &v) == 0;
+}
+
+int rtimg_resolve_user(char *const *layer_dirs, const char *user, struct rtimg_user *out,
+                       struct drv_error *err)
+{
+        memset(out, 0, sizeof(*out));
+        char u[256], *g = NULL;
+        snprintf(u, sizeof(u), "%s", user && *user ? user : "root");
+        if ((g = strchr(u, ':')))
+                *g++ = '\0';
+        _cleanup_free_ char *passwd = NULL, *group = NULL;
+        image_read(layer_dirs, "etc", "passwd", &passwd);
+        char line[1024], *f[7];
+        uint64_t uid = 0, gid = 0;
+        bool found = find_entry(passwd, numeric(u) ? 2 : 0, u, f, line, sizeof(line));
+        if (found) {
+                if (drv_parse_u64(f[2], &uid) < 0 || !f[3] || drv_parse_u64(f[3], &gid) < 0)
+                        return drv_err(err, EINVAL, "user %s: bad /etc/passwd entry in the image",
+                                       u);
+                out->name = strdup(f[0]);
+                out->home = strdup(f[5] && f[5][0] == '/' ? f[5] : "/");
+        } else if (numeric(u)) {
+                drv_parse_u64(u, &uid);
+                out->name = strdup(u);
+                out->home = strdup(uid == 0 ? "/root" : "/");
+        } else {
+                return drv_err(err, ENOENT,
+                               "unable to find user %s: no matching entries in the image's "
+                               "/etc/passwd",
+                               u);
+        }
+        if (g && *g) {
+                if (numeric(g)) {
+                        drv_parse_u64(g, &gid);
+                } else {
+                        image_read(layer_dirs, "etc", "group", &group);
+                        if (!find_entry(group, 0, g, f, line, sizeof(line)) ||
+                            drv_parse_u64(f[2], &gid) < 0) {
+                                rtimg_user_release(out);
+                                return drv_err(err, ENOENT,
+                                               "unable to find group %s: no matching entries in "
+                                               "the image's /etc/group",
+                                               g);
+                        }
+                }
+        }
+        if (!out->name || !out->home) {
+                rtimg_user_release(out);
+                return drv_err(err, ENOMEM, "out of memory");
+        }
+        if (uid >= 65536 || gid >= 65536) {
+                rtimg_user_release(out);
+                return drv_err(err, ERANGE,
+                               "user %s: uid %llu / gid %llu: drover's sandbox maps ids below "
+                               "65536 only",
+                               user, (unsigned long long)uid, (unsigned long long)gid);
+        }
+        out->uid = (uid_t)uid;
+        out->gid = (gid_t)gid;
+        return 0;
+}
+
+/* ---- environment ---- */
+
+static const char *env_get(char *const *env, const char *name)
+{
+        size_t l = strlen(name);
+        for (char *const *e = env; e && *e; e++)
+                if (strncmp(*e, name, l) == 0 && (*e)[l] == '=')
+                        return *e + l + 1;
+        return NULL;
+}
+
+/* Set "K=V" in *env (replacing K). */
+static int env_put(char ***env, const char *kv)
+{
+        const char *eq = strchr(kv, '=');
+        if (!eq || eq == kv)
+                return 0;
+        size_t l = (size_t)(eq - kv);
+        for (char **e = *env; e && *e; e++)
+                if (strncmp(*e, kv, l + 1) == 0) {
+                        char *c = strdup(kv);
+                        if (!c)
+                                return -ENOMEM;
+                        free(*e);
+                        *e = c;
+                        return 0;
+                }
+        return drv_strv_push(env, kv);
+}
+
+/* The image's env, then the image entry's environment. */
+static char **image_env(const struct img *im, const struct js_image *ji)
+{
+        char **env = calloc(1, sizeof(char *));
+        for (char *const *e = im->config.env; env && e && *e; e++)
+                if (env_put(&env, *e) < 0)
+                        goto oom;
+        for (size_t i = 0; env && i < ji->n_env; i++) {
+                _cleanup_free_ char *kv = drv_asprintf("%s=%s", ji->env[i].name, ji->env[i].value);
+                if (!kv || env_put(&env, kv) < 0)
+                        goto oom;
+        }
+        return env;
+oom:
+        drv_strv_free(env);
+        return NULL;
+}
+
+char **rtimg_step_env(const struct rtimg *ri, const char *const *envp)
+{
+        char **env = image_env(ri->imgs[0], &ri->spec->executor.images[0]);
+        _cleanup_free_ char *image_path = NULL;
+        const char *ip = env_get(env, "PATH");
+        if (ip && !(image_path = strdup(ip)))
+                goto oom;
+        for (const char *const *e = envp; env && e && *e; e++) {
+                if (image_path && strcmp(*e, "PATH=" STEPENV_DEFAULT_PATH) == 0) {
+                        /* nobody set PATH: the image's, behind drover's tools */
+                        _cleanup_free_ char *p =
+                            drv_asprintf("PATH=" STEPENV_TOOLS_DIR ":%s", image_path);
+                        if (!p || env_put(&env, p) < 0)
+                                goto oom;
+                        continue;
+                }
+                if (env_put(&env, *e) < 0)
+                        goto oom;
+        }
+        return env;
+oom:
+        drv_strv_free(env);
+        return NULL;
+}
+
+const struct rtimg_user *rtimg_job_user(const struct rtimg *ri)
+{
+        return &ri->user;
+}
+
+/* ---- pulling ---- */
+
+static void on_progress(void *ud, const char *digest, uint64_t done, uint64_t total)
+{
+        struct pull_task *t = ud;
+        struct progress *p = t->prog;
+        const char *image = t->ri->spec->executor.images[t->i].image;
+        uint64_t now = drv_now_ns();
+        pthread_mutex_lock(&p->lock);
+        bool finished = total && done >= total;
+        for (unsigned i = 0; finished && i < p->n_done && i < DRV_ARRAY_SIZE(p->done); i++)
+                if (strcmp(p->done[i], digest ? digest : "") == 0) {
+                        pthread_mutex_unlock(&p->lock);
+                        return;
+                }
+        if (finished)
+                snprintf(p->done[p->n_done++ % DRV_ARRAY_SIZE(p->done)], sizeof(p->done[0]), "%s",
+                         digest ? digest : "");
+        if (finished || (p->tty && now - p->last_ns > 200000000ull)) {
+                p->last_ns = now;
+                const char *hex = strchr(digest ? digest : "", ':');
+                hex = hex ? hex + 1 : digest ? digest : "?";
+                if (finished)
+                        fprintf(stderr, "%s%s: layer %.12s pulled (%.1f MB)%s\n",
+                                p->tty ? "\r\033[K" : "", image, hex, (double)total / 1e6, "");
+                else
+                        fprintf(stderr, "\r\033[K%s: layer %.12s %.1f/%.1f MB", image, hex,
+                                (double)done / 1e6, (double)total / 1e6);
+                fflush(stderr);
+        }
+        pthread_mutex_unlock(&p->lock);
+}
+
+/* Is the registry of an image reference on this host (127.*, localhost, [::1])? */
+static bool loopback_registry(const char *ref)
+{
+        const char *slash = strchr(ref, '/');
+        if (!slash)
+                return false;
+        size_t n = (size_t)(slash - ref);
+        char host[256];
+        if (n >= sizeof(host))
+                return false;
+        memcpy(host, ref, n);
+        host[n] = '\0';
+        if (!strchr(host, '.') && !strchr(host, ':') && strcmp(host, "localhost") != 0)
+                return false; /* a docker.io name like library/alpine */
+        char *colon = host[0] == '[' ? NULL : strrchr(host, ':');
+        if (colon)
+                *colon = '\0';
+        return drv_startswith(host, "127.") || strcmp(host, "localhost") == 0 ||
+               drv_startswith(host, "[::1]");
+}
+
+/* As Docker with registries on loopback: https first; when TLS fails there, plain http. */
+static int pull_one(struct img_store *st, const char *name, struct img_pull_opts *o,
+                    bool insecure_ok, struct img **out, struct drv_error *err)
+{
+        o->insecure_http = false;
+        int r = img_pull(st, name, o, out, err);
+        if (r != -EPROTO || !insecure_ok || !loopback_registry(name))
+                return r;
+        struct drv_error e2 = {0};
+        o->insecure_http = true;
+        r = img_pull(st, name, o, out, &e2);
+        if (r < 0 && e2.code != EIO) {
+                *err = e2; /* the registry answered over http: its answer is what matters */
+        } else if (r < 0) {
+                char first[sizeof(err->message)];
+                snprintf(first, sizeof(first), "%s", err->message);
+                drv_err(err, err->code, "%s (over plain http: %s)", first, e2.message);
+        }
+        return r;
+}
+
+static void *pull_thread(void *arg)
+{
+        struct pull_task *t = arg;
+        uint64_t t0 = drv_now_ns();
+        t->r = pull_one(t->ri->stores[t->i], t->ri->spec->executor.images[t->i].image, &t->o,
+                        t->insecure_ok, &t->ri->imgs[t->i], &t->err);
+        t->ms = (drv_now_ns() - t0) / 1000000;
+        return NULL;
+}
+
+static int pull_policy(enum img_pull_policy *out, struct drv_error *err)
+{
+        const char *p = getenv("DROVER_IMAGE_PULL");
+        *out = IMG_PULL_MISSING;
+        if (!p || !*p || strcmp(p, "missing") == 0)
+                return 0;
+        if (strcmp(p, "never") == 0)
+                *out = IMG_PULL_NEVER;
+        else if (strcmp(p, "always") == 0)
+                *out = IMG_PULL_ALWAYS;
+        else
+                return drv_err(err, EINVAL, "DROVER_IMAGE_PULL=%s: want never, missing or always",
+                               p);
+        return 0;
+}
+
+static int pull_all(struct rtimg *ri, struct drv_error *err)
+{
+        const struct js_executor *e = &ri->spec->executor;
+        const char *store = getenv("DROVER_IMAGE_STORE");
+        const char *max_s = getenv("DROVER_IMAGE_STORE_MAX");
+        const char *mirrors_s = getenv("DROVER_IMAGE_MIRRORS");
+        const char *insecure = getenv("DROVER_IMAGE_INSECURE_HTTP");
+        uint64_t max = 0;
+        if (max_s && *max_s && drv_parse_size(max_s, &max) < 0)
+                return drv_err(err, EINVAL, "DROVER_IMAGE_STORE_MAX '%s' is not a size", max_s);
+        bool insecure_ok = !insecure || strcmp(insecure, "0") != 0;
+        struct img_pull_opts o = {
+            .ca_file = getenv("DROVER_IMAGE_CA_FILE"), .progress = on_progress, .ud = &ri->prog};
+        int r = pull_policy(&o.policy, err);
+        if (r < 0)
+                return r;
+        _cleanup_strv_ char **mirrors = NULL;
+        if (mirrors_s && *mirrors_s) {
+                _cleanup_free_ char *copy = strdup(mirrors_s);
+                char *save = NULL;
+                for (char *m = copy ? strtok_r(copy, ",", &save) : NULL; m;
+                     m = strtok_r(NULL, ",", &save))
+                        if (drv_strv_push(&mirrors, m) < 0)
+                                return drv_err(err, ENOMEM, "out of memory");
+                o.mirrors = (const char *const *)mirrors;
+        }
+        if (o.ca_file && !*o.ca_file)
+                o.ca_file = NULL;
+        const char *root = store && *store ? store : DEFAULT_STORE;
+        r = img_store_open(root, max, &ri->store, err);
+        if (r < 0)
+                return drv_err_prefix(err, "image store");
+        ri->prog.tty = isatty(STDERR_FILENO);
+        _cleanup_free_ struct pull_task *t = calloc(e->n_images, sizeof(*t));
+        _cleanup_free_ pthread_t *th = calloc(e->n_images, sizeof(*th));
+        _cleanup_free_ bool *started = calloc(e->n_images, sizeof(*started));
+        if (!t || !th || !started)
+                return drv_err(err, ENOMEM, "out of memory");
+        for (size_t i = 0; i < e->n_images; i++) {
+                t[i] = (struct pull_task){
+                    .ri = ri, .i = i, .o = o, .insecure_ok = insecure_ok, .prog = &ri->prog};
+                t[i].o.username = e->images[i].auth.username;
+                t[i].o.password = e->images[i].auth.password;
+                t[i].o.ud = &t[i];
+                if ((r = img_store_open(root, max, &ri->stores[i], err)) < 0)
+                        return drv_err_prefix(err, "image store");
+        }
+        /* the services' images in parallel threads, the primary's here */
+        for (size_t i = 1; i < e->n_images; i++)
+                started[i] = pthread_create(&th[i], NULL, pull_thread, &t[i]) == 0;
+        pull_thread(&t[0]);
+        for (size_t i = 1; i < e->n_images; i++) {
+                if (started[i])
+                        pthread_join(th[i], NULL);
+                else
+                        pull_thread(&t[i]);
+        }
+        for (size_t i = 0; i < e->n_images; i++) {
+                const struct js_image *ji = &e->images[i];
+                if (t[i].r < 0) {
+                        *err = t[i].err;
+                        return drv_err_prefix(err, "%s image %s", i ? "service" : "primary",
+                                              ji->image);
+                }
+                log_info("image_ready", "image=%s digest=%s layers=%zu ms=%llu", ri->imgs[i]->name,
+                         ri->imgs[i]->digest, ri->imgs[i]->n_layers, (unsigned long long)t[i].ms);
+        }
+        ri->n = e->n_images;
+        if (max) {
+                uint64_t freed = 0;
+                struct drv_error e2 = {0};
+                if (img_store_gc(ri->store, max, &freed, &e2) < 0)
+                        log_warn("image_gc_failed", "error=\"%s\"", e2.message);
+        }
+        return 0;
+}
+
+/* ---- the job's /etc/hosts ---- */
+
+static char *short_name(const char *image)
+{
+        const char *s = strrchr(image, '/');
+        s = s ? s + 1 : image;
+        return strndup(s, strcspn(s, ":@"));
+}
+
+/* Is name one of the blank-separated words of line? */
+static bool has_word(const char *line, const char *name)
+{
+        size_t n = strlen(name);
+        for (const char *p = strstr(line, name); p; p = strstr(p + 1, name))
+                if ((p == line || p[-1] == ' ' || p[-1] == '\t') && (p[n] == ' ' || p[n] == '\0'))
+                        return true;
+        return false;
+}
+
+static int write_hosts(struct rtimg *ri, struct drv_error *err)
+{
+        const struct js_executor *e = &ri->spec->executor;
+        _cleanup_strbuf_ struct strbuf sb = STRBUF_INIT;
+        int r = strbuf_puts(&sb, "127.0.0.1\tlocalhost drover");
+        for (size_t i = 1; r == 0 && i < e->n_images; i++) {
+                _cleanup_free_ char *sn = short_name(e->images[i].image);
+                if (e->images[i].name && !has_word(sb.buf, e->images[i].name))
+                        r = strbuf_printf(&sb, " %s", e->images[i].name);
+                if (r == 0 && sn && *sn && !has_word(sb.buf, sn))
+                        r = strbuf_printf(&sb, " %s", sn);
+        }
+        r = r ?: strbuf_puts(&sb, "\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        if (r < 0)
+                return drv_err(err, ENOMEM, "out of memory");
+        ri->hosts = drv_path_join(ri->dir, "hosts");
+        if (!ri->hosts)
+                return drv_err(err, ENOMEM, "out of memory");
+        return drv_write_file_atomic(ri->hosts, sb.buf, sb.len, 0644, err);
+}
+
+int rtimg_open(const struct jobspec *spec, const char *name, struct rtimg **out,
+               struct drv_error *err)
+{
+        const struct js_executor *e = &spec->executor;
+        if (e->n_images == 0)
+                return drv_err(err, EINVAL, "$.executor.images: a docker job needs an image");
+        struct rtimg *ri = calloc(1, sizeof(*ri));
+        if (!ri)
+                return drv_err(err, ENOMEM, "out of memory");
+        _cleanup_(rtimg_closep) struct rtimg *guard = ri;
+        ri->spec = spec;
+        snprintf(ri->name, sizeof(ri->name), "%s", name);
+        pthread_mutex_init(&ri->prog.lock, NULL);
+        ri->imgs = calloc(e->n_images, sizeof(*ri->imgs));
+        ri->stores = calloc(e->n_images, sizeof(*ri->stores));
+        ri->svcs = calloc(e->n_images, sizeof(*ri->svcs));
+        char tmpl[128];
+        snprintf(tmpl, sizeof(tmpl), "/tmp/drover-imgjob-%s-XXXXXX", ri->name);
+        if (!ri->imgs || !ri->stores || !ri->svcs || !mkdtemp(tmpl) || !(ri->dir = strdup(tmpl)))
+                return drv_err_errno(err, "job dir");
+        chmod(ri->dir, 0755);
+        int r = pull_all(ri, err);
+        if (r < 0)
+                return r;
+        const struct js_image *p = &e->images[0];
+        const struct img *pi = ri->imgs[0];
+        r = rtimg_resolve_user(pi->layer_dirs, p->user ? p->user : pi->config.user, &ri->user, err);
+        if (r < 0)
+                return drv_err_prefix(err, "image %s", p->image);
+        if ((r = write_hosts(ri, err)) < 0)
+                return r;
+        *out = TAKE_PTR(guard);
+        return 0;
+}
+
+int rtimg_primary_config(struct rtimg *ri, const char *self_exe, struct sandbox_config *sc,
+                         struct sandbox_bind *binds, size_t *n_binds, size_t max,
+                         struct drv_error *err)
+{
+        sc->lowerdirs = (const char *const *)ri->imgs[0]->layer_dirs;
+        sc->uid = ri->user.uid;
+        sc->gid = ri->user.gid;
+        sc->ids_given = true;
+        sc->user_name = ri->user.name;
+        sc->home = ri->user.home;
+        if (*n_binds + 1 > max)
+                return drv_err(err, E2BIG, "too many binds");
+        binds[(*n_binds)++] = (struct sandbox_bind){ri->hosts, "/etc/hosts", true};
+        return self_exe ? rtimg_tools_binds(&ri->tools, ri->name, ri->dir, self_exe, binds, n_binds,
+                                            max, err)
+                        : 0;
+}
+
+/* ---- services ---- */
+
+/* Docker's rules: entry's entrypoint replaces the image's and drops its cmd; entry's command
+ * replaces the cmd. */
+static char **service_argv(const struct img *im, const struct js_image *ji)
+{
+        char **argv = calloc(1, sizeof(char *));
+        char *const *ep = ji->entrypoint ? ji->entrypoint : im->config.entrypoint;
+        char *const *cmd = ji->command ? ji->command : ji->entrypoint ? NULL : im->config.cmd;
+        for (char *const *a = ep; argv && a && *a; a++)
+                if (drv_strv_push(&argv, *a) < 0)
+                        goto oom;
+        for (char *const *a = cmd; argv && a && *a; a++)
+                if (drv_strv_push(&argv, *a) < 0)
+                        goto oom;
+        return argv;
+oom:
+        drv_strv_free(argv);
+        return NULL;
+}
+
+static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, struct drv_error *err)
+{
+        const struct js_image *ji = &ri->spec->executor.images[i];
+        const struct img *im = ri->imgs[i];
+        struct service *s = &ri->svcs[ri->n_svcs];
+        _cleanup_(rtimg_user_release) struct rtimg_user u = {0};
+        int r = rtimg_resolve_user(im->layer_dirs, ji->user ? ji->user : im->config.user, &u, err);
+        if (r < 0)
+                return r;
+        _cleanup_strv_ char **argv = service_argv(im, ji);
+        _cleanup_strv_ char **env = image_env(im, ji);
+        if (!argv || !env)
+                return drv_err(err, ENOMEM, "out of memory");
+        if (!argv[0])
+                return drv_err(err, EINVAL, "the image has no entrypoint or command to run");
+        _cleanup_free_ char *home = drv_asprintf("HOME=%s", u.home);
+        _cleanup_free_ char *host = drv_asprintf("HOSTNAME=%s", ji->name ? ji->name : "drover");
+        if (!home || !host || (!env_get(env, "PATH") && env_put(&env, "PATH=" DOCKER_PATH) < 0) ||
+            (!env_get(env, "HOME") && env_put(&env, home) < 0) || env_put(&env, host) < 0)
+                return drv_err(err, ENOMEM, "out of memory");
+        snprintf(s->name, sizeof(s->name), "%.56s-svc%zu", ri->name, i);
+        struct sandbox_bind binds[1] = {{ri->hosts, "/etc/hosts", true}};
+        struct sandbox_config sc = {.name = s->name,
+                                    .lowerdirs = (const char *const *)im->layer_dirs,
+                                    .hostname = ji->name ? ji->name : "drover",
+                                    .net = SANDBOX_NET_NONE,
+                                    .join_netns_of = primary,
+                                    .uid = u.uid,
+                                    .gid = u.gid,
+                                    .ids_given = true,
+                                    .user_name = u.name,
+                                    .home = u.home,
+                                    .binds = binds,
+                                    .n_binds = 1};
+        if ((r = sandbox_create(&sc, &s->sb, err)) < 0)
+                return r;
+        s->index = i;
+        ri->n_svcs++;
+        _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, i);
+        _cleanup_close_ int log_fd =
+            logp ? open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600) : -1;
+        if (log_fd < 0)
+                return drv_err_errno(err, "service log %s", logp ? logp : "");
+        struct sandbox_exec ex = {
+            .argv = (const char *const *)argv,
+            .envp = (const char *const *)env,
+            .cwd = im->config.workdir && *im->config.workdir ? im->config.workdir : "/",
+            .stdin_fd = -1,
+            .stdout_fd = log_fd,
+            .stderr_fd = log_fd,
+            .as_root = u.uid == 0,
+            .new_session = true};
+        int proc;
+        if ((r = sandbox_spawn(s->sb, &ex, &proc, err)) < 0)
+                return r;
+        log_info("service_started", "job=%s image=%s name=%s argv0=%s user=%u", ri->name, ji->image,
+                 ji->name ? ji->name : "-", argv[0], (unsigned)u.uid);
+        return 0;
+}
+
+int rtimg_start_services(struct rtimg *ri, struct sandbox *primary, struct drv_error *err)
+{
+        for (size_t i = 1; i < ri->n; i++) {
+                int r = start_service(ri, i, primary, err);
+                if (r < 0)
+                        return drv_err_prefix(err, "service image %s",
+                                              ri->spec->executor.images[i].image);
+        }
+        return 0;
+}
+
+/* A service that ended during the job (CircleCI shows its container's log): say how, with the
+ * end of its output, on stderr next to the pull progress. */
+static void report_service_end(struct rtimg *ri, size_t i)
+{
+        struct sandbox_exit ev;
+        struct drv_error e = {0};
+        if (sandbox_next_exit(ri->svcs[i].sb, &ev, &e) < 0)
+                return; /* still running, as it should */
+        const struct js_image *ji = &ri->spec->executor.images[ri->svcs[i].index];
+        _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, ri->svcs[i].index);
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        if (logp)
+                (void)drv_read_file(logp, &text, &len, 0, NULL);
+        const char *tail = text ? text : "";
+        if (len > 2048)
+                tail = text + len - 2048;
+        int code = WIFEXITED(ev.status) ? WEXITSTATUS(ev.status) : 128 + WTERMSIG(ev.status);
+        log_warn("service_exited", "job=%s image=%s code=%d", ri->name, ji->image, code);
+        fprintf(stderr, "service %s (%s) exited during the job with code %d; %s\n%s%s",
+                ji->name ? ji->name : ji->image, ji->image, code,
+                *tail ? "the end of its output:" : "it wrote nothing", tail,
+                *tail && tail[strlen(tail) - 1] != '\n' ? "\n" : "");
+}
+
+void rtimg_close(struct rtimg *ri)
+{
+        if (!ri)
+                return;
+        for (size_t i = 0; i < ri->n_svcs; i++) {
+                report_service_end(ri, i);
+                sandbox_destroy(ri->svcs[i].sb);
+        }
+        for (size_t i = 0; ri->imgs && i < ri->spec->executor.n_images; i++)
+                if (ri->imgs[i])
+                        img_release(ri->imgs[i]);
+        for (size_t i = 0; ri->stores && i < ri->spec->executor.n_images; i++)
+                if (ri->stores[i])
+                        img_store_close(ri->stores[i]);
+        if (ri->store)
+                img_store_close(ri->store);
+        if (ri->dir) {
+                struct drv_error e = {0};
+                if (drv_rm_rf(ri->dir, &e) < 0)
+                        log_warn("image_job_dir", "dir=%s error=\"%s\"", ri->dir, e.message);
+        }
+        rtimg_user_release(&ri->user);
+        rtimg_tools_release(&ri->tools);
+        pthread_mutex_destroy(&ri->prog.lock);
+        free(ri->imgs);
+        free(ri->stores);
+        free(ri->svcs);
+        free(ri->dir);
+        free(ri->hosts);
+        free(ri);
+}

@@ -1,0 +1,466 @@
+/* runtime_sandbox.c: the local runtime — one long-lived drover sandbox per job. */
+#include "executor/runtime.h"
+#include "executor/injob.h"
+#include "executor/runtime_image.h"
+#include "sandbox/sandbox.h"
+
+#include <ctype.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <linux/openat2.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+struct rts {
+        struct sandbox *sb;
+        struct sandbox_bind binds[20];
+        char name[65];
+        struct rtimg *img; /* docker jobs: the images, job user and services; NULL on machine */
+        char *etc_dir;     /* machine jobs: host dir of the passwd/group files bound inside */
+        char *etc_passwd;
+        char *etc_group;
+};
+
+/* Does an /etc/passwd or /etc/group text have an entry with this id (field 3)? */
+static bool has_id(const char *text, unsigned id)
+{
+        char idf[16];
+        snprintf(idf, sizeof(idf), "%u", id);
+        size_t il = strlen(idf);
+        for (const char *l = text; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+                const char *eol = strchr(l, '\n');
+                const char *f = strchr(l, ':');
+                f = f && (!eol || f < eol) ? strchr(f + 1, ':') : NULL;
+                if (f && (!eol || f < eol) && strncmp(f + 1, idf, il) == 0 && f[1 + il] == ':')
+                        return true;
+        }
+        return false;
+}
+
+/* The host's /etc/passwd and /etc/group plus the job user (circleci, 3434) when the host has no
+ * entry for uid (gid) 3434: ssh, git and `id -un` need the job user's entry (getpwuid). A host
+ * `circleci` with another uid keeps its line; ours is found by uid. Bound read-only over the
+ * host's files. */
+static int job_user_files(struct rts *rt, struct drv_error *err)
+{
+        static const char *const names[2] = {"passwd", "group"};
+        static const char *const lines[2] = {
+            "circleci:x:3434:3434:circleci:/home/circleci:/bin/bash\n", "circleci:x:3434:\n"};
+        char **dest[2] = {&rt->etc_passwd, &rt->etc_group};
+        int r;
+        for (int i = 0; i < 2; i++) {
+                _cleanup_free_ char *host = drv_asprintf("/etc/%s", names[i]), *text = NULL;
+                size_t len = 0;
+                if (!host)
+                        return drv_err(err, ENOMEM, "out of memory");
+                if ((r = drv_read_file(host, &text, &len, 16 << 20, err)) < 0)
+                        return r;
+                if (has_id(text, 3434))
+                        continue;
+                if (!rt->etc_dir) {
+                        if ((r = drv_mkdir_p("/run/drover", 0755, err)) < 0)
+                                return r;
+                        char tmpl[] = "/run/drover/etc-XXXXXX";
+                        if (!mkdtemp(tmpl))
+                                return drv_err_errno(err, "mkdtemp %s", tmpl);
+                        chmod(tmpl, 0755);
+                        if (!(rt->etc_dir = strdup(tmpl)))
+                                return drv_err(err, ENOMEM, "out of memory");
+                }
+                _cleanup_free_ char *all = drv_asprintf(
+                    "%s%s%s", text, len && text[len - 1] != '\n' ? "\n" : "", lines[i]);
+                *dest[i] = drv_asprintf("%s/%s", rt->etc_dir, names[i]);
+                if (!all || !*dest[i])
+                        return drv_err(err, ENOMEM, "out of memory");
+                if ((r = drv_write_file_atomic(*dest[i], all, strlen(all), 0644, err)) < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static void rts_free(struct rts *rt)
+{
+        if (rt->etc_dir) {
+                struct drv_error e = {0};
+                if (drv_rm_rf(rt->etc_dir, &e) < 0)
+                        log_warn("etc_cleanup_failed", "dir=%s error=\"%s\"", rt->etc_dir,
+                                 e.message);
+        }
+        free(rt->etc_dir);
+        free(rt->etc_passwd);
+        free(rt->etc_group);
+        free(rt);
+}
+
+/* The sandbox (and cgroup) name: the job id with anything outside [A-Za-z0-9._-] replaced,
+ * plus the node index, so that concurrent jobs on one host never share a cgroup. */
+static void sandbox_name(const struct jobspec *spec, char *buf, size_t n)
+{
+        char idx[16];
+        snprintf(idx, sizeof(idx), "-%u", spec->node_index);
+        size_t room = n - 1 - strlen(idx), i = 0;
+        for (const char *c = spec->job_id ? spec->job_id : "job"; *c && i < room; c++, i++)
+                buf[i] = (isalnum((unsigned char)*c) || strchr("._-", *c)) ? *c : '_';
+        if (i == 0)
+                buf[i++] = 'j';
+        if (buf[0] == '.')
+                buf[0] = '_';
+        snprintf(buf + i, n - i, "%s", idx);
+}
+
+static void rts_close(void *impl);
+
+static int rts_open(const struct runtime_config *cfg, void **out, struct drv_error *err)
+{
+        const struct jobspec *spec = cfg->spec;
+        const struct js_executor *e = &spec->executor;
+        if (e->runtime != JS_RUNTIME_SANDBOX)
+                return drv_err(err, ENOTSUP, "$.executor.runtime: not a sandbox job");
+        struct rts *rt = calloc(1, sizeof(*rt));
+        if (!rt)
+                return drv_err(err, ENOMEM, "out of memory");
+        sandbox_name(spec, rt->name, sizeof(rt->name));
+        int r;
+        if (e->kind == JS_KIND_DOCKER && (r = rtimg_open(spec, rt->name, &rt->img, err)) < 0) {
+                rts_free(rt);
+                return r;
+        }
+        size_t nb = 0;
+        if (cfg->self_exe && !rt->img) { /* on images: rtimg_primary_config */
+                rt->binds[nb++] =
+                    (struct sandbox_bind){cfg->self_exe, "/run/drover/bin/circleci", true};
+                rt->binds[nb++] =
+                    (struct sandbox_bind){cfg->self_exe, "/run/drover/bin/circleci-agent", true};
+        }
+        if (cfg->source_dir)
+                rt->binds[nb++] = (struct sandbox_bind){cfg->source_dir, INJOB_SOURCE_DIR, true};
+        if (!rt->img && (r = job_user_files(rt, err)) < 0) {
+                rts_close(rt);
+                return drv_err_prefix(err, "the job user's passwd entry");
+        }
+        if (rt->etc_passwd)
+                rt->binds[nb++] = (struct sandbox_bind){rt->etc_passwd, "/etc/passwd", true};
+        if (rt->etc_group)
+                rt->binds[nb++] = (struct sandbox_bind){rt->etc_group, "/etc/group", true};
+        struct sandbox_config sc = {
+            .name = rt->name,
+            .hostname = "drover",
+            .net = e->network == JS_NET_PRIVATE ? SANDBOX_NET_PRIVATE : SANDBOX_NET_NONE,
+            .memory_bytes = e->memory_mb << 20,
+            .cpus = e->cpus,
+            .pids_max = e->pids,
+            .disk_bytes = e->disk_mb << 20,
+            .binds = rt->binds,
+            .n_binds = nb,
+        };
+        r = rt->img ? rtimg_primary_config(rt->img, cfg->self_exe, &sc, rt->binds, &sc.n_binds,
+                                           DRV_ARRAY_SIZE(rt->binds), err)
+                    : 0;
+        if (r == 0)
+                r = sandbox_create(&sc, &rt->sb, err);
+        if (r == 0 && rt->img)
+                r = rtimg_start_services(rt->img, rt->sb, err);
+        if (r < 0) {
+                rts_close(rt);
+                return r;
+        }
+        *out = rt;
+        return 0;
+}
+
+static int rts_spawn(void *impl, const struct runtime_exec *ex, int *proc, struct drv_error *err)
+{
+        struct rts *rt = impl;
+        _cleanup_strv_ char **env = rt->img ? rtimg_step_env(rt->img, ex->envp) : NULL;
+        if (rt->img && !env)
+                return drv_err(err, ENOMEM, "out of memory");
+        struct sandbox_exec se = {.argv = ex->argv,
+                                  .envp = env ? (const char *const *)env : ex->envp,
+                                  .cwd = ex->cwd,
+                                  .stdin_fd = -1,
+                                  .stdout_fd = ex->out_fd,
+                                  .stderr_fd = ex->out_fd,
+                                  /* an image's root user keeps root's capabilities */
+                                  .as_root =
+                                      ex->as_root || (rt->img && rtimg_job_user(rt->img)->uid == 0),
+                                  .new_session = true};
+        return sandbox_spawn(rt->sb, &se, proc, err);
+}
+
+static int rts_event_fd(void *impl)
+{
+        struct rts *rt = impl;
+        return sandbox_event_fd(rt->sb);
+}
+
+static int rts_next_exit(void *impl, struct runtime_exit *ev, struct drv_error *err)
+{
+        struct rts *rt = impl;
+        struct sandbox_exit se;
+        int r = sandbox_next_exit(rt->sb, &se, err);
+        if (r < 0)
+                return r;
+        ev->proc = se.proc_id;
+        ev->status = se.status;
+        ev->oom = se.oom;
+        ev->cpu_usec = se.cpu_usec;
+        ev->peak_memory = se.peak_memory;
+        return 0;
+}
+
+static bool rts_has_pending_exit(void *impl)
+{
+        struct rts *rt = impl;
+        return sandbox_has_pending_exit(rt->sb);
+}
+
+static int rts_signal(void *impl, int proc, int sig)
+{
+        struct rts *rt = impl;
+        return sandbox_signal(rt->sb, proc, sig);
+}
+
+static int rts_kill_all(void *impl, struct drv_error *err)
+{
+        struct rts *rt = impl;
+        return sandbox_kill_processes(rt->sb, err);
+}
+
+static int rts_root_fd(void *impl)
+{
+        struct rts *rt = impl;
+        return sandbox_root_fd(rt->sb);
+}
+
+static uid_t rts_host_uid(void *impl)
+{
+        struct rts *rt = impl;
+        return sandbox_host_uid(rt->sb, false);
+}
+
+static gid_t rts_host_gid(void *impl)
+{
+        struct rts *rt = impl;
+        return sandbox_host_gid(rt->sb, false);
+}
+
+static const char *rts_home(void *impl)
+{
+        struct rts *rt = impl;
+        return sandbox_home(rt->sb);
+}
+
+static const char *rts_user(void *impl)
+{
+        struct rts *rt = impl;
+        return rt->img ? rtimg_job_user(rt->img)->name : "circleci";
+}
+
+static uint64_t rts_memory_limit(void *impl)
+{
+        struct rts *rt = impl;
+        return sandbox_memory_limit(rt->sb);
+}
+
+static int open_in_root(struct rts *rt, const char *path, int flags, mode_t mode)
+{
+        struct open_how how = {
+            .flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW | 0100000 /* O_LARGEFILE */),
+            .mode = flags & O_CREAT ? mode : 0,
+            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        while (*path == '/')
+                path++;
+        return (int)syscall(SYS_openat2, sandbox_root_fd(rt->sb), path, &how, sizeof(how));
+}
+
+static bool rts_path_exists(void *impl, const char *inside_path)
+{
+        struct rts *rt = impl;
+        struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        while (*inside_path == '/')
+                inside_path++;
+        int fd = (int)syscall(SYS_openat2, sandbox_root_fd(rt->sb), inside_path, &how, sizeof(how));
+        if (fd < 0)
+                return false;
+        close(fd);
+        return true;
+}
+
+static int rts_write_file(void *impl, const char *inside_path, const void *data, size_t n,
+                          mode_t mode, struct drv_error *err)
+{
+        struct rts *rt = impl;
+        /* the job's filesystems belong to its user namespace: create files as the job user
+         * (host root is not mapped there: EOVERFLOW) */
+        int ofsuid = setfsuid(rts_host_uid(rt));
+        int ofsgid = setfsgid(rts_host_gid(rt));
+        _cleanup_close_ int fd = open_in_root(rt, inside_path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+        int saved = errno;
+        setfsuid((uid_t)ofsuid);
+        setfsgid((gid_t)ofsgid);
+        errno = saved;
+        if (fd < 0)
+                return drv_err_errno(err, "cannot create %s in the job", inside_path);
+        if (fchmod(fd, mode) < 0)
+                return drv_err_errno(err, "cannot set the mode of %s in the job", inside_path);
+        int r = drv_write_all(fd, data, n);
+        if (r < 0) {
+                errno = -r;
+                return drv_err_errno(err, "cannot write %s in the job", inside_path);
+        }
+        return 0;
+}
+
+static void rts_close(void *impl)
+{
+        struct rts *rt = impl;
+        if (!rt)
+                return;
+        sandbox_destroy(rt->sb);
+        rtimg_close(rt->img); /* services, then the images' leases */
+        rts_free(rt);
+}
+
+static int rts_spawn_session(void *impl, const struct runtime_session_exec *ex, int *proc,
+                             int *pty_master, struct drv_error *err)
+{
+        struct rts *rt = impl;
+        _cleanup_strv_ char **env = rt->img ? rtimg_step_env(rt->img, ex->envp) : NULL;
+        if (rt->img && !env)
+                return drv_err(err, ENOMEM, "out of memory");
+        struct sandbox_exec se = {.argv = ex->argv,
+                                  .envp = env ? (const char *const *)env : ex->envp,
+                                  .cwd = ex->cwd,
+                                  .stdin_fd = ex->in_fd,
+                                  .stdout_fd = ex->out_fd,
+                                  .stderr_fd = ex->err_fd,
+                                  .as_root = rt->img && rtimg_job_user(rt->img)->uid == 0,
+                                  .new_session = true};
+        if (ex->pty)
+                return sandbox_spawn_pty(rt->sb, &se, ex->rows, ex->cols, proc, pty_master, err);
+        return sandbox_spawn(rt->sb, &se, proc, err);
+}
+
+static int rts_resize_session(void *impl, int proc, int pty_master, unsigned short rows,
+                              unsigned short cols)
+{
+        (void)impl, (void)proc;
+        struct winsize ws = {.ws_row = rows, .ws_col = cols};
+        return ioctl(pty_master, TIOCSWINSZ, &ws) < 0 ? -errno : 0; /* the kernel sends SIGWINCH */
+}
+
+struct connect_job {
+        int netns;
+        const char *host;
+        uint16_t port;
+        int fd;
+        int err;
+        char what[128];
+};
+
+/* In a thread of its own (setns changes only the calling thread's network namespace). */
+static void *connect_inside(void *arg)
+{
+        struct connect_job *j = arg;
+        if (setns(j->netns, CLONE_NEWNET) < 0) {
+                j->err = errno;
+                snprintf(j->what, sizeof(j->what), "enter the job's network namespace");
+                return NULL;
+        }
+        char port[8];
+        snprintf(port, sizeof(port), "%u", j->port);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG};
+        struct addrinfo *res = NULL;
+        int g = getaddrinfo(j->host, port, &hints, &res);
+        if (g != 0) {
+                hints.ai_flags = AI_NUMERICSERV; /* lo only: no "configured" address */
+                g = getaddrinfo(j->host, port, &hints, &res);
+        }
+        if (g != 0) {
+                j->err = ENOENT;
+                snprintf(j->what, sizeof(j->what), "resolve: %s", gai_strerror(g));
+                return NULL;
+        }
+        j->err = ECONNREFUSED;
+        snprintf(j->what, sizeof(j->what), "connect");
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+                int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                                a->ai_protocol);
+                if (fd < 0)
+                        continue;
+                int r = connect(fd, a->ai_addr, a->ai_addrlen);
+                if (r < 0 && errno == EINPROGRESS) {
+                        struct pollfd pf = {fd, POLLOUT, 0};
+                        int e = 0;
+                        socklen_t el = sizeof(e);
+                        if (DRV_RETRY(poll(&pf, 1, 10000)) != 1)
+                                errno = ETIMEDOUT;
+                        else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e == 0)
+                                r = 0;
+                        else
+                                errno = e ? e : EIO;
+                }
+                if (r == 0) {
+                        j->fd = fd;
+                        j->err = 0;
+                        break;
+                }
+                j->err = errno;
+                close(fd);
+        }
+        freeaddrinfo(res);
+        return NULL;
+}
+
+static int rts_connect_tcp(void *impl, const char *host, uint16_t port, int *fd,
+                           struct drv_error *err)
+{
+        struct rts *rt = impl;
+        int ns = sandbox_open_netns(rt->sb, err);
+        if (ns < 0)
+                return ns;
+        struct connect_job j = {.netns = ns, .host = host, .port = port, .fd = -1};
+        pthread_t t;
+        int e = pthread_create(&t, NULL, connect_inside, &j);
+        if (e == 0)
+                pthread_join(t, NULL);
+        close(ns);
+        if (e != 0)
+                return drv_err(err, e, "cannot start a thread to connect inside the job");
+        if (j.fd < 0)
+                return drv_err(err, j.err, "%s:%u inside the job: %s: %s", host, port, j.what,
+                               strerror(j.err));
+        *fd = j.fd;
+        return 0;
+}
+
+const struct runtime_ops runtime_sandbox_ops = {
+    .name = "sandbox",
+    .open = rts_open,
+    .spawn = rts_spawn,
+    .event_fd = rts_event_fd,
+    .next_exit = rts_next_exit,
+    .has_pending_exit = rts_has_pending_exit,
+    .signal = rts_signal,
+    .kill_all = rts_kill_all,
+    .root_fd = rts_root_fd,
+    .host_uid = rts_host_uid,
+    .host_gid = rts_host_gid,
+    .home = rts_home,
+    .user = rts_user,
+    .memory_limit = rts_memory_limit,
+    .path_exists = rts_path_exists,
+    .write_file = rts_write_file,
+    .close = rts_close,
+    .spawn_session = rts_spawn_session,
+    .connect_tcp = rts_connect_tcp,
+    .resize_session = rts_resize_session,
+};

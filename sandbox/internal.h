@@ -1,0 +1,131 @@
+/* internal.h: shared between the sandbox's supervisor side (sandbox.c), its pid 1 (init.c), the
+ * seccomp profile (seccomp.c) and networking (net.c). Not part of the contract. */
+#pragma once
+
+#include "lib/drv.h"
+#include "sandbox/sandbox.h"
+
+#include <linux/filter.h>
+
+/* ---- supervisor plumbing (plumbing.c) ---- */
+#define UID_BASE  0x40000000u /* host uid of inside uid 0 in slot 0; 65536 ids per slot */
+#define UID_RANGE 65536u
+/* [A-Za-z0-9._-], 1..64, no leading dot */
+bool sb_name_ok(const char *s);
+/* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */
+int sb_take_slot(int *slot, int *fd_out, struct drv_error *err);
+/* uid_map and gid_map of pid: inside 0.. -> host base.. (UID_RANGE ids) */
+int sb_write_maps(pid_t pid, uint32_t base, struct drv_error *err);
+/* A SOCK_SEQPACKET pair with large buffers. */
+int sb_make_pair(int sv[2], struct drv_error *err);
+/* Does this process have other threads? (pid 1 is cloned differently then) */
+bool sb_multithreaded(void);
+
+/* ---- seccomp: compiled at build time, installed by pid 1 ---- */
+struct sb_bpf {
+        struct sock_filter *insns; /* the allow-list; one allocation holds both programs */
+        unsigned short len;
+        struct sock_filter *deny_insns; /* exceptions inside allowed syscalls (points into insns) */
+        unsigned short deny_len;
+};
+/* The Docker-like profile as classic BPF, two filters to install in order (caller frees insns):
+ * a copy of the programs compiled at build time (seccomp.c, no libseccomp at run time). */
+int sb_seccomp_build(struct sb_bpf *out, struct drv_error *err);
+/* Compile the profile with libseccomp (seccomp_profile.c: the build-time generator and tests). */
+int sb_seccomp_compile(struct sb_bpf *out, struct drv_error *err);
+
+/* ---- supervisor <-> init messages (SOCK_SEQPACKET) ---- */
+enum sbm_type {
+        SBM_SPAWN = 1, /* + up to 3 fds (SCM_RIGHTS) */
+        SBM_SIGNAL,    /* signal the process group of proc_id */
+        SBM_KILLALL,   /* kill(-1, SIGKILL) inside: everything but pid 1 */
+};
+#define SBM_F_ROOT        1u
+#define SBM_F_NEW_SESSION 2u
+#define SBM_F_STDIN       4u /* which of the three fds are attached, in this order */
+#define SBM_F_STDOUT      8u
+#define SBM_F_STDERR      16u
+#define SBM_F_PTY         32u /* stdio on a new pty (see below) */
+#define SBM_F_LAST                                                                                 \
+        64u                /* pid 1 exits once this process has exited and its exit                \
+                              event is sent: the sandbox ends with it */
+#define SBM_MAX (1u << 20) /* largest request (argv + envp + cwd) */
+/* SBM_F_PTY: the process gets a new pty of the sandbox's own devpts; sig carries the window size
+ * (rows << 16 | cols) and the reply carries the master fd (SCM_RIGHTS). */
+
+struct sbm_req {
+        uint32_t type;
+        int32_t proc_id;
+        int32_t sig;
+        uint32_t flags;
+        uint32_t argc, envc;
+        /* then argc + envc + 1 NUL-terminated strings: argv..., envp..., cwd */
+};
+struct sbm_reply {
+        int32_t proc_id;
+        int32_t result; /* 0 or -errno */
+        int32_t pid;    /* pid inside the sandbox */
+        int32_t stage;  /* where a spawn failed (enum sb_stage), 0 if it did not */
+};
+struct sbm_exit {
+        int32_t proc_id;
+        int32_t status;
+        uint64_t cpu_usec;
+};
+
+/* What init learns at start (inherited memory: init is a fork-style clone). */
+struct sb_init_args {
+        const struct sandbox_config *cfg;
+        int sync_fd;       /* socket: init waits for 1 byte, then answers 0 + message or errno */
+        int ctl_fd;        /* requests / replies */
+        int ev_fd;         /* exit events */
+        int rootfs_fd;     /* O_PATH of cfg->rootfs or -1 */
+        int *lower_fds;    /* O_PATH of cfg->lowerdirs, -1 terminated, or NULL */
+        int *bind_fds;     /* O_PATH per cfg->binds */
+        int *host_fds;     /* host-root mode: detached copies of "/" and of the host mounts shown,
+                              -1 terminated (sb_host_trees), or NULL: "/" bound recursively */
+        char **host_paths; /* their mount points, host_paths[0] = "/" */
+        uint64_t disk_bytes;
+        uid_t uid;
+        gid_t gid;
+        const char *home;
+        const char *hostname;
+        const struct sb_bpf *bpf; /* NULL when seccomp is off */
+};
+
+/* Supervisor, host-root mode: detached (non-recursive) copies of "/" and of every host mount
+ * not under a path the sandbox replaces or hides (/proc, /sys, /dev, /tmp, the default masks):
+ * only those are attached in the job's root (a recursive bind would copy every host mount —
+ * Docker's overlays and netns files too — on each start, and tear them down again). */
+int sb_host_trees(struct sb_init_args *a, struct drv_error *err);
+void sb_host_trees_free(struct sb_init_args *a);
+/* Build the job's root and pivot into it (pid 1, inside the new namespaces). */
+int sb_rootfs_build(const struct sb_init_args *a, struct drv_error *err);
+/* Body of pid 1; never returns. */
+_Noreturn void sb_init_main(const struct sb_init_args *a);
+
+/* Message on the sync socket when init fails to start. */
+struct sb_sync_msg {
+        int32_t err; /* 0 = ready */
+        char msg[512];
+};
+
+/* ---- networking ---- */
+struct sb_net {
+        bool private_net;
+        int slot;
+        char host_if[16];
+        char inside_if[16];
+        char host_addr[20];   /* a.b.c.d */
+        char inside_addr[20]; /* a.b.c.d */
+        char subnet[24];      /* a.b.c.d/30 */
+        bool rules_added;
+};
+/* Address plan for slot: subnet base from $DROVER_SANDBOX_SUBNET (default 10.213.0.0/16). */
+int sb_net_plan(struct sb_net *n, int slot, struct drv_error *err);
+/* Private network: veth pair into init's netns, addresses, default route, NAT rules. */
+int sb_net_setup(struct sb_net *n, pid_t init_pid, struct drv_error *err);
+/* Remove what setup made (safe to call on a partial setup). */
+void sb_net_teardown(struct sb_net *n);
+/* Bring lo up in the current netns (init calls this). */
+int sb_net_loopback_up(void);

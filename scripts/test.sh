@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test.sh: the whole test suite on a fresh Debian 12 machine (as root) — what CI runs.
+#  1. install every package the build and the peers need (scripts/setup.sh)
+#  2. check formatting, build with -Werror
+#  3. start the real peers on loopback (scripts/peers/*.sh start)
+#  4. run every test (unit + integration), then again under ASan+UBSan
+#  5. build the libFuzzer targets with clang and run each for a bounded time
+# Ends with one line "N passed, N failed, N skipped".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+t0=$(date +%s)
+phase() { printf '\n=== %s (%ds)\n' "$*" $(($(date +%s) - t0)); }
+
+export DROVER_PEERS_DIR=${DROVER_PEERS_DIR:-/tmp/drover-peers}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+JOBS=${JOBS:-$(nproc)}
+
+phase "setup"
+bash scripts/setup.sh
+
+phase "format"
+bash scripts/check-format.sh
+
+phase "build (-Werror)"
+if [ -d build-ci ]; then meson setup --reconfigure build-ci -Dwerror=true >/dev/null
+else meson setup build-ci -Dwerror=true >/dev/null; fi
+ninja -C build-ci
+
+peers=()
+for p in scripts/peers/*.sh; do [ -f "$p" ] && peers+=("$p"); done
+stop_peers() {
+        # DROVER_KEEP_PEERS=1: leave them running (a developer's machine where others use them)
+        [ "${DROVER_KEEP_PEERS:-0}" = 1 ] && return 0
+        for p in "${peers[@]}"; do bash "$p" stop >/dev/null 2>&1 || true; done
+}
+trap stop_peers EXIT
+phase "peers: ${peers[*]:-none}"
+mkdir -p "$DROVER_PEERS_DIR"
+pids=()
+for p in "${peers[@]}"; do
+        name=$(basename "$p" .sh)
+        bash "$p" start >"$DROVER_PEERS_DIR/$name.start.log" 2>&1 &
+        pids+=($!)
+done
+for i in "${!pids[@]}"; do
+        if ! wait "${pids[$i]}"; then
+                echo "peer ${peers[$i]} failed to start:"; tail -50 "$DROVER_PEERS_DIR/$(basename "${peers[$i]}" .sh).start.log"
+                exit 1
+        fi
+done
+
+status=0
+phase "tests"
+meson test -C build-ci --print-errorlogs --num-processes "$JOBS" || status=1
+
+phase "build (ASan+UBSan)"
+if [ -d build-asan ]; then meson setup --reconfigure build-asan >/dev/null
+else meson setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; fi
+ninja -C build-asan
+
+phase "tests (ASan+UBSan)"
+meson test -C build-asan --print-errorlogs --num-processes "$JOBS" || status=1
+
+fuzz_pass=0 fuzz_fail=0
+if [ -x tests/fuzz/run.sh ] || [ -f tests/fuzz/run.sh ]; then
+        # clang builds the fuzz targets: gcc -Werror above already checks the warnings
+        phase "fuzz (${FUZZ_SECONDS}s per target)"
+        if [ -d build-fuzz ]; then meson setup --reconfigure build-fuzz >/dev/null
+        else CC=clang meson setup build-fuzz -Dfuzz=true -Dwerror=false -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; fi
+        ninja -C build-fuzz
+        if bash tests/fuzz/run.sh build-fuzz "$FUZZ_SECONDS"; then fuzz_pass=1; else fuzz_fail=1; status=1; fi
+fi
+
+phase "summary"
+python3 - "$fuzz_pass" "$fuzz_fail" build-ci/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
+import json, sys
+fp, ff = int(sys.argv[1]), int(sys.argv[2])
+passed, failed, skipped = fp, ff, 0
+for path in sys.argv[3:]:
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        continue
+    for line in lines:
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"):
+            passed += 1
+        elif r == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+print(f"{passed} passed, {failed} failed, {skipped} skipped")
+PY
+exit $status

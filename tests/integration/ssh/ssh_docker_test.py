@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""ssh_docker_test.py: SSH rerun on the remote Docker runtime (the dockerd peer, TLS :2376): the
+real OpenSSH client gets into the job's primary container (env, cwd, exit status, stdin to EOF, a
+terminal that follows the window), -L is refused (no forwarding on docker), and the idle timeout
+ends the job with nothing of it left on the engine."""
+import fcntl
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from taplib import DROVER, expect, main, test  # noqa: E402
+
+PEERS = os.environ.get("DROVER_PEERS_DIR", "/tmp/drover-peers")
+DK = dict(line.rstrip("\n").split("=", 1) for line in open(os.path.join(PEERS, "dockerd.env"))
+          if "=" in line)
+PEM = {k: open(DK[v]).read() for k, v in (("ca", "DOCKER_CA"), ("cert", "DOCKER_CERT"),
+                                          ("key", "DOCKER_KEY"))}
+TMP = tempfile.mkdtemp(prefix="drover-ssh-docker-test-")
+KEY = os.path.join(TMP, "key")
+subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", KEY], check=True)
+JOB_ID = f"sshdk{os.getpid()}"
+
+spec = {"version": 1, "id": {"job": JOB_ID, "name": "sshdk", "build_num": 1},
+        "executor": {"runtime": "docker", "kind": "docker", "images": [{"image": DK["DOCKER_IMAGE"]}],
+                     "docker_host": {"url": DK["DOCKER_URL"], **PEM}},
+        "environment": [{"name": "JOB_MARKER", "value": "dk-marker"}],
+        "steps": [{"type": "run", "command": "echo step-ran"}],
+        "ssh": {"enabled": True, "idle_timeout": 2,
+                "authorized_keys": [open(KEY + ".pub").read().strip()]}}
+with open(os.path.join(TMP, "spec.json"), "w") as f:
+    json.dump(spec, f)
+EV = open(os.path.join(TMP, "events"), "w+")
+OUT = open(os.path.join(TMP, "out"), "w+")
+PROC = subprocess.Popen([DROVER, "job", "--spec", f.name, "--events-fd", str(EV.fileno())],
+                        stdout=OUT, stderr=subprocess.STDOUT, pass_fds=(EV.fileno(),),
+                        env=dict(os.environ, DROVER_SSH_LISTEN="127.0.0.1"))
+
+
+def events():
+    with open(EV.name) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+deadline = time.time() + 60
+enabled = None
+while not enabled and time.time() < deadline and PROC.poll() is None:
+    enabled = next((e for e in events() if e["type"] == "ssh_enabled"), None)
+    time.sleep(0.1)
+if not enabled:
+    print("not ok 1 - ssh_enabled\n#   " + open(OUT.name).read().replace("\n", "\n#   ") + "\n1..1")
+    sys.exit(1)
+PORT = enabled["port"]
+KH = os.path.join(TMP, "kh")
+with open(KH, "w") as f:
+    f.write(f"[127.0.0.1]:{PORT} {enabled['host_key']}\n")
+SSH = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o",
+       f"UserKnownHostsFile={KH}", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-F",
+       "/dev/null", "-i", KEY, "-p", str(PORT)]
+HOLDER = subprocess.Popen(SSH + ["-N", "127.0.0.1"], stdin=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+
+
+def ssh(cmd, input=None, args=()):
+    return subprocess.run(SSH + list(args) + ["127.0.0.1", cmd], input=input,
+                          capture_output=True, text=True, timeout=60)
+
+
+@test
+def exec_runs_in_the_primary_container_with_the_jobs_env():
+    r = ssh('echo "cwd=$PWD marker=$JOB_MARKER"; echo err >&2; exit 5')
+    expect(r.returncode == 5, f"rc={r.returncode} {r.stderr}")
+    expect(r.stdout == "cwd=/root/project marker=dk-marker\n", r.stdout)
+    expect(r.stderr == "err\n", r.stderr)
+
+
+@test
+def stdin_reaches_the_process_until_eof():
+    data = "line\n" * 20000
+    r = ssh("wc -l", input=data)
+    expect(r.returncode == 0 and r.stdout.strip() == "20000", (r.stdout, r.stderr))
+
+
+@test
+def a_terminal_follows_the_window():
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 97, 0, 0))
+    p = subprocess.Popen(SSH + ["-tt", "127.0.0.1"], stdin=slave, stdout=slave, stderr=slave,
+                         start_new_session=True)
+    os.close(slave)
+    buf = b""
+    try:
+        os.write(master, b"echo SZ=$(stty size)\n")
+        t = time.time() + 20
+        while b"SZ=31 97" not in buf and time.time() < t:
+            if select.select([master], [], [], 0.5)[0]:
+                buf += os.read(master, 4096)
+        expect(b"SZ=31 97" in buf, buf)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 120, 0, 0))
+        p.send_signal(signal.SIGWINCH)
+        time.sleep(0.5)
+        os.write(master, b"echo SZ=$(stty size); exit 4\n")
+        t = time.time() + 20
+        while b"SZ=44 120" not in buf and time.time() < t:
+            if select.select([master], [], [], 0.5)[0]:
+                buf += os.read(master, 4096)
+        expect(b"SZ=44 120" in buf, buf)
+        expect(p.wait(timeout=20) == 4, f"rc={p.returncode}")
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+
+
+@test
+def local_forwarding_is_refused_on_docker():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        lport = s.getsockname()[1]
+    p = subprocess.Popen(SSH + ["-N", "-L", f"{lport}:127.0.0.1:80", "127.0.0.1"],
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        got = None
+        for _ in range(50):
+            try:
+                with socket.create_connection(("127.0.0.1", lport), timeout=5) as c:
+                    c.settimeout(10)
+                    got = c.recv(100)  # the channel open is refused: closed, nothing read
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        expect(got == b"", got)
+    finally:
+        p.kill()  # not SIGTERM: OpenSSH can miss one that lands just after a refused channel
+        p.communicate(timeout=10)
+    OUT.flush()
+    expect("ssh_forward_refused" in open(OUT.name).read(), "no ssh_forward_refused log line")
+    expect(PROC.poll() is None, "drover job died")
+
+
+@test
+def idle_timeout_ends_the_job_and_removes_its_containers():
+    HOLDER.terminate()
+    HOLDER.wait(timeout=10)
+    rc = PROC.wait(timeout=60)
+    expect(rc == 0, f"rc={rc} {open(OUT.name).read()}")
+    ps = subprocess.run(["docker", "-H", f"unix://{DK['DOCKER_SOCK']}", "ps", "-a", "--format",
+                         "{{.Labels}}"], capture_output=True, text=True).stdout
+    expect(JOB_ID not in ps, ps)
+    ev = events()
+    expect([e["type"] for e in ev].count("ssh_session_opened") >= 4, ev)
+
+
+if PROC.poll() is None:
+    PROC.kill()
+    PROC.wait()
+if not os.environ.get("DROVER_KEEP_TMP"):
+    shutil.rmtree(TMP, ignore_errors=True)
+main()

@@ -1,0 +1,91 @@
+/* test_lib.c: unit tests of the shared library (lib/). */
+#include "lib/drv.h"
+#include "testlib.h"
+
+TEST(parse_duration_accepts_circleci_forms)
+{
+        uint64_t s;
+        CHECK(drv_parse_duration("10m", &s) == 0 && s == 600);
+        CHECK(drv_parse_duration("1h30m", &s) == 0 && s == 5400);
+        CHECK(drv_parse_duration("45", &s) == 0 && s == 45);
+        CHECK(drv_parse_duration("2h5s", &s) == 0 && s == 7205);
+        CHECK(drv_parse_duration("", &s) == -EINVAL);
+        CHECK(drv_parse_duration("10x", &s) == -EINVAL);
+        CHECK(drv_parse_duration("1h30", &s) == -EINVAL);
+        CHECK(drv_parse_duration("99999999999999999999h", &s) == -ERANGE);
+}
+
+TEST(parse_size_units)
+{
+        uint64_t v;
+        CHECK(drv_parse_size("512", &v) == 0 && v == 512);
+        CHECK(drv_parse_size("4M", &v) == 0 && v == 4u << 20);
+        CHECK(drv_parse_size("1Gi", &v) == 0 && v == 1u << 30);
+        CHECK(drv_parse_size("1Q", &v) == -EINVAL);
+        CHECK(drv_parse_size("", &v) == -EINVAL);
+}
+
+TEST(strbuf_grows_and_detaches)
+{
+        struct strbuf sb = STRBUF_INIT;
+        for (int i = 0; i < 1000; i++)
+                CHECK(strbuf_printf(&sb, "%d,", i) == 0);
+        CHECK(sb.len > 3000);
+        CHECK(drv_startswith(sb.buf, "0,1,2,"));
+        char *s = strbuf_detach(&sb);
+        CHECK(s && sb.buf == NULL && sb.len == 0);
+        free(s);
+}
+
+TEST(error_prefix_keeps_code_and_names_context)
+{
+        struct drv_error e = {0};
+        int r = drv_err(&e, ENOENT, "no such step %d", 3);
+        CHECK_INTEQ(r, -ENOENT);
+        drv_err_prefix(&e, "job %s", "build");
+        CHECK_STREQ(e.message, "job build: no such step 3");
+        CHECK_INTEQ(e.code, ENOENT);
+}
+
+TEST(path_join_collapses_slashes)
+{
+        char *p = drv_path_join("/a/b/", "/c");
+        CHECK_STREQ(p, "/a/b/c");
+        free(p);
+        p = drv_path_join("/", "x");
+        CHECK_STREQ(p, "/x");
+        free(p);
+}
+
+TEST(strv_push_and_copy)
+{
+        _cleanup_strv_ char **v = NULL;
+        CHECK(drv_strv_push(&v, "a") == 0);
+        CHECK(drv_strv_push(&v, "b") == 0);
+        CHECK_INTEQ(drv_strv_len(v), 2);
+        _cleanup_strv_ char **c = drv_strv_copy(v);
+        CHECK(c && strcmp(c[1], "b") == 0 && c[2] == NULL);
+}
+
+TEST(hex_is_lowercase_and_terminated)
+{
+        const unsigned char d[] = {0x00, 0x0f, 0xa5, 0xff};
+        char out[9];
+        memset(out, 'x', sizeof(out));
+        drv_hex(d, sizeof(d), out);
+        CHECK_STREQ(out, "000fa5ff");
+        drv_hex(d, 0, out);
+        CHECK_STREQ(out, "");
+}
+
+int main(void)
+{
+        RUN(parse_duration_accepts_circleci_forms);
+        RUN(parse_size_units);
+        RUN(strbuf_grows_and_detaches);
+        RUN(error_prefix_keeps_code_and_names_context);
+        RUN(path_join_collapses_slashes);
+        RUN(strv_push_and_copy);
+        RUN(hex_is_lowercase_and_terminated);
+        TEST_DONE();
+}
