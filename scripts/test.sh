@@ -79,19 +79,28 @@ python3 - "$fuzz_pass" "$fuzz_fail" build-ci/meson-logs/testlog.json build-asan/
 import json, sys
 fp, ff = int(sys.argv[1]), int(sys.argv[2])
 passed, failed, skipped = fp, ff, 0
+names = ["fuzz"] if ff else []
 for path in sys.argv[3:]:
     try:
         lines = open(path).read().splitlines()
     except OSError:
         continue
     for line in lines:
-        r = json.loads(line).get("result")
+        t = json.loads(line)
+        r = t.get("result")
         if r in ("OK", "EXPECTEDFAIL"):
             passed += 1
         elif r == "SKIP":
             skipped += 1
         else:
             failed += 1
+            names.append(f"{path.split('/')[0]}: {t.get('name')} ({r})")
+            # CI shows the end of the output: repeat the end of each failed test's log here
+            tail = (t.get("stdout") or "").splitlines()[-25:]
+            print(f"--- {names[-1]}, last lines:")
+            print("\n".join(tail))
+for n in names:
+    print("failed:", n)
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 PY
 exit $status
