@@ -174,23 +174,35 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
         return 0;
 }
 
-static int rts_spawn(void *impl, const struct runtime_exec *ex, int *proc, struct drv_error *err)
+/* Run se in the job (steps and SSH sessions alike): an image job's environment and user apply;
+ * on a pty when pty_master is given. */
+static int rts_exec_in_job(struct rts *rt, struct sandbox_exec *se, const struct winsize *pty,
+                           int *proc, int *pty_master, struct drv_error *err)
 {
-        struct rts *rt = impl;
-        _cleanup_strv_ char **env = rt->img ? rtimg_step_env(rt->img, ex->envp) : NULL;
+        _cleanup_strv_ char **env = rt->img ? rtimg_step_env(rt->img, se->envp) : NULL;
         if (rt->img && !env)
                 return drv_err(err, ENOMEM, "out of memory");
+        if (env)
+                se->envp = (const char *const *)env;
+        /* an image's root user keeps root's capabilities */
+        se->as_root = se->as_root || (rt->img && rtimg_job_user(rt->img)->uid == 0);
+        se->new_session = true;
+        if (pty)
+                return sandbox_spawn_pty(rt->sb, se, pty->ws_row, pty->ws_col, proc, pty_master,
+                                         err);
+        return sandbox_spawn(rt->sb, se, proc, err);
+}
+
+static int rts_spawn(void *impl, const struct runtime_exec *ex, int *proc, struct drv_error *err)
+{
         struct sandbox_exec se = {.argv = ex->argv,
-                                  .envp = env ? (const char *const *)env : ex->envp,
+                                  .envp = ex->envp,
                                   .cwd = ex->cwd,
                                   .stdin_fd = -1,
                                   .stdout_fd = ex->out_fd,
                                   .stderr_fd = ex->out_fd,
-                                  /* an image's root user keeps root's capabilities */
-                                  .as_root =
-                                      ex->as_root || (rt->img && rtimg_job_user(rt->img)->uid == 0),
-                                  .new_session = true};
-        return sandbox_spawn(rt->sb, &se, proc, err);
+                                  .as_root = ex->as_root};
+        return rts_exec_in_job(impl, &se, NULL, proc, NULL, err);
 }
 
 static int rts_event_fd(void *impl)
@@ -331,21 +343,14 @@ static void rts_close(void *impl)
 static int rts_spawn_session(void *impl, const struct runtime_session_exec *ex, int *proc,
                              int *pty_master, struct drv_error *err)
 {
-        struct rts *rt = impl;
-        _cleanup_strv_ char **env = rt->img ? rtimg_step_env(rt->img, ex->envp) : NULL;
-        if (rt->img && !env)
-                return drv_err(err, ENOMEM, "out of memory");
         struct sandbox_exec se = {.argv = ex->argv,
-                                  .envp = env ? (const char *const *)env : ex->envp,
+                                  .envp = ex->envp,
                                   .cwd = ex->cwd,
                                   .stdin_fd = ex->in_fd,
                                   .stdout_fd = ex->out_fd,
-                                  .stderr_fd = ex->err_fd,
-                                  .as_root = rt->img && rtimg_job_user(rt->img)->uid == 0,
-                                  .new_session = true};
-        if (ex->pty)
-                return sandbox_spawn_pty(rt->sb, &se, ex->rows, ex->cols, proc, pty_master, err);
-        return sandbox_spawn(rt->sb, &se, proc, err);
+                                  .stderr_fd = ex->err_fd};
+        struct winsize ws = {.ws_row = ex->rows, .ws_col = ex->cols};
+        return rts_exec_in_job(impl, &se, ex->pty ? &ws : NULL, proc, pty_master, err);
 }
 
 static int rts_resize_session(void *impl, int proc, int pty_master, unsigned short rows,
