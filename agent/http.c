@@ -155,7 +155,9 @@ struct http_req *http_post(struct agent *a, const char *path, char *body_take, l
         /* A request ended (timeout, abort, drain) while its name is still being resolved: without
          * this libcurl joins its resolver thread, i.e. blocks the loop for the resolver's whole
          * timeout when the DNS server is dead; with it the thread is left to finish alone. */
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0 */
         curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+#endif
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)HTTP_CONNECT_TIMEOUT_MS);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");

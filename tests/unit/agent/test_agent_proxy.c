@@ -10,9 +10,8 @@
 
 static void clear_env(void)
 {
-        static const char *const vars[] = {"https_proxy", "HTTPS_PROXY", "http_proxy",
-                                           "HTTP_PROXY",  "all_proxy",   "ALL_PROXY",
-                                           "no_proxy",    "NO_PROXY"};
+        static const char *const vars[] = {"https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
+                                           "all_proxy",   "ALL_PROXY",   "no_proxy",   "NO_PROXY"};
         for (size_t i = 0; i < DRV_ARRAY_SIZE(vars); i++)
                 unsetenv(vars[i]);
 }
