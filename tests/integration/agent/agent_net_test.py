@@ -129,12 +129,22 @@ def https_proxy_tls_to_the_proxy_then_tls_inside():
         cp.close()
 
 
+def in_mount_ns(src, dst):
+    """A command prefix: run the daemon in a mount namespace where src is bound over dst."""
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
+    return unshare + ["sh", "-c", 'mount --bind "$0" "$1" && shift && exec "$@"', src, dst]
+
+
 @test
 def host_name_is_resolved_and_every_address_tried():
-    # a server given by name (localhost: ::1 and 127.0.0.1; the double listens on the latter)
+    # a server given by name, resolved off the loop; its /etc/hosts lists ::1 first, where
+    # nothing listens (refused), then 127.0.0.1, where the double does
     cp = ControlPlane(CERTS)
+    hosts = os.path.join(TMP, "hosts-v6-first")
+    with open(hosts, "w") as f:
+        f.write("::1 localhost\n127.0.0.1 localhost\n")
     urls = [u.replace("127.0.0.1", "localhost") for u in cp.urls]
-    ag = Agent(urls, "by-name", env=NOPROXY)
+    ag = Agent(urls, "by-name", env=NOPROXY, wrap=in_mount_ns(hosts, "/etc/hosts"))
     try:
         expect(cp.wait(lambda: cp.state.heartbeats, 10), "not registered: " + ag.logtext()[-800:])
     finally:
@@ -175,8 +185,7 @@ class SilentDNS:
         conf = os.path.join(TMP, f"resolv-{self.addr}.conf")
         with open(conf, "w") as f:
             f.write(f"nameserver {self.addr}\noptions timeout:30 attempts:3\n")
-        unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-r", "-m"]
-        return unshare + ["sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', conf]
+        return in_mount_ns(conf, "/etc/resolv.conf")
 
     def close(self):
         self.s.close()
