@@ -16,6 +16,7 @@ struct agent_config {
         char *join_token_file;
         char *join_token; /* secret: redacted by --print-config */
         char *tls_ca, *tls_cert, *tls_key;
+        char *tls_proxy_ca; /* trust for an https:// proxy; "" = the system store */
         char *name;
         char **resource_classes;
         uint64_t max_jobs;
@@ -108,7 +109,7 @@ struct http_req {
         void *data;
         int server; /* index into servers */
         uint64_t started_ns;
-        char error[200]; /* rc != HTTP_OK: what failed */
+        char error[256]; /* rc != HTTP_OK: what failed */
 };
 #define HTTP_TIMER_FD     (-1) /* http_drive: the transport's timer fired */
 #define HTTP_MAX_RESPONSE (8u << 20)
@@ -124,6 +125,21 @@ void http_abort(struct agent *a, struct http_req *r);
 void http_drive(struct agent *a, int fd, uint32_t events);
 /* Parse the response body as JSON (NULL if not). */
 json_t *http_json(struct http_req *r);
+
+/* ---- http_common.c: what both transports share ---- */
+#define HTTP_CONNECT_TIMEOUT_MS 5000 /* name resolution + TCP connect (+ proxy tunnel: lean) */
+/* A request to servers[a->server] + path: common fields set, impl zeroed (impl_size bytes);
+ * *url (caller frees) is where it goes. NULL when out of memory (body freed). */
+struct http_req *http_req_new(struct agent *a, const char *path, char *body_take, size_t impl_size,
+                              http_done_fn done, void *data, char **url);
+/* Free r, its impl block (the transport released what that points to), body and response. */
+void http_req_free(struct http_req *r);
+/* The body to send ("{}" when none). */
+const char *http_req_body(const struct http_req *r);
+/* The protocol's request headers for path ("Name: value", no line end), one by one to add;
+ * the first negative return of add ends it and is returned. The bearer token is a secret. */
+int http_req_headers(const struct agent *a, const char *path,
+                     int (*add)(void *ctx, const char *line), void *ctx);
 
 /* ---- jobs.c: supervisors ---- */
 struct job_event {

@@ -65,8 +65,11 @@ static int tls_file(struct check_report *rep, const char *what, const char *path
         if (stat(path, &st) < 0) {
                 if (needed)
                         check_line(rep, CHECK_FAIL, what,
-                                   "put the file there or point the key at it (mTLS with the "
-                                   "control plane needs it)",
+                                   strcmp(what, "tls.proxy_ca")
+                                       ? "put the file there or point the key at it (mTLS with "
+                                         "the control plane needs it)"
+                                       : "put the file there or point the key at it (an "
+                                         "https:// proxy is verified with it)",
                                    "%s: %s", path, strerror(errno));
                 return 0;
         }
@@ -118,7 +121,9 @@ static int apply_config(struct check_opts *o, const struct agent_config *c,
         }
         if ((r = tls_file(rep, "tls.ca", cfg.tls_ca, needed, false, &o->ca_file)) < 0 ||
             (r = tls_file(rep, "tls.cert", cfg.tls_cert, needed, false, &o->cert_file)) < 0 ||
-            (r = tls_file(rep, "tls.key", cfg.tls_key, needed, true, &o->key_file)) < 0)
+            (r = tls_file(rep, "tls.key", cfg.tls_key, needed, true, &o->key_file)) < 0 ||
+            (r = tls_file(rep, "tls.proxy_ca", cfg.tls_proxy_ca, true, false, &o->proxy_ca_file)) <
+                0)
                 goto out;
 out:
         if (r == -ENOMEM)
@@ -137,6 +142,7 @@ static void opts_free(struct check_opts *o)
         free(o->ca_file);
         free(o->cert_file);
         free(o->key_file);
+        free(o->proxy_ca_file);
 }
 
 static void usage(FILE *f)

@@ -18,6 +18,7 @@ struct check_opts {
         char *ca_file;             /* trust for TLS checks; NULL = system store */
         char *cert_file;           /* client certificate for mTLS */
         char *key_file;            /* its key */
+        char *proxy_ca_file;       /* trust for an https:// proxy (tls.proxy_ca); NULL = system */
         unsigned port_lo, port_hi; /* SSH rerun port range */
         bool ports_set;            /* --ports given */
         long timeout_ms;           /* per network check */
@@ -51,5 +52,6 @@ void check_endpoint(struct check_report *r, const char *what, const char *url,
 void check_ports(struct check_report *r, unsigned lo, unsigned hi);
 /* Turn "host:port", "tcp://host:port" or a URL into an https:// URL (malloc'd). */
 char *check_normalize_url(const char *s, unsigned default_port);
-/* The proxy libcurl will use for url according to HTTP(S)_PROXY/NO_PROXY, malloc'd, or NULL. */
+/* The proxy libcurl will use for url according to HTTP(S)_PROXY/NO_PROXY, without user info,
+ * malloc'd, or NULL. */
 char *check_proxy_for(const char *url);

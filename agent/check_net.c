@@ -2,6 +2,7 @@
  * object storage and Docker hosts through libcurl (so HTTP(S)_PROXY/NO_PROXY apply exactly as in
  * the agent), and which SSH rerun ports are free. */
 #include "agent/check_internal.h"
+#include "agent/proxy.h"
 
 #include <curl/curl.h>
 #include <netinet/in.h>
@@ -25,81 +26,22 @@ char *check_normalize_url(const char *s, unsigned default_port)
         return drv_asprintf("%s://%s:%u", scheme, rest, default_port);
 }
 
-/* host part of a URL into buf. */
-static void url_host(const char *url, char *buf, size_t n)
-{
-        const char *p = strstr(url, "://");
-        p = p ? p + 3 : url;
-        const char *at = strchr(p, '@');
-        const char *slash = strchr(p, '/');
-        if (at && (!slash || at < slash))
-                p = at + 1;
-        size_t len = 0;
-        if (*p == '[') {
-                p++;
-                while (p[len] && p[len] != ']')
-                        len++;
-        } else {
-                while (p[len] && p[len] != ':' && p[len] != '/')
-                        len++;
-        }
-        if (len >= n)
-                len = n - 1;
-        memcpy(buf, p, len);
-        buf[len] = '\0';
-}
-
-static const char *env2(const char *a, const char *b)
-{
-        const char *v = getenv(a);
-        if (v && *v)
-                return v;
-        v = b ? getenv(b) : NULL;
-        return v && *v ? v : NULL;
-}
-
-/* curl's NO_PROXY rule: "*" or a comma list of hosts/domains (a leading dot optional). */
-static bool no_proxy_matches(const char *host)
-{
-        const char *np = env2("no_proxy", "NO_PROXY");
-        if (!np)
-                return false;
-        size_t hl = strlen(host);
-        for (const char *p = np; *p;) {
-                while (*p == ',' || *p == ' ')
-                        p++;
-                size_t n = strcspn(p, ", ");
-                if (n == 0)
-                        break;
-                const char *e = p;
-                size_t en = n;
-                if (*e == '.') {
-                        e++;
-                        en--;
-                }
-                if ((en == 1 && *e == '*') || (hl == en && strncasecmp(host, e, en) == 0) ||
-                    (hl > en && host[hl - en - 1] == '.' &&
-                     strncasecmp(host + hl - en, e, en) == 0))
-                        return true;
-                p += n;
-        }
-        return false;
-}
-
 char *check_proxy_for(const char *url)
 {
-        char host[256];
-        const char *v;
-        url_host(url, host, sizeof(host));
-        if (no_proxy_matches(host))
+        struct url_endpoint ep;
+        struct agent_proxy p;
+        struct drv_error e = {0};
+        if (url_endpoint_parse(url, &ep, NULL) < 0)
                 return NULL;
-        if (drv_startswith(url, "https://"))
-                v = env2("https_proxy", "HTTPS_PROXY");
-        else /* libcurl reads only lower-case http_proxy (CGI safety) */
-                v = env2("http_proxy", NULL);
-        if (!v)
-                v = env2("all_proxy", "ALL_PROXY");
-        return v ? strdup(v) : NULL;
+        int r = agent_proxy_for(ep.tls, ep.host, &p, &e);
+        if (r < 0)
+                return strdup(e.message); /* names the variable, never its value */
+        if (r == 0)
+                return NULL;
+        char *shown = p.shown; /* without user info: the proxy URL may carry a password */
+        p.shown = NULL;
+        agent_proxy_release(&p);
+        return shown;
 }
 
 static void check_file_storage(struct check_report *r, const char *what, const char *url)
@@ -212,6 +154,8 @@ void check_endpoint(struct check_report *r, const char *what, const char *url,
                 curl_easy_setopt(c, CURLOPT_SSLCERT, o->cert_file);
         if (o->key_file)
                 curl_easy_setopt(c, CURLOPT_SSLKEY, o->key_file);
+        if (o->proxy_ca_file)
+                curl_easy_setopt(c, CURLOPT_PROXY_CAINFO, o->proxy_ca_file);
         uint64_t t0 = drv_now_ns();
         CURLcode rc = curl_easy_perform(c);
         uint64_t ms = (drv_now_ns() - t0) / 1000000;

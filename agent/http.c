@@ -9,6 +9,7 @@
 struct http_impl {
         CURL *easy;
         struct curl_slist *hdrs;
+        char errbuf[CURL_ERROR_SIZE]; /* libcurl's own message: names the host, proxy, status */
 };
 
 static size_t on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
@@ -100,16 +101,11 @@ int http_init(struct agent *a, struct drv_error *err)
 
 static void req_free(struct http_req *r)
 {
-        if (!r)
-                return;
-        if (r->impl) {
+        if (r && r->impl) {
                 curl_easy_cleanup(r->impl->easy);
                 curl_slist_free_all(r->impl->hdrs);
-                free(r->impl);
         }
-        free(r->body);
-        strbuf_release(&r->resp);
-        free(r);
+        http_req_free(r);
 }
 
 void http_cleanup(struct agent *a)
@@ -124,59 +120,55 @@ void http_cleanup(struct agent *a)
         curl_global_cleanup();
 }
 
+static int add_header(void *ctx, const char *line)
+{
+        struct curl_slist **l = ctx, *n = curl_slist_append(*l, line);
+        if (!n)
+                return -ENOMEM;
+        *l = n;
+        return 0;
+}
+
 struct http_req *http_post(struct agent *a, const char *path, char *body_take, long timeout_ms,
                            http_done_fn done, void *data)
 {
-        struct http_req *r = calloc(1, sizeof(*r));
-        if (!r) {
-                free(body_take);
+        _cleanup_free_ char *url = NULL;
+        struct http_req *r =
+            http_req_new(a, path, body_take, sizeof(struct http_impl), done, data, &url);
+        if (!r)
                 return NULL;
-        }
-        r->body = body_take;
-        r->done = done;
-        r->data = data;
-        r->server = a->server;
-        r->started_ns = drv_now_ns();
-        r->impl = calloc(1, sizeof(*r->impl));
-        if (r->impl)
-                r->impl->easy = curl_easy_init();
-        _cleanup_free_ char *url = drv_asprintf("%s%s", a->cfg.servers[a->server], path);
-        if (!r->impl || !r->impl->easy || !url) {
+        struct http_impl *im = r->impl;
+        if (!(im->easy = curl_easy_init()) || add_header(&im->hdrs, "Expect:") < 0 ||
+            http_req_headers(a, path, add_header, &im->hdrs) < 0) {
                 req_free(r);
                 return NULL;
         }
-        r->impl->hdrs = curl_slist_append(r->impl->hdrs, "Content-Type: application/json");
-        r->impl->hdrs = curl_slist_append(r->impl->hdrs, "Expect:");
-        char h[256];
-        snprintf(h, sizeof(h), "Drover-Protocol: %d", AGENT_PROTOCOL_VERSION);
-        r->impl->hdrs = curl_slist_append(r->impl->hdrs, h);
-        if (!strcmp(path, "/v1/register") && a->token) {
-                _cleanup_free_ char *auth = drv_asprintf("Authorization: Bearer %s", a->token);
-                if (auth)
-                        r->impl->hdrs = curl_slist_append(r->impl->hdrs, auth);
-        }
-        if (a->node_id) {
-                snprintf(h, sizeof(h), "Drover-Node: %s", a->node_id);
-                r->impl->hdrs = curl_slist_append(r->impl->hdrs, h);
-        }
-        CURL *e = r->impl->easy;
+        CURL *e = im->easy;
         curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->impl->hdrs);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "{}");
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, im->hdrs);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, http_req_body(r));
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
         curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
         curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+        curl_easy_setopt(e, CURLOPT_ERRORBUFFER, im->errbuf);
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+        /* A request ended (timeout, abort, drain) while its name is still being resolved: without
+         * this libcurl joins its resolver thread, i.e. blocks the loop for the resolver's whole
+         * timeout when the DNS server is dead; with it the thread is left to finish alone. */
+#if LIBCURL_VERSION_NUM >= 0x075700 /* 7.87.0 */
+        curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+#endif
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)HTTP_CONNECT_TIMEOUT_MS);
         curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https,http");
-        curl_easy_setopt(e, CURLOPT_USERAGENT, "drover-agent");
         if (a->cfg.tls_ca && a->cfg.tls_ca[0])
                 curl_easy_setopt(e, CURLOPT_CAINFO, a->cfg.tls_ca);
         if (a->cfg.tls_cert && a->cfg.tls_cert[0])
                 curl_easy_setopt(e, CURLOPT_SSLCERT, a->cfg.tls_cert);
         if (a->cfg.tls_key && a->cfg.tls_key[0])
                 curl_easy_setopt(e, CURLOPT_SSLKEY, a->cfg.tls_key);
+        if (a->cfg.tls_proxy_ca && a->cfg.tls_proxy_ca[0]) /* an https:// proxy's CA */
+                curl_easy_setopt(e, CURLOPT_PROXY_CAINFO, a->cfg.tls_proxy_ca);
         if (curl_multi_add_handle(a->http, e) != CURLM_OK) {
                 req_free(r);
                 return NULL;
@@ -207,6 +199,7 @@ static int http_rc_of(CURLcode rc)
         case CURLE_COULDNT_RESOLVE_HOST:
         case CURLE_COULDNT_RESOLVE_PROXY:
         case CURLE_COULDNT_CONNECT:
+        case CURLE_PROXY:
         case CURLE_SEND_ERROR:
         case CURLE_RECV_ERROR:
         case CURLE_GOT_NOTHING:
@@ -255,7 +248,8 @@ void http_drive(struct agent *a, int fd, uint32_t events)
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
                 curl_multi_remove_handle(a->http, e);
                 if (rc != CURLE_OK)
-                        snprintf(r->error, sizeof(r->error), "%s", curl_easy_strerror(rc));
+                        snprintf(r->error, sizeof(r->error), "%s",
+                                 r->impl->errbuf[0] ? r->impl->errbuf : curl_easy_strerror(rc));
                 if (r->done)
                         r->done(a, r, http_rc_of(rc), status);
                 req_free(r);

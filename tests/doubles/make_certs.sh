@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # make_certs.sh DIR: test PKI for the control-plane double: CA, server cert (IP:127.0.0.1),
-# client cert (clientAuth), and a client cert from another CA (for "bad certificate refused").
+# client cert (clientAuth), a client cert from another CA (for "bad certificate refused"), and
+# the certificate of an https:// proxy (IP:127.0.0.1) from its own CA, proxy-ca.
 set -euo pipefail
 d=$1
 mkdir -p "$d"
 cd "$d"
 ossl() { openssl "$@" 2>/dev/null; }
-for ca in ca other-ca; do
+for ca in ca other-ca proxy-ca; do
         ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $ca-key.pem \
                 -out $ca.pem -days 2 -subj "/CN=drover test $ca"
 done
@@ -23,3 +24,4 @@ mk() { # name ca ext
 mk server ca "$ext_srv"
 mk client ca "$ext_cli"
 mk badclient other-ca "$ext_cli"
+mk proxy proxy-ca "$ext_srv"

@@ -3,104 +3,18 @@
 concurrent jobs, cancel, drain on SIGTERM, outage mid-job, failover, bad certificate, one-job
 mode, idle timeout, crash isolation, print-config redaction, metrics, SIGHUP, sd_notify, and one
 real job through the real `drover job`. TAP output."""
-import concurrent.futures
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-import traceback
 import urllib.request
 
-DROVER = os.environ.get("DROVER", "drover")
-SRC = os.environ.get("DROVER_SRC", os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests", "doubles"))
-from control_plane import ControlPlane  # noqa: E402
-
-FAKE = os.path.join(SRC, "tests", "integration", "agent", "fake_job.sh")
-LEAN = os.path.join(os.path.dirname(os.path.abspath(DROVER)), "drover-agent")
-# the daemon under test: DROVER_AGENT_BIN (e.g. the lean drover-agent), else `drover agent`
-AGENT_BIN = os.environ.get("DROVER_AGENT_BIN")
-TMP = tempfile.mkdtemp(prefix="drover-agent-test-")
-CERTS = os.path.join(TMP, "certs")
-subprocess.run([os.path.join(SRC, "tests", "doubles", "make_certs.sh"), CERTS], check=True)
-TOKEN = os.path.join(TMP, "token")
-with open(TOKEN, "w") as f:
-    f.write("join-secret\n")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Agent:
-    def __init__(self, urls, name, cert="client", extra=(), env=None, fake=True, metrics_flag=True,
-                 lean=False):
-        self.log = os.path.join(TMP, name + ".log")
-        self.work = os.path.join(TMP, name + ".work")
-        cmd = [LEAN] if lean else ([AGENT_BIN] if AGENT_BIN else [DROVER, "agent"])
-        args = cmd + ["--servers", ",".join(urls), "--tls-ca", f"{CERTS}/ca.pem",
-                "--tls-cert", f"{CERTS}/{cert}.pem", "--tls-key", f"{CERTS}/{cert}-key.pem",
-                "--join-token-file", TOKEN, "--work-dir", self.work,
-                "--claim-wait", "3s", "--name", name]
-        if metrics_flag:
-            args += ["--metrics-listen", ""]
-        if fake:
-            args += ["--job-command", FAKE]
-        args += list(extra)
-        e = dict(os.environ)
-        e.update(env or {})
-        self.p = subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                  stderr=open(self.log, "w"), env=e)
-
-    def wait(self, timeout=20):
-        return self.p.wait(timeout)
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
-
-    def logtext(self):
-        with open(self.log) as f:
-            return f.read()
-
-
-def spec(jid, fake="0 0", **kw):
-    s = {"version": 1, "id": {"job": jid, "name": "t", "build_num": 1},
-         "executor": {"runtime": "sandbox", "kind": "machine"},
-         "steps": [{"type": "run", "name": "x", "command": "true"}], "fake": fake}
-    s.update(kw)
-    return s
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
-
-
-def seqs_once(cp, jid):
-    evs = cp.events(jid)
-    seqs = [e["seq"] for e in evs]
-    expect(seqs == list(range(1, len(seqs) + 1)), f"{jid}: seqs {seqs}")
-    return evs
-
-
-TESTS = []
-
-
-def test(fn):
-    TESTS.append(fn)
-    return fn
+from agentlib import (AGENT_BIN, CERTS, DROVER, FAKE, LEAN, SRC, TMP, TOKEN, Agent,  # noqa: F401
+                      ControlPlane, expect, free_port, main, seqs_once, spec, test)
 
 
 @test
@@ -379,90 +293,6 @@ def keep_alive_reuses_connections():
         expect(cp.state.handshakes <= 4, f"{cp.state.handshakes} TLS handshakes for {n} requests")
     finally:
         ag.stop()
-        cp.close()
-
-
-class ConnectProxy:
-    """A minimal HTTP CONNECT proxy: records the targets it tunnelled to."""
-
-    def __init__(self):
-        self.s = socket.socket()
-        self.s.bind(("127.0.0.1", 0))
-        self.s.listen(16)
-        self.url = f"http://127.0.0.1:{self.s.getsockname()[1]}"
-        self.targets = []
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                c, _ = self.s.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.tunnel, args=(c,), daemon=True).start()
-
-    def tunnel(self, c):
-        head = b""
-        while b"\r\n\r\n" not in head:
-            b = c.recv(1)
-            if not b:
-                return c.close()
-            head += b
-        parts = head.split(b"\r\n")[0].decode().split()
-        if len(parts) != 3 or parts[0] != "CONNECT":
-            c.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-            return c.close()
-        self.targets.append(parts[1])
-        host, port = parts[1].rsplit(":", 1)
-        u = socket.create_connection((host.strip("[]"), int(port)))
-        c.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-        def pipe(a, b):
-            try:
-                while True:
-                    d = a.recv(65536)
-                    if not d:
-                        break
-                    b.sendall(d)
-            except OSError:
-                pass
-            for x in (a, b):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-        threading.Thread(target=pipe, args=(c, u), daemon=True).start()
-        pipe(u, c)
-
-    def close(self):
-        self.s.close()
-
-
-@test
-def https_proxy_connect_and_no_proxy():
-    # HTTPS_PROXY: the control plane is reached through an HTTP CONNECT tunnel (mTLS inside it);
-    # NO_PROXY naming the server's address bypasses the proxy
-    cp = ControlPlane(CERTS)
-    px = ConnectProxy()
-    env = {"HTTPS_PROXY": px.url, "https_proxy": px.url, "NO_PROXY": "", "no_proxy": ""}
-    ag = Agent(cp.urls, "proxied", env=env)
-    ag2 = None
-    try:
-        expect(cp.wait(lambda: cp.state.heartbeats, 10), "not registered: " + ag.logtext()[-800:])
-        port = cp.urls[0].rsplit(":", 1)[1]
-        expect(f"127.0.0.1:{port}" in px.targets, px.targets)
-        ag.stop()
-        n = len(px.targets)
-        env = dict(env, NO_PROXY="localhost,127.0.0.1", no_proxy="localhost,127.0.0.1")
-        ag2 = Agent(cp.urls, "direct", env=env)
-        expect(cp.wait(lambda: len(cp.state.nodes) >= 2, 10), "not registered: " + ag2.logtext()[-800:])
-        expect(len(px.targets) == n, f"NO_PROXY ignored: {px.targets}")
-    finally:
-        ag.stop()
-        if ag2:
-            ag2.stop()
-        px.close()
         cp.close()
 
 
@@ -1068,37 +898,6 @@ def lean_drover_agent_runs_real_jobs_through_drover():
     finally:
         ag.stop()
         cp.close()
-
-
-def run_one(fn):
-    try:
-        fn()
-        return True, ""
-    except AssertionError as e:
-        return False, str(e)
-    except Exception:  # noqa: BLE001
-        return False, traceback.format_exc()
-
-
-def main():
-    only = sys.argv[1:]
-    tests = [t for t in TESTS if not only or t.__name__ in only]
-    print(f"1..{len(tests)}", flush=True)
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        results = list(ex.map(run_one, tests))
-    fails = 0
-    for i, (t, (ok, msg)) in enumerate(zip(tests, results), 1):
-        if ok:
-            print(f"ok {i} - {t.__name__}")
-        else:
-            fails += 1
-            print(f"not ok {i} - {t.__name__}")
-            for line in msg[:4000].splitlines():
-                print("# " + line)
-    import shutil
-    if not fails and not os.environ.get("KEEP"):
-        shutil.rmtree(TMP, ignore_errors=True)
-    sys.exit(1 if fails else 0)
 
 
 if __name__ == "__main__":

@@ -138,6 +138,10 @@ expect "unknown_config_key_fails" 1 "^FAIL config: .*unknown key 'bogus_key'" --
 # --- proxy settings apply: an unreachable proxy breaks the check, NO_PROXY bypasses it ---
 HTTPS_PROXY="http://127.0.0.1:$closed_port" NO_PROXY= no_proxy= expect "https_proxy_is_used" 1 \
         "^FAIL control-plane: https://127.0.0.1:$tls_port .*via proxy http://127.0.0.1:$closed_port" -- --control-plane "127.0.0.1:$tls_port" --ca-file "$tmp/cert.pem"
+# a proxy URL with credentials: shown without them
+https_proxy="http://drover:s3cret@127.0.0.1:$closed_port" NO_PROXY= no_proxy= expect "proxy_credentials_not_printed" 1 \
+        "^FAIL control-plane: .*via proxy http://127.0.0.1:$closed_port:" -- --control-plane "127.0.0.1:$tls_port" --ca-file "$tmp/cert.pem"
+grep -q s3cret "$tmp/out" && not_ok "proxy_password_not_in_output" || ok "proxy_password_not_in_output"
 HTTPS_PROXY="http://127.0.0.1:$closed_port" NO_PROXY=127.0.0.1 expect "no_proxy_bypasses_proxy" 0 \
         "^ok   control-plane: https://127.0.0.1:$tls_port reachable, TLS verified \(" -- --control-plane "127.0.0.1:$tls_port" --ca-file "$tmp/cert.pem"
 
