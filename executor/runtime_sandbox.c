@@ -127,7 +127,8 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
                 return drv_err(err, ENOMEM, "out of memory");
         sandbox_name(spec, rt->name, sizeof(rt->name));
         int r;
-        if (e->kind == JS_KIND_DOCKER && (r = rtimg_open(spec, rt->name, &rt->img, err)) < 0) {
+        if (e->kind == JS_KIND_DOCKER &&
+            (r = rtimg_open(spec, rt->name, &cfg->hooks, &rt->img, err)) < 0) {
                 rts_free(rt);
                 return r;
         }
