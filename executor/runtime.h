@@ -85,6 +85,9 @@ struct runtime_ops {
                            struct drv_error *err);
         int (*resize_session)(void *impl, int proc, int pty_master, unsigned short rows,
                               unsigned short cols);
+        /* optional: report what changed outside the steps (a service that ended) through
+         * hooks.notice */
+        void (*poll)(void *impl);
 };
 extern const struct runtime_ops runtime_sandbox_ops;
 extern const struct runtime_ops runtime_docker_ops; /* executor/docker/runtime_docker.c */
@@ -140,6 +143,9 @@ void runtime_forget_session(struct runtime *rt, int proc);
  * when the runtime cannot (docker). */
 int runtime_connect_tcp(struct runtime *rt, const char *host, uint16_t port, int *fd,
                         struct drv_error *err);
+/* Between steps: let the runtime report what changed outside the steps (a service container
+ * that ended) through its hooks.notice; a no-op for runtimes without it. */
+void runtime_poll(struct runtime *rt);
 /* Kill everything, release every resource. */
 void runtime_close(struct runtime *rt);
 static inline void runtime_closep(struct runtime **p)

@@ -20,6 +20,7 @@ struct service {
         struct sandbox *sb;
         size_t index; /* in the executor's images */
         char name[72];
+        bool reported; /* its end was reported */
 };
 
 struct rtimg {
@@ -479,8 +480,9 @@ static void report_service_end(struct rtimg *ri, size_t i)
 {
         struct sandbox_exit ev;
         struct drv_error e = {0};
-        if (sandbox_next_exit(ri->svcs[i].sb, &ev, &e) < 0)
-                return; /* still running, as it should */
+        if (ri->svcs[i].reported || sandbox_next_exit(ri->svcs[i].sb, &ev, &e) < 0)
+                return; /* reported, or still running as it should */
+        ri->svcs[i].reported = true;
         const struct js_image *ji = &ri->spec->executor.images[ri->svcs[i].index];
         _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, ri->svcs[i].index);
         _cleanup_free_ char *text = NULL;
@@ -508,6 +510,12 @@ static void report_service_end(struct rtimg *ri, size_t i)
         rtimg_say(&ri->hooks, "service %s%s%s %s; %s%s", ji->name ? ji->name : "",
                   ji->name ? " " : "", ji->image, how,
                   *tail ? "the end of its output:\n" : "it wrote nothing", t ? t : "");
+}
+
+void rtimg_poll_services(struct rtimg *ri)
+{
+        for (size_t i = 0; i < ri->n_svcs; i++)
+                report_service_end(ri, i);
 }
 
 void rtimg_close(struct rtimg *ri)

@@ -42,7 +42,10 @@ int rtimg_start_services(struct rtimg *ri, struct sandbox *primary, struct drv_e
  * PATH: the image's (behind /run/drover/bin) unless the job or step set one. Caller frees. */
 char **rtimg_step_env(const struct rtimg *ri, const char *const *envp);
 const struct rtimg_user *rtimg_job_user(const struct rtimg *ri);
-/* Stop the services, release the images. */
+/* Report (hooks->notice) every service that ended since the last call: how (exit code, signal,
+ * out of memory of its own limit) and the end of its output. Each is reported once. */
+void rtimg_poll_services(struct rtimg *ri);
+/* Stop the services (reporting those that ended), release the images. */
 void rtimg_close(struct rtimg *ri);
 static inline void rtimg_closep(struct rtimg **p)
 {

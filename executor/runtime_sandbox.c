@@ -443,6 +443,13 @@ static int rts_connect_tcp(void *impl, const char *host, uint16_t port, int *fd,
         return 0;
 }
 
+static void rts_poll(void *impl)
+{
+        struct rts *rt = impl;
+        if (rt->img)
+                rtimg_poll_services(rt->img);
+}
+
 const struct runtime_ops runtime_sandbox_ops = {
     .name = "sandbox",
     .open = rts_open,
@@ -464,4 +471,5 @@ const struct runtime_ops runtime_sandbox_ops = {
     .spawn_session = rts_spawn_session,
     .connect_tcp = rts_connect_tcp,
     .resize_session = rts_resize_session,
+    .poll = rts_poll,
 };

@@ -58,7 +58,7 @@ struct machine {
         uint64_t job_deadline_ns;
         struct sshd *ssh;         /* SSH rerun server, when the spec enables it */
         int64_t runtime_start_ms; /* runtime_open took this long (-1: not opened) */
-        bool env_stream[2];       /* "Spin up environment", "Service containers" begun */
+        uint64_t env_begin_ns[2]; /* "Spin up environment", "Service containers" begun */
 };
 
 /* The runtime's notices (image pulls, services) have streams of their own after the SSH ones:
@@ -76,24 +76,24 @@ static void on_runtime_notice(void *ud, const char *line)
         int which = m->rt ? 1 : 0;
         unsigned idx = env_stream_idx(m, which);
         struct drv_error e;
-        if (!m->env_stream[which]) {
+        if (!m->env_begin_ns[which]) {
                 if (output_step_begin(m->o->out, idx, names[which], false, &e) < 0)
                         log_warn("output_begin_failed", "step=%u error=\"%s\"", idx, e.message);
-                m->env_stream[which] = true;
+                m->env_begin_ns[which] = drv_now_ns();
         }
         output_step_printf(m->o->out, idx, "%s", line);
 }
 
-static void end_env_stream(struct machine *m, int which, const char *status, const char *reason,
-                           uint64_t dur_ms)
+static void end_env_stream(struct machine *m, int which, const char *status, const char *reason)
 {
-        if (!m->env_stream[which])
+        if (!m->env_begin_ns[which])
                 return;
         unsigned idx = env_stream_idx(m, which);
         struct output_step_end end = {.exit_code = strcmp(status, "success") == 0 ? 0 : -1,
                                       .status = status,
                                       .reason = reason,
-                                      .duration_ms = dur_ms};
+                                      .duration_ms =
+                                          (drv_now_ns() - m->env_begin_ns[which]) / 1000000};
         struct drv_error e;
         if (output_step_end(m->o->out, idx, &end, &e) < 0)
                 log_warn("output_end_failed", "step=%u error=\"%s\"", idx, e.message);
@@ -577,7 +577,7 @@ static int machine_setup(struct machine *m, struct drv_error *err)
                        r == 0        ? "success"
                        : m->canceled ? "canceled"
                                      : "failed",
-                       r == 0 ? NULL : err->message, ms);
+                       r == 0 ? NULL : err->message);
         if (r < 0)
                 return r;
         m->runtime_start_ms = (int64_t)ms;
@@ -733,6 +733,7 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                         if (!step_should_run(st->when, failed))
                                 continue;
                         enum step_status s = run_step(&m, i);
+                        runtime_poll(m.rt); /* a service that ended meanwhile is told now */
                         if (s != STEP_SUCCESS)
                                 failed = true;
                         if (!failed && halted(&m)) {
@@ -762,9 +763,8 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                 close_pipe(&m, &m.procs[i]);
                 strbuf_release(&m.procs[i].pending);
         }
-        uint64_t tc = drv_now_ns();
         runtime_close(m.rt); /* its notices (a service that ended) go to "Service containers" */
-        end_env_stream(&m, 1, "success", NULL, (drv_now_ns() - tc) / 1000000);
+        end_env_stream(&m, 1, "success", NULL);
         objstore_free(m.store);
         if (m.ep >= 0)
                 close(m.ep);

@@ -426,13 +426,35 @@ workflows:
            f"a summary line with bytes and time:\n{out}")
     expect(re.search(rf"^{re.escape(SVC)}: ready, ", out, re.M), f"the service's summary:\n{out}")
     expect("downloading" not in out, f"no live progress lines for small blobs:\n{out}")
-    # the agent's way: `drover job` (same output pipeline), now from the store
-    spec = job_spec(cfg, f"local-{os.getpid()}-progress")
-    rc, out = drover_job(spec, env={"DROVER_IMAGE_STORE": fresh})
-    expect(rc == 0 and "Spin up environment" in out and
-           re.search(rf"^{re.escape(PRIMARY)}: ready, sha256:[0-9a-f]{{12}}: all 2 layers in the "
-                     r"image store$", out, re.M),
-           f"drover job reports the pull in the job output ({rc}):\n{out}")
+    # the agent's way: `drover job` streaming to an output processor, a cold store again
+    d = tempfile.mkdtemp(prefix="outproc-", dir=WORK)
+    src = os.environ.get("DROVER_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
+    pf = os.path.join(d, "port")
+    proc = subprocess.Popen([sys.executable, os.path.join(src, "tests/doubles/output_processor.py"),
+                             "--dir", d, "--token", "tok-img", "--port-file", pf])
+    try:
+        for _ in range(300):
+            if os.path.exists(pf):
+                break
+            time.sleep(0.02)
+        job = f"local-{os.getpid()}-progress"
+        spec = job_spec(cfg, job)
+        spec["output"] = {"url": f"http://127.0.0.1:{open(pf).read().strip()}", "token": "tok-img"}
+        rc, out = drover_job(spec, env={"DROVER_IMAGE_STORE": os.path.join(WORK, "fresh2"),
+                                        "TMPDIR": d})
+        n = len(spec["steps"])  # the setup stream follows the steps and the two SSH streams
+        begin = os.path.join(d, job, f"{n + 2}.begin.json")
+        name = json.load(open(begin)).get("name") if os.path.exists(begin) else None
+        got = open(os.path.join(d, job, f"{n + 2}.out")).read() if name else ""
+        end = os.path.join(d, job, f"{n + 2}.end.json")
+        expect(rc == 0 and name == "Spin up environment" and os.path.exists(end) and
+               re.search(rf"^{re.escape(PRIMARY)}: ready, sha256:[0-9a-f]{{12}}: 2 of 2 layers "
+                         r"pulled", got, re.M) and
+               re.search(rf"^{re.escape(SVC)}: layer sha256:[0-9a-f]{{12}} pulled", got, re.M),
+               f"the output processor got the pull progress ({rc}, {name}):\n{got}\n{out}")
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @test
@@ -461,8 +483,12 @@ workflows:
            f"the service starts with its own limit:\n{out}")
     expect(rc == 0 and f"steps-went-on-{TOKEN}" in out and f"second-step-{TOKEN}" in out,
            f"the job's steps went on ({rc}):\n{out}")
-    expect(f"service hog {SVC} was killed: out of memory (its limit: 48 MiB" in out,
-           f"the job output says the service was OOM-killed:\n{out}")
+    killed = f"service hog {SVC} was killed: out of memory (its limit: 48 MiB"
+    expect(killed in out, f"the job output says the service was OOM-killed:\n{out}")
+    second = re.search(rf"^second-step-{TOKEN}$", out, re.M)
+    expect(killed in out and second and out.index(killed) < second.start(),
+           f"... after the step during which it died, before the next one:\n{out}")
+    expect(out.count("was killed: out of memory") == 1, f"reported once:\n{out}")
     expect("hog-starts" in out, f"with the end of its output:\n{out}")
     # without resources: the executor's (resource class small: 2048 MiB)
     spec = job_spec(cfg.replace("x=$x$x", "sleep 1"), f"local-{os.getpid()}-nohog")
