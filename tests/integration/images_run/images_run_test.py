@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -513,7 +514,7 @@ def start_slow_proxy(once):
         return p, f"127.0.0.1:{f.read().strip()}", log
 
 
-def cancel_cold_pull(tag, sig, agent_way):
+def cancel_cold_pull(tag, sig, agent_way, wait_progress=False):
     """Cancel (sig) a job while its image's big layer trickles in through the slow proxy: the
     job ends promptly as canceled, nothing half-done counts as present in the store, and the
     same store pulls the image completely afterwards."""
@@ -549,16 +550,30 @@ workflows:
                                  cwd=proj, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, env=e)
         PIDS.append(p.pid)
+        lines, live = [], threading.Event()
+
+        def reader():
+            for line in p.stdout:
+                lines.append(line)
+                if re.search(r": downloading sha256:[0-9a-f]{12}: [0-9.]+ of 1\.0 MB$", line):
+                    live.set()
+
+        rt = threading.Thread(target=reader)
+        rt.start()
         for _ in range(300):  # until the slow download is under way
             if os.path.exists(log) and open(log).read().strip():
                 break
             time.sleep(0.05)
         expect(os.path.exists(log), "the slow blob download never started")
-        time.sleep(0.5)
+        if wait_progress:  # a download that takes long shows progress (every 10 s)
+            expect(live.wait(15), "no progress line while the blob downloads:\n" + "".join(lines))
+        else:
+            time.sleep(0.5)
         t0 = time.monotonic()
         p.send_signal(sig)
-        out = p.stdout.read()
         p.wait(timeout=30)
+        rt.join(timeout=30)
+        out = "".join(lines)
         took = time.monotonic() - t0
         expect(took < 5, f"the cancel took {took:.1f} s:\n{out}")
         expect(p.returncode != 0 and "canceled" in out and f"ran-{TOKEN}" not in out,
@@ -585,7 +600,7 @@ def sigterm_to_drover_run_cancels_a_cold_pull_promptly():
 
 @test
 def sigint_to_drover_job_cancels_a_cold_pull_promptly():
-    cancel_cold_pull("job", signal.SIGINT, agent_way=True)
+    cancel_cold_pull("job", signal.SIGINT, agent_way=True, wait_progress=True)
 
 
 @test
