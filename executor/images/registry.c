@@ -338,6 +338,36 @@ static int fetch_token(struct reg *r, const char *challenge, struct drv_error *e
         return ret;
 }
 
+/* Set r's handle up for one GET of url into x; returns the header list to free after it. */
+static struct curl_slist *prepare_get(struct reg *r, const char *url, const char *accept,
+                                      struct xfer *x, char *errbuf)
+{
+        CURL *h = r->curl;
+        curl_easy_reset(h);
+        setup_common(h, r->o, errbuf);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+        /* progress and cancel: libcurl calls it about once a second even when stalled */
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+        struct curl_slist *hdrs = NULL;
+        if (accept)
+                hdrs = curl_slist_append(hdrs, accept);
+        if (r->auth_header)
+                hdrs = curl_slist_append(hdrs, r->auth_header);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        if (r->use_basic && r->o && r->o->username) {
+                curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+                curl_easy_setopt(h, CURLOPT_USERNAME, r->o->username);
+                curl_easy_setopt(h, CURLOPT_PASSWORD, r->o->password ? r->o->password : "");
+        }
+        return hdrs;
+}
+
 /* One authenticated GET of base/v2/repo/<path> into x, with auth challenge handling and
  * retries. Fills *status. */
 static int reg_get(struct reg *r, const char *what, const char *path, const char *accept,
@@ -351,32 +381,11 @@ static int reg_get(struct reg *r, const char *what, const char *path, const char
         bool tried_auth = false;
         for (int attempt = 1;; attempt++) {
                 errbuf[0] = '\0';
-                CURL *h = r->curl;
-                curl_easy_reset(h);
-                setup_common(h, r->o, errbuf);
-                curl_easy_setopt(h, CURLOPT_URL, url);
-                curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-                curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-                curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-                curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
                 if (img_canceled(r->o))
                         return drv_err(err, ECANCELED, "registry %s, repository %s: %s: canceled",
                                        r->name, r->repo, what);
-                /* progress and cancel: libcurl calls it about once a second even when stalled */
-                curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-                curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-                curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
-                struct curl_slist *hdrs = NULL;
-                if (accept)
-                        hdrs = curl_slist_append(hdrs, accept);
-                if (r->auth_header)
-                        hdrs = curl_slist_append(hdrs, r->auth_header);
-                curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-                if (r->use_basic && r->o && r->o->username) {
-                        curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-                        curl_easy_setopt(h, CURLOPT_USERNAME, r->o->username);
-                        curl_easy_setopt(h, CURLOPT_PASSWORD, r->o->password ? r->o->password : "");
-                }
+                CURL *h = r->curl;
+                struct curl_slist *hdrs = prepare_get(r, url, accept, x, errbuf);
                 if (x->fd >= 0) {
                         r->blob_gets++;
                         if (ftruncate(x->fd, 0) < 0 || lseek(x->fd, 0, SEEK_SET) < 0 ||
