@@ -47,6 +47,10 @@ struct js_image {
         struct js_env *env;
         size_t n_env;
         struct js_auth auth;
+        /* service images: limits of their own sandbox; 0 = the executor's (jobspec.md) */
+        double cpus;
+        uint64_t memory_mb;
+        uint64_t pids;
 };
 
 /* TLS client material for a remote Docker engine (PEM text, never paths). */
@@ -178,6 +182,16 @@ struct jobspec {
         uint64_t job_timeout;       /* seconds, default 18000 (5h) */
         uint64_t no_output_timeout; /* seconds, default 600 */
 };
+
+/* The limits of service image i (>= 1): its own `resources` where given, else the executor's. */
+static inline void jobspec_service_limits(const struct js_executor *e, size_t i, double *cpus,
+                                          uint64_t *memory_mb, uint64_t *pids)
+{
+        const struct js_image *im = &e->images[i];
+        *cpus = im->cpus > 0 ? im->cpus : e->cpus;
+        *memory_mb = im->memory_mb ? im->memory_mb : e->memory_mb;
+        *pids = im->pids ? im->pids : e->pids;
+}
 
 /* Parse and fully validate a job spec from JSON text. On error, err names the JSON path of the bad
  * field ("$.steps[2].run.command: expected a string"). Returns 0 and a new spec (caller frees). */

@@ -167,6 +167,15 @@ int runtime_kill_all(struct runtime *rt, struct drv_error *err)
         return r;
 }
 
+void runtime_poll(struct runtime *rt)
+{
+        if (!rt->ops->poll)
+                return;
+        pthread_mutex_lock(&rt->lock);
+        rt->ops->poll(rt->impl);
+        pthread_mutex_unlock(&rt->lock);
+}
+
 bool runtime_has_sessions(struct runtime *rt)
 {
         return rt->ops->spawn_session && rt->ops->resize_session;

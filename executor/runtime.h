@@ -37,10 +37,23 @@ struct runtime_session_exec {
  * returning it); called from the thread that drains exits, under the runtime's lock. */
 typedef void (*runtime_exit_fn)(void *ctx, const struct runtime_exit *ex);
 
+/* How a runtime reaches its job while it sets up and tears down the environment (all optional). */
+struct runtime_hooks {
+        /* one line (no newline) for the job's output: image pull progress, the services
+         * started, a service that ended; called from any thread, never two at once. NULL:
+         * stderr */
+        void (*notice)(void *ud, const char *line);
+        /* true once the job is canceled: polled (about every 100 ms) during long setup work
+         * (image pulls), which then stops promptly and runtime_open fails with -ECANCELED */
+        bool (*canceled)(void *ud);
+        void *ud;
+};
+
 struct runtime_config {
         const struct jobspec *spec;
         const char *self_exe;   /* the drover binary, offered inside as `circleci` */
         const char *source_dir; /* optional host dir bound read-only at INJOB_SOURCE_DIR */
+        struct runtime_hooks hooks;
 };
 
 /* What one runtime implements (impl is its own state). runtime_open picks the implementation from
@@ -72,6 +85,9 @@ struct runtime_ops {
                            struct drv_error *err);
         int (*resize_session)(void *impl, int proc, int pty_master, unsigned short rows,
                               unsigned short cols);
+        /* optional: report what changed outside the steps (a service that ended) through
+         * hooks.notice */
+        void (*poll)(void *impl);
 };
 extern const struct runtime_ops runtime_sandbox_ops;
 extern const struct runtime_ops runtime_docker_ops; /* executor/docker/runtime_docker.c */
@@ -127,6 +143,9 @@ void runtime_forget_session(struct runtime *rt, int proc);
  * when the runtime cannot (docker). */
 int runtime_connect_tcp(struct runtime *rt, const char *host, uint16_t port, int *fd,
                         struct drv_error *err);
+/* Between steps: let the runtime report what changed outside the steps (a service container
+ * that ended) through its hooks.notice; a no-op for runtimes without it. */
+void runtime_poll(struct runtime *rt);
 /* Kill everything, release every resource. */
 void runtime_close(struct runtime *rt);
 static inline void runtime_closep(struct runtime **p)

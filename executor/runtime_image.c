@@ -9,39 +9,18 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
-#define DEFAULT_STORE "/var/lib/drover/images"
-#define DOCKER_PATH   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define DOCKER_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct service {
         struct sandbox *sb;
         size_t index; /* in the executor's images */
         char name[72];
-};
-
-struct progress {
-        pthread_mutex_t lock; /* images are pulled in parallel */
-        bool tty;
-        uint64_t last_ns;
-        char done[8][72]; /* digests reported as pulled (the store may repeat a final call) */
-        unsigned n_done;
-};
-
-/* One image's pull (in its own thread for the services). */
-struct pull_task {
-        struct rtimg *ri;
-        size_t i;
-        struct img_pull_opts o;
-        bool insecure_ok;
-        struct progress *prog;
-        int r;
-        uint64_t ms;
-        struct drv_error err;
+        bool reported; /* its end was reported */
 };
 
 struct rtimg {
@@ -56,8 +35,8 @@ struct rtimg {
         char *hosts; /* dir/hosts */
         struct service *svcs;
         size_t n_svcs;
-        struct progress prog;
-        struct rtimg_tools tools; /* the circleci tools' binds */
+        struct runtime_hooks hooks; /* the job's output for notices */
+        struct rtimg_tools tools;   /* the circleci tools' binds */
 };
 
 void rtimg_user_release(struct rtimg_user *u)
@@ -284,184 +263,6 @@ const struct rtimg_user *rtimg_job_user(const struct rtimg *ri)
         return &ri->user;
 }
 
-/* ---- pulling ---- */
-
-static void on_progress(void *ud, const char *digest, uint64_t done, uint64_t total)
-{
-        struct pull_task *t = ud;
-        struct progress *p = t->prog;
-        const char *image = t->ri->spec->executor.images[t->i].image;
-        uint64_t now = drv_now_ns();
-        pthread_mutex_lock(&p->lock);
-        bool finished = total && done >= total;
-        for (unsigned i = 0; finished && i < p->n_done && i < DRV_ARRAY_SIZE(p->done); i++)
-                if (strcmp(p->done[i], digest ? digest : "") == 0) {
-                        pthread_mutex_unlock(&p->lock);
-                        return;
-                }
-        if (finished)
-                snprintf(p->done[p->n_done++ % DRV_ARRAY_SIZE(p->done)], sizeof(p->done[0]), "%s",
-                         digest ? digest : "");
-        if (finished || (p->tty && now - p->last_ns > 200000000ull)) {
-                p->last_ns = now;
-                const char *hex = strchr(digest ? digest : "", ':');
-                hex = hex ? hex + 1 : digest ? digest : "?";
-                if (finished)
-                        fprintf(stderr, "%s%s: layer %.12s pulled (%.1f MB)%s\n",
-                                p->tty ? "\r\033[K" : "", image, hex, (double)total / 1e6, "");
-                else
-                        fprintf(stderr, "\r\033[K%s: layer %.12s %.1f/%.1f MB", image, hex,
-                                (double)done / 1e6, (double)total / 1e6);
-                fflush(stderr);
-        }
-        pthread_mutex_unlock(&p->lock);
-}
-
-/* Is the registry of an image reference on this host (127.*, localhost, [::1])? */
-static bool loopback_registry(const char *ref)
-{
-        const char *slash = strchr(ref, '/');
-        if (!slash)
-                return false;
-        size_t n = (size_t)(slash - ref);
-        char host[256];
-        if (n >= sizeof(host))
-                return false;
-        memcpy(host, ref, n);
-        host[n] = '\0';
-        if (!strchr(host, '.') && !strchr(host, ':') && strcmp(host, "localhost") != 0)
-                return false; /* a docker.io name like library/alpine */
-        char *colon = host[0] == '[' ? NULL : strrchr(host, ':');
-        if (colon)
-                *colon = '\0';
-        return drv_startswith(host, "127.") || strcmp(host, "localhost") == 0 ||
-               drv_startswith(host, "[::1]");
-}
-
-/* As Docker with registries on loopback: https first; when TLS fails there, plain http. */
-static int pull_one(struct img_store *st, const char *name, struct img_pull_opts *o,
-                    bool insecure_ok, struct img **out, struct drv_error *err)
-{
-        o->insecure_http = false;
-        int r = img_pull(st, name, o, out, err);
-        if (r != -EPROTO || !insecure_ok || !loopback_registry(name))
-                return r;
-        struct drv_error e2 = {0};
-        o->insecure_http = true;
-        r = img_pull(st, name, o, out, &e2);
-        if (r < 0 && e2.code != EIO) {
-                *err = e2; /* the registry answered over http: its answer is what matters */
-        } else if (r < 0) {
-                char first[sizeof(err->message)];
-                snprintf(first, sizeof(first), "%s", err->message);
-                drv_err(err, err->code, "%s (over plain http: %s)", first, e2.message);
-        }
-        return r;
-}
-
-static void *pull_thread(void *arg)
-{
-        struct pull_task *t = arg;
-        uint64_t t0 = drv_now_ns();
-        t->r = pull_one(t->ri->stores[t->i], t->ri->spec->executor.images[t->i].image, &t->o,
-                        t->insecure_ok, &t->ri->imgs[t->i], &t->err);
-        t->ms = (drv_now_ns() - t0) / 1000000;
-        return NULL;
-}
-
-static int pull_policy(enum img_pull_policy *out, struct drv_error *err)
-{
-        const char *p = getenv("DROVER_IMAGE_PULL");
-        *out = IMG_PULL_MISSING;
-        if (!p || !*p || strcmp(p, "missing") == 0)
-                return 0;
-        if (strcmp(p, "never") == 0)
-                *out = IMG_PULL_NEVER;
-        else if (strcmp(p, "always") == 0)
-                *out = IMG_PULL_ALWAYS;
-        else
-                return drv_err(err, EINVAL, "DROVER_IMAGE_PULL=%s: want never, missing or always",
-                               p);
-        return 0;
-}
-
-static int pull_all(struct rtimg *ri, struct drv_error *err)
-{
-        const struct js_executor *e = &ri->spec->executor;
-        const char *store = getenv("DROVER_IMAGE_STORE");
-        const char *max_s = getenv("DROVER_IMAGE_STORE_MAX");
-        const char *mirrors_s = getenv("DROVER_IMAGE_MIRRORS");
-        const char *insecure = getenv("DROVER_IMAGE_INSECURE_HTTP");
-        uint64_t max = 0;
-        if (max_s && *max_s && drv_parse_size(max_s, &max) < 0)
-                return drv_err(err, EINVAL, "DROVER_IMAGE_STORE_MAX '%s' is not a size", max_s);
-        bool insecure_ok = !insecure || strcmp(insecure, "0") != 0;
-        struct img_pull_opts o = {
-            .ca_file = getenv("DROVER_IMAGE_CA_FILE"), .progress = on_progress, .ud = &ri->prog};
-        int r = pull_policy(&o.policy, err);
-        if (r < 0)
-                return r;
-        _cleanup_strv_ char **mirrors = NULL;
-        if (mirrors_s && *mirrors_s) {
-                _cleanup_free_ char *copy = strdup(mirrors_s);
-                char *save = NULL;
-                for (char *m = copy ? strtok_r(copy, ",", &save) : NULL; m;
-                     m = strtok_r(NULL, ",", &save))
-                        if (drv_strv_push(&mirrors, m) < 0)
-                                return drv_err(err, ENOMEM, "out of memory");
-                o.mirrors = (const char *const *)mirrors;
-        }
-        if (o.ca_file && !*o.ca_file)
-                o.ca_file = NULL;
-        const char *root = store && *store ? store : DEFAULT_STORE;
-        r = img_store_open(root, max, &ri->store, err);
-        if (r < 0)
-                return drv_err_prefix(err, "image store");
-        ri->prog.tty = isatty(STDERR_FILENO);
-        _cleanup_free_ struct pull_task *t = calloc(e->n_images, sizeof(*t));
-        _cleanup_free_ pthread_t *th = calloc(e->n_images, sizeof(*th));
-        _cleanup_free_ bool *started = calloc(e->n_images, sizeof(*started));
-        if (!t || !th || !started)
-                return drv_err(err, ENOMEM, "out of memory");
-        for (size_t i = 0; i < e->n_images; i++) {
-                t[i] = (struct pull_task){
-                    .ri = ri, .i = i, .o = o, .insecure_ok = insecure_ok, .prog = &ri->prog};
-                t[i].o.username = e->images[i].auth.username;
-                t[i].o.password = e->images[i].auth.password;
-                t[i].o.ud = &t[i];
-                if ((r = img_store_open(root, max, &ri->stores[i], err)) < 0)
-                        return drv_err_prefix(err, "image store");
-        }
-        /* the services' images in parallel threads, the primary's here */
-        for (size_t i = 1; i < e->n_images; i++)
-                started[i] = pthread_create(&th[i], NULL, pull_thread, &t[i]) == 0;
-        pull_thread(&t[0]);
-        for (size_t i = 1; i < e->n_images; i++) {
-                if (started[i])
-                        pthread_join(th[i], NULL);
-                else
-                        pull_thread(&t[i]);
-        }
-        for (size_t i = 0; i < e->n_images; i++) {
-                const struct js_image *ji = &e->images[i];
-                if (t[i].r < 0) {
-                        *err = t[i].err;
-                        return drv_err_prefix(err, "%s image %s", i ? "service" : "primary",
-                                              ji->image);
-                }
-                log_info("image_ready", "image=%s digest=%s layers=%zu ms=%llu", ri->imgs[i]->name,
-                         ri->imgs[i]->digest, ri->imgs[i]->n_layers, (unsigned long long)t[i].ms);
-        }
-        ri->n = e->n_images;
-        if (max) {
-                uint64_t freed = 0;
-                struct drv_error e2 = {0};
-                if (img_store_gc(ri->store, max, &freed, &e2) < 0)
-                        log_warn("image_gc_failed", "error=\"%s\"", e2.message);
-        }
-        return 0;
-}
-
 /* ---- the job's /etc/hosts ---- */
 
 static char *short_name(const char *image)
@@ -502,8 +303,8 @@ static int write_hosts(struct rtimg *ri, struct drv_error *err)
         return drv_write_file_atomic(ri->hosts, sb.buf, sb.len, 0644, err);
 }
 
-int rtimg_open(const struct jobspec *spec, const char *name, struct rtimg **out,
-               struct drv_error *err)
+int rtimg_open(const struct jobspec *spec, const char *name, const struct runtime_hooks *hooks,
+               struct rtimg **out, struct drv_error *err)
 {
         const struct js_executor *e = &spec->executor;
         if (e->n_images == 0)
@@ -514,7 +315,8 @@ int rtimg_open(const struct jobspec *spec, const char *name, struct rtimg **out,
         _cleanup_(rtimg_closep) struct rtimg *guard = ri;
         ri->spec = spec;
         snprintf(ri->name, sizeof(ri->name), "%s", name);
-        pthread_mutex_init(&ri->prog.lock, NULL);
+        if (hooks)
+                ri->hooks = *hooks;
         ri->imgs = calloc(e->n_images, sizeof(*ri->imgs));
         ri->stores = calloc(e->n_images, sizeof(*ri->stores));
         ri->svcs = calloc(e->n_images, sizeof(*ri->svcs));
@@ -523,9 +325,10 @@ int rtimg_open(const struct jobspec *spec, const char *name, struct rtimg **out,
         if (!ri->imgs || !ri->stores || !ri->svcs || !mkdtemp(tmpl) || !(ri->dir = strdup(tmpl)))
                 return drv_err_errno(err, "job dir");
         chmod(ri->dir, 0755);
-        int r = pull_all(ri, err);
+        int r = rtimg_pull_all(spec, &ri->hooks, &ri->store, ri->stores, ri->imgs, err);
         if (r < 0)
                 return r;
+        ri->n = e->n_images;
         const struct js_image *p = &e->images[0];
         const struct img *pi = ri->imgs[0];
         r = rtimg_resolve_user(pi->layer_dirs, p->user ? p->user : pi->config.user, &ri->user, err);
@@ -576,6 +379,17 @@ oom:
         return NULL;
 }
 
+/* "memory 64 MiB, cpus 0.5, pids 4096" (0 = unlimited; pids 0 = the sandbox's default) */
+static void limits_text(uint64_t mem_mb, double cpus, uint64_t pids, char *buf, size_t n)
+{
+        char m[32] = "no memory limit", c[32] = "no cpu limit";
+        if (mem_mb)
+                snprintf(m, sizeof(m), "memory %llu MiB", (unsigned long long)mem_mb);
+        if (cpus > 0)
+                snprintf(c, sizeof(c), "cpus %g", cpus);
+        snprintf(buf, n, "%s, %s, pids %llu", m, c, (unsigned long long)(pids ? pids : 4096));
+}
+
 static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, struct drv_error *err)
 {
         const struct js_image *ji = &ri->spec->executor.images[i];
@@ -598,7 +412,13 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
                 return drv_err(err, ENOMEM, "out of memory");
         snprintf(s->name, sizeof(s->name), "%.56s-svc%zu", ri->name, i);
         struct sandbox_bind binds[1] = {{ri->hosts, "/etc/hosts", true}};
+        double cpus;
+        uint64_t mem_mb, pids;
+        jobspec_service_limits(&ri->spec->executor, i, &cpus, &mem_mb, &pids);
         struct sandbox_config sc = {.name = s->name,
+                                    .memory_bytes = mem_mb << 20,
+                                    .cpus = cpus,
+                                    .pids_max = pids,
                                     .lowerdirs = (const char *const *)im->layer_dirs,
                                     .hostname = ji->name ? ji->name : "drover",
                                     .net = SANDBOX_NET_NONE,
@@ -631,8 +451,14 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
         int proc;
         if ((r = sandbox_spawn(s->sb, &ex, &proc, err)) < 0)
                 return r;
-        log_info("service_started", "job=%s image=%s name=%s argv0=%s user=%u", ri->name, ji->image,
-                 ji->name ? ji->name : "-", argv[0], (unsigned)u.uid);
+        log_info("service_started",
+                 "job=%s image=%s name=%s argv0=%s user=%u memory_mb=%llu cpus=%g pids=%llu",
+                 ri->name, ji->image, ji->name ? ji->name : "-", argv[0], (unsigned)u.uid,
+                 (unsigned long long)mem_mb, cpus, (unsigned long long)pids);
+        char lim[96];
+        limits_text(mem_mb, cpus, pids, lim, sizeof(lim));
+        rtimg_say(&ri->hooks, "service %s%s%s started: %s", ji->name ? ji->name : "",
+                  ji->name ? " " : "", ji->image, lim);
         return 0;
 }
 
@@ -647,14 +473,16 @@ int rtimg_start_services(struct rtimg *ri, struct sandbox *primary, struct drv_e
         return 0;
 }
 
-/* A service that ended during the job (CircleCI shows its container's log): say how, with the
- * end of its output, on stderr next to the pull progress. */
+/* A service that ended during the job (CircleCI shows its container's log): say how — its exit
+ * code, or killed by the OOM killer of its own memory limit — with the end of its output, as a
+ * line of the job's output. */
 static void report_service_end(struct rtimg *ri, size_t i)
 {
         struct sandbox_exit ev;
         struct drv_error e = {0};
-        if (sandbox_next_exit(ri->svcs[i].sb, &ev, &e) < 0)
-                return; /* still running, as it should */
+        if (ri->svcs[i].reported || sandbox_next_exit(ri->svcs[i].sb, &ev, &e) < 0)
+                return; /* reported, or still running as it should */
+        ri->svcs[i].reported = true;
         const struct js_image *ji = &ri->spec->executor.images[ri->svcs[i].index];
         _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, ri->svcs[i].index);
         _cleanup_free_ char *text = NULL;
@@ -665,11 +493,29 @@ static void report_service_end(struct rtimg *ri, size_t i)
         if (len > 2048)
                 tail = text + len - 2048;
         int code = WIFEXITED(ev.status) ? WEXITSTATUS(ev.status) : 128 + WTERMSIG(ev.status);
-        log_warn("service_exited", "job=%s image=%s code=%d", ri->name, ji->image, code);
-        fprintf(stderr, "service %s (%s) exited during the job with code %d; %s\n%s%s",
-                ji->name ? ji->name : ji->image, ji->image, code,
-                *tail ? "the end of its output:" : "it wrote nothing", tail,
-                *tail && tail[strlen(tail) - 1] != '\n' ? "\n" : "");
+        char how[128];
+        if (ev.oom)
+                snprintf(how, sizeof(how),
+                         "was killed: out of memory (its limit: %llu MiB; the job's steps went on)",
+                         (unsigned long long)(sandbox_memory_limit(ri->svcs[i].sb) >> 20));
+        else if (WIFSIGNALED(ev.status))
+                snprintf(how, sizeof(how), "was killed by signal %d (code %d)", WTERMSIG(ev.status),
+                         code);
+        else
+                snprintf(how, sizeof(how), "exited during the job with code %d", code);
+        log_warn("service_exited", "job=%s image=%s code=%d oom=%d", ri->name, ji->image, code,
+                 (int)ev.oom);
+        size_t tl = strlen(tail);
+        _cleanup_free_ char *t = strndup(tail, tl && tail[tl - 1] == '\n' ? tl - 1 : tl);
+        rtimg_say(&ri->hooks, "service %s%s%s %s; %s%s", ji->name ? ji->name : "",
+                  ji->name ? " " : "", ji->image, how,
+                  *tail ? "the end of its output:\n" : "it wrote nothing", t ? t : "");
+}
+
+void rtimg_poll_services(struct rtimg *ri)
+{
+        for (size_t i = 0; i < ri->n_svcs; i++)
+                report_service_end(ri, i);
 }
 
 void rtimg_close(struct rtimg *ri)
@@ -695,7 +541,6 @@ void rtimg_close(struct rtimg *ri)
         }
         rtimg_user_release(&ri->user);
         rtimg_tools_release(&ri->tools);
-        pthread_mutex_destroy(&ri->prog.lock);
         free(ri->imgs);
         free(ri->stores);
         free(ri->svcs);

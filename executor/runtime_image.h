@@ -11,6 +11,7 @@
 #pragma once
 
 #include "executor/jobspec.h"
+#include "executor/runtime.h"
 #include "sandbox/sandbox.h"
 
 struct rtimg;
@@ -23,10 +24,11 @@ struct rtimg_user {
         char *home;
 };
 
-/* Pull every image of the spec's executor (primary first), leases held until rtimg_close.
- * name: the job's sandbox name (services are named after it). */
-int rtimg_open(const struct jobspec *spec, const char *name, struct rtimg **out,
-               struct drv_error *err);
+/* Pull every image of the spec's executor, leases held until rtimg_close. name: the job's
+ * sandbox name (services are named after it). hooks (may be NULL): the pull progress and the
+ * services' starts and ends go to hooks->notice; hooks->canceled stops the pulls (-ECANCELED). */
+int rtimg_open(const struct jobspec *spec, const char *name, const struct runtime_hooks *hooks,
+               struct rtimg **out, struct drv_error *err);
 /* Fill the primary's sandbox config: layers as lowerdirs, the job user, and binds appended
  * (up to max in all): /etc/hosts naming the services, and — when self_exe is given — the
  * `circleci` / `circleci-agent` tools: the host's drover run by the host's dynamic loader with
@@ -40,13 +42,29 @@ int rtimg_start_services(struct rtimg *ri, struct sandbox *primary, struct drv_e
  * PATH: the image's (behind /run/drover/bin) unless the job or step set one. Caller frees. */
 char **rtimg_step_env(const struct rtimg *ri, const char *const *envp);
 const struct rtimg_user *rtimg_job_user(const struct rtimg *ri);
-/* Stop the services, release the images. */
+/* Report (hooks->notice) every service that ended since the last call: how (exit code, signal,
+ * out of memory of its own limit) and the end of its output. Each is reported once. */
+void rtimg_poll_services(struct rtimg *ri);
+/* Stop the services (reporting those that ended), release the images. */
 void rtimg_close(struct rtimg *ri);
 static inline void rtimg_closep(struct rtimg **p)
 {
         if (*p)
                 rtimg_close(*p);
 }
+
+/* ---- internal: pulling the images (runtime_image_pull.c) ---- */
+struct img;
+struct img_store;
+/* Pull every image of spec's executor (each in a thread; settings from the environment above),
+ * progress to hooks->notice, stopped by hooks->canceled (-ECANCELED). *gc_store: a handle for
+ * the GC; stores[i] and imgs[i] (arrays of n_images): each image's store handle and image, set
+ * even on failure for the caller to release. */
+int rtimg_pull_all(const struct jobspec *spec, const struct runtime_hooks *hooks,
+                   struct img_store **gc_store, struct img_store **stores, struct img **imgs,
+                   struct drv_error *err);
+/* One line to hooks->notice (stderr without one). */
+void rtimg_say(const struct runtime_hooks *hooks, const char *fmt, ...) DRV_PRINTF(2, 3);
 
 /* ---- internal: the circleci tools inside an image (runtime_image_tools.c) ---- */
 #define TOOL_LIB_DIR     "/run/drover/lib"

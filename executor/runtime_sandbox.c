@@ -127,7 +127,8 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
                 return drv_err(err, ENOMEM, "out of memory");
         sandbox_name(spec, rt->name, sizeof(rt->name));
         int r;
-        if (e->kind == JS_KIND_DOCKER && (r = rtimg_open(spec, rt->name, &rt->img, err)) < 0) {
+        if (e->kind == JS_KIND_DOCKER &&
+            (r = rtimg_open(spec, rt->name, &cfg->hooks, &rt->img, err)) < 0) {
                 rts_free(rt);
                 return r;
         }
@@ -447,6 +448,13 @@ static int rts_connect_tcp(void *impl, const char *host, uint16_t port, int *fd,
         return 0;
 }
 
+static void rts_poll(void *impl)
+{
+        struct rts *rt = impl;
+        if (rt->img)
+                rtimg_poll_services(rt->img);
+}
+
 const struct runtime_ops runtime_sandbox_ops = {
     .name = "sandbox",
     .open = rts_open,
@@ -468,4 +476,5 @@ const struct runtime_ops runtime_sandbox_ops = {
     .spawn_session = rts_spawn_session,
     .connect_tcp = rts_connect_tcp,
     .resize_session = rts_resize_session,
+    .poll = rts_poll,
 };

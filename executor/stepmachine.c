@@ -58,7 +58,59 @@ struct machine {
         uint64_t job_deadline_ns;
         struct sshd *ssh;         /* SSH rerun server, when the spec enables it */
         int64_t runtime_start_ms; /* runtime_open took this long (-1: not opened) */
+        uint64_t env_begin_ns[2]; /* "Spin up environment", "Service containers" begun */
 };
+
+/* The runtime's notices (image pulls, services) have streams of their own after the SSH ones:
+ * n_steps + 2 "Spin up environment" while the runtime opens, n_steps + 3 "Service containers"
+ * after; each is begun by its first line. */
+static unsigned env_stream_idx(const struct machine *m, int which)
+{
+        return (unsigned)m->spec->n_steps + 2 + (unsigned)which;
+}
+
+static void on_runtime_notice(void *ud, const char *line)
+{
+        static const char *const names[2] = {"Spin up environment", "Service containers"};
+        struct machine *m = ud;
+        int which = m->rt ? 1 : 0;
+        unsigned idx = env_stream_idx(m, which);
+        struct drv_error e;
+        if (!m->env_begin_ns[which]) {
+                if (output_step_begin(m->o->out, idx, names[which], false, &e) < 0)
+                        log_warn("output_begin_failed", "step=%u error=\"%s\"", idx, e.message);
+                m->env_begin_ns[which] = drv_now_ns();
+        }
+        output_step_printf(m->o->out, idx, "%s", line);
+}
+
+static void end_env_stream(struct machine *m, int which, const char *status, const char *reason)
+{
+        if (!m->env_begin_ns[which])
+                return;
+        unsigned idx = env_stream_idx(m, which);
+        struct output_step_end end = {.exit_code = strcmp(status, "success") == 0 ? 0 : -1,
+                                      .status = status,
+                                      .reason = reason,
+                                      .duration_ms =
+                                          (drv_now_ns() - m->env_begin_ns[which]) / 1000000};
+        struct drv_error e;
+        if (output_step_end(m->o->out, idx, &end, &e) < 0)
+                log_warn("output_end_failed", "step=%u error=\"%s\"", idx, e.message);
+}
+
+/* Polled by the runtime during its setup: a SIGINT/SIGTERM taken there cancels the job. */
+static bool on_runtime_canceled(void *ud)
+{
+        struct machine *m = ud;
+        struct signalfd_siginfo si;
+        if (!m->canceled && m->o->cancel_signal_fd >= 0 &&
+            read(m->o->cancel_signal_fd, &si, sizeof(si)) == sizeof(si)) {
+                log_info("job_cancel", "signal=%u phase=setup", si.ssi_signo);
+                m->canceled = true;
+        }
+        return m->canceled;
+}
 
 static int watch(struct machine *m, int fd, uint64_t tag)
 {
@@ -514,12 +566,21 @@ static int machine_setup(struct machine *m, struct drv_error *err)
 {
         const struct jobspec *spec = m->spec;
         struct runtime_config rc = {
-            .spec = spec, .self_exe = m->o->self_exe, .source_dir = m->o->source_dir};
+            .spec = spec,
+            .self_exe = m->o->self_exe,
+            .source_dir = m->o->source_dir,
+            .hooks = {.notice = on_runtime_notice, .canceled = on_runtime_canceled, .ud = m}};
         uint64_t t0 = drv_now_ns();
         int r = runtime_open(&rc, &m->rt, err);
+        uint64_t ms = (drv_now_ns() - t0) / 1000000;
+        end_env_stream(m, 0,
+                       r == 0        ? "success"
+                       : m->canceled ? "canceled"
+                                     : "failed",
+                       r == 0 ? NULL : err->message);
         if (r < 0)
                 return r;
-        m->runtime_start_ms = (int64_t)((drv_now_ns() - t0) / 1000000);
+        m->runtime_start_ms = (int64_t)ms;
         m->ep = epoll_create1(EPOLL_CLOEXEC);
         if (m->ep < 0)
                 return drv_err_errno(err, "epoll_create1");
@@ -672,6 +733,7 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                         if (!step_should_run(st->when, failed))
                                 continue;
                         enum step_status s = run_step(&m, i);
+                        runtime_poll(m.rt); /* a service that ended meanwhile is told now */
                         if (s != STEP_SUCCESS)
                                 failed = true;
                         if (!failed && halted(&m)) {
@@ -688,7 +750,8 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                 finish_background(&m);
         }
         sshd_stop(m.ssh);
-        *status = job_classify(r < 0, m.job_timed_out, m.canceled, failed);
+        bool setup_canceled = r < 0 && !m.rt && m.canceled; /* e.g. during an image pull */
+        *status = job_classify(r < 0 && !setup_canceled, m.job_timed_out, m.canceled, failed);
         json_t *fin = json_pack("{s:s, s:I}", "status", job_status_name(*status), "duration_ms",
                                 (json_int_t)((drv_now_ns() - t0) / 1000000));
         if (r < 0)
@@ -700,12 +763,13 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                 close_pipe(&m, &m.procs[i]);
                 strbuf_release(&m.procs[i].pending);
         }
-        runtime_close(m.rt);
+        runtime_close(m.rt); /* its notices (a service that ended) go to "Service containers" */
+        end_env_stream(&m, 1, "success", NULL);
         objstore_free(m.store);
         if (m.ep >= 0)
                 close(m.ep);
         free(m.home);
         free(m.workdir);
         free(m.bash_env);
-        return r < 0 ? r : 0;
+        return r < 0 && !setup_canceled ? r : 0;
 }

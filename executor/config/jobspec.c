@@ -459,10 +459,33 @@ static int parse_vcs(struct jp *j, json_t *root, struct jobspec *s)
         return 0;
 }
 
-static int parse_image(struct jp *j, json_t *v, const char *p, struct js_image *im)
+/* {"cpus", "memory_mb", "pids"} and, when disk_mb is given, "disk_mb" (0 or absent = default) */
+static int parse_resources(struct jp *j, json_t *res, const char *rp, double *cpus,
+                           uint64_t *memory_mb, uint64_t *pids, uint64_t *disk_mb)
 {
-        static const char *const keys[] = {"image", "name",        "entrypoint", "command",
-                                           "user",  "environment", "auth",       NULL};
+        static const char *const rkeys[] = {"cpus", "memory_mb", "pids", "disk_mb", NULL};
+        static const char *const skeys[] = {"cpus", "memory_mb", "pids", NULL};
+        int r;
+        if ((r = need_object(j, res, rp)) < 0 ||
+            (r = only_keys(j, res, rp, disk_mb ? rkeys : skeys)) < 0 ||
+            (r = get_u64(j, res, rp, "memory_mb", false, 0, 1ULL << 30, memory_mb)) < 0 ||
+            (r = get_u64(j, res, rp, "pids", false, 0, 1ULL << 22, pids)) < 0 ||
+            (disk_mb && (r = get_u64(j, res, rp, "disk_mb", false, 0, 1ULL << 30, disk_mb)) < 0))
+                return r;
+        json_t *c = json_object_get(res, "cpus");
+        if (c) {
+                if (!json_is_number(c) || json_number_value(c) < 0 || json_number_value(c) > 1024 ||
+                    isnan(json_number_value(c)))
+                        return bad(j, rp, "cpus", "expected a number in [0, 1024]");
+                *cpus = json_number_value(c);
+        }
+        return 0;
+}
+
+static int parse_image(struct jp *j, json_t *v, const char *p, bool primary, struct js_image *im)
+{
+        static const char *const keys[] = {"image",       "name", "entrypoint", "command", "user",
+                                           "environment", "auth", "resources",  NULL};
         static const char *const akeys[] = {"username", "password", NULL};
         int r;
         if ((r = need_object(j, v, p)) < 0 || (r = only_keys(j, v, p, keys)) < 0 ||
@@ -484,14 +507,22 @@ static int parse_image(struct jp *j, json_t *v, const char *p, struct js_image *
                     (r = get_str(j, a, ap, "password", true, &im->auth.password)) < 0)
                         return r;
         }
-        return 0;
+        json_t *res = json_object_get(v, "resources");
+        if (!res)
+                return 0;
+        if (primary)
+                return bad(j, p, "resources",
+                           "the primary image runs with the executor's resources; only service "
+                           "images (images[1] and later) take resources of their own");
+        char rp[600];
+        snprintf(rp, sizeof(rp), "%s.resources", p);
+        return parse_resources(j, res, rp, &im->cpus, &im->memory_mb, &im->pids, NULL);
 }
 
 static int parse_executor(struct jp *j, json_t *root, struct jobspec *s)
 {
         static const char *const keys[] = {"runtime",   "kind",    "images",      "resource_class",
                                            "resources", "network", "docker_host", NULL};
-        static const char *const rkeys[] = {"cpus", "memory_mb", "pids", "disk_mb", NULL};
         static const char *const dkeys[] = {"url", "ca", "cert", "key", NULL};
         static const char *const runtimes[] = {"sandbox", "docker", NULL};
         static const char *const kinds[] = {"machine", "docker", NULL};
@@ -524,29 +555,16 @@ static int parse_executor(struct jp *j, json_t *root, struct jobspec *s)
                         char ip[600];
                         snprintf(ip, sizeof(ip), "%s.images[%zu]", p, i);
                         e->n_images = i + 1;
-                        if ((r = parse_image(j, im, ip, &e->images[i])) < 0)
+                        if ((r = parse_image(j, im, ip, i == 0, &e->images[i])) < 0)
                                 return r;
                 }
         }
         if (e->kind == JS_KIND_DOCKER && e->n_images == 0)
                 return bad(j, p, "images", "a docker executor needs at least one image");
         json_t *res = json_object_get(v, "resources");
-        if (res) {
-                const char *rp = "$.executor.resources";
-                if ((r = need_object(j, res, rp)) < 0 || (r = only_keys(j, res, rp, rkeys)) < 0 ||
-                    (r = get_u64(j, res, rp, "memory_mb", false, 0, 1ULL << 30, &e->memory_mb)) <
-                        0 ||
-                    (r = get_u64(j, res, rp, "pids", false, 0, 1ULL << 22, &e->pids)) < 0 ||
-                    (r = get_u64(j, res, rp, "disk_mb", false, 0, 1ULL << 30, &e->disk_mb)) < 0)
-                        return r;
-                json_t *c = json_object_get(res, "cpus");
-                if (c) {
-                        if (!json_is_number(c) || json_number_value(c) < 0 ||
-                            json_number_value(c) > 1024 || isnan(json_number_value(c)))
-                                return bad(j, rp, "cpus", "expected a number in [0, 1024]");
-                        e->cpus = json_number_value(c);
-                }
-        }
+        if (res && (r = parse_resources(j, res, "$.executor.resources", &e->cpus, &e->memory_mb,
+                                        &e->pids, &e->disk_mb)) < 0)
+                return r;
         json_t *d = json_object_get(v, "docker_host");
         if (d) {
                 const char *dp = "$.executor.docker_host";

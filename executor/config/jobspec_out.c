@@ -119,6 +119,18 @@ static json_t *executor_json(const struct js_executor *e)
                                                     json_pack("{s:s, s:s}", "username",
                                                               im->auth.username, "password",
                                                               im->auth.password));
+                        json_t *ir = json_object();
+                        if (im->cpus > 0)
+                                json_object_set_new(ir, "cpus", json_real(im->cpus));
+                        if (im->memory_mb)
+                                json_object_set_new(ir, "memory_mb",
+                                                    json_integer((json_int_t)im->memory_mb));
+                        if (im->pids)
+                                json_object_set_new(ir, "pids", json_integer((json_int_t)im->pids));
+                        if (json_object_size(ir))
+                                json_object_set_new(io, "resources", ir);
+                        else
+                                json_decref(ir);
                         json_array_append_new(a, io);
                 }
                 json_object_set_new(o, "images", a);

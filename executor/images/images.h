@@ -3,6 +3,8 @@
 #pragma once
 #include "lib/drv.h"
 
+#include <stdatomic.h>
+
 enum img_pull_policy { IMG_PULL_MISSING = 0, IMG_PULL_NEVER, IMG_PULL_ALWAYS };
 
 struct img_pull_opts {
@@ -17,7 +19,15 @@ struct img_pull_opts {
         /* progress: called from the pulling threads (up to 3 layers at once: must be
          * thread-safe); total 0 = unknown */
         void (*progress)(void *ud, const char *digest, uint64_t done, uint64_t total);
+        /* a layer is in the store and leased: fetched now (blob_bytes downloaded, verified,
+         * unpacked) or found there (fetched false); same threads as progress */
+        void (*layer_done)(void *ud, const char *digest, bool fetched, uint64_t blob_bytes,
+                           uint64_t ms);
         void *ud;
+        /* set from any thread to abort the pull promptly (the transfer under way included):
+         * img_pull then fails with -ECANCELED; a blob not completely downloaded and verified is
+         * never counted as present in the store */
+        const atomic_bool *cancel;
 };
 
 /* The parts of the image config a CircleCI job uses. */

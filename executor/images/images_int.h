@@ -63,6 +63,12 @@ int reg_get_blob(struct reg *r, const char *digest, int fd, uint64_t size_hint,
 /* Number of blob GETs sent so far (for logs and tests). */
 unsigned reg_blob_gets(const struct reg *r);
 
+/* Has the pull been canceled (o->cancel set)? */
+static inline bool img_canceled(const struct img_pull_opts *o)
+{
+        return o && o->cancel && atomic_load(o->cancel);
+}
+
 /* ---- unpack.c: one layer tar -> directory ---- */
 struct img_unpack_stats {
         uint64_t entries, bytes, whiteouts, skipped;

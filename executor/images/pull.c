@@ -137,7 +137,10 @@ static void img_free(struct img *im)
                 if (im->lease_fds && im->lease_fds[i] >= 0)
                         close(im->lease_fds[i]);
         free(im->lease_fds);
-        drv_strv_free(im->layer_dirs);
+        /* not drv_strv_free: after a failed pull any slot may be NULL (layers fill in any order) */
+        for (size_t i = 0; im->layer_dirs && i < im->n_layers; i++)
+                free(im->layer_dirs[i]);
+        free(im->layer_dirs);
         img_config_free(&im->config);
         free(im->name);
         free(im->digest);
@@ -152,6 +155,7 @@ void img_release(struct img *im)
 /* Layers fetched by up to PULL_THREADS threads, each with its own registry connection. */
 struct fetch_job {
         struct img_store *st;
+        const struct img_pull_opts *o;
         const struct resolved *res;
         struct img *im;
         pthread_mutex_t lock;
@@ -181,10 +185,19 @@ static void *fetch_worker(void *arg)
                         return NULL;
                 /* manifest order is bottom first; layer_dirs are top first */
                 size_t slot = n - 1 - i;
+                const struct img_layer_desc *desc = &job->res->man.layers[i];
                 struct drv_error e = {0};
-                if (store_layer_get(job->st, w->reg, &job->res->man.layers[i],
-                                    &job->im->lease_fds[slot], &job->im->layer_dirs[slot],
-                                    &e) < 0) {
+                unsigned gets = w->reg ? reg_blob_gets(w->reg) : 0;
+                uint64_t t0 = drv_now_ns();
+                int r = img_canceled(job->o)
+                            ? drv_err(&e, ECANCELED, "canceled")
+                            : store_layer_get(job->st, w->reg, desc, &job->im->lease_fds[slot],
+                                              &job->im->layer_dirs[slot], &e);
+                if (r == 0 && job->o && job->o->layer_done)
+                        job->o->layer_done(job->o->ud, desc->digest,
+                                           w->reg && reg_blob_gets(w->reg) != gets, desc->size,
+                                           (drv_now_ns() - t0) / 1000000);
+                if (r < 0) {
                         pthread_mutex_lock(&job->lock);
                         if (!job->failed) {
                                 job->failed = true;
@@ -197,10 +210,11 @@ static void *fetch_worker(void *arg)
 }
 
 /* Lease every layer of res into im: without reg (store only) one by one, else in parallel. */
-static int fetch_layers(struct img_store *st, struct reg *reg, const struct resolved *res,
-                        struct img *im, unsigned *gets, struct drv_error *err)
+static int fetch_layers(struct img_store *st, struct reg *reg, const struct img_pull_opts *o,
+                        const struct resolved *res, struct img *im, unsigned *gets,
+                        struct drv_error *err)
 {
-        struct fetch_job job = {.st = st, .res = res, .im = im};
+        struct fetch_job job = {.st = st, .o = o, .res = res, .im = im};
         struct fetch_worker w[PULL_THREADS] = {{0}};
         size_t n = res->man.n_layers;
         size_t nw = reg ? (n < PULL_THREADS ? n : PULL_THREADS) : 1;
@@ -235,8 +249,8 @@ static int fetch_layers(struct img_store *st, struct reg *reg, const struct reso
 }
 
 /* Lease (and fetch when reg) every layer of res into a new struct img. */
-static int build_img(struct img_store *st, struct reg *reg, const char *name,
-                     const struct resolved *res, struct img **out, unsigned *gets,
+static int build_img(struct img_store *st, struct reg *reg, const struct img_pull_opts *o,
+                     const char *name, const struct resolved *res, struct img **out, unsigned *gets,
                      struct drv_error *err)
 {
         struct img *im = calloc(1, sizeof(*im));
@@ -256,7 +270,7 @@ static int build_img(struct img_store *st, struct reg *reg, const char *name,
         im->n_layers = n;
         int r = img_config_parse(res->config_json, strlen(res->config_json), &im->config, err);
         if (r == 0)
-                r = fetch_layers(st, reg, res, im, gets, err);
+                r = fetch_layers(st, reg, o, res, im, gets, err);
         if (r < 0) {
                 img_free(im);
                 return drv_err_prefix(err, "image %s", name);
@@ -278,7 +292,7 @@ static int pull_from(struct img_store *st, const char *host, const struct img_re
         struct resolved res = {0};
         r = resolve_remote(reg, st, ref, o ? o->arch : NULL, &res, err);
         if (r == 0)
-                r = build_img(st, reg, name, &res, out, &gets, err);
+                r = build_img(st, reg, o, name, &res, out, &gets, err);
         if (r == 0) {
                 struct drv_error e2 = {0};
                 if (record_write(st, name, o ? o->arch : NULL, &res, &e2) < 0)
@@ -301,6 +315,7 @@ int img_pull(struct img_store *st, const char *name_in, const struct img_pull_op
                 return r;
         _cleanup_free_ char *name = img_ref_format(&ref);
         enum img_pull_policy pol = o ? o->policy : IMG_PULL_MISSING;
+        st->cancel = o ? o->cancel : NULL; /* a wait for another process's download too */
         if (!name) {
                 img_ref_free(&ref);
                 return drv_err(err, ENOMEM, "out of memory");
@@ -310,7 +325,7 @@ int img_pull(struct img_store *st, const char *name_in, const struct img_pull_op
                 struct drv_error e2 = {0};
                 r = record_read(st, name, o ? o->arch : NULL, &res, &e2);
                 if (r == 0) {
-                        r = build_img(st, NULL, name, &res, out, NULL, &e2);
+                        r = build_img(st, NULL, o, name, &res, out, NULL, &e2);
                         resolved_free(&res);
                         if (r == 0) {
                                 log_info("image_cached", "image=%s digest=%s", name,
@@ -334,7 +349,7 @@ int img_pull(struct img_store *st, const char *name_in, const struct img_pull_op
         }
         r = -ENOENT;
         if (strcmp(ref.registry, "docker.io") == 0 && o && o->mirrors) {
-                for (size_t i = 0; o->mirrors[i] && r < 0; i++) {
+                for (size_t i = 0; o->mirrors[i] && r < 0 && r != -ECANCELED; i++) {
                         struct drv_error me = {0};
                         r = pull_from(st, o->mirrors[i], &ref, name, o, out, &me);
                         if (r < 0)
@@ -342,7 +357,9 @@ int img_pull(struct img_store *st, const char *name_in, const struct img_pull_op
                                          o->mirrors[i], name, me.message);
                 }
         }
-        if (r < 0)
+        if (r == -ECANCELED)
+                r = drv_err(err, ECANCELED, "image %s: pull canceled", name);
+        else if (r < 0)
                 r = pull_from(st, ref.registry, &ref, name, o, out, err);
         img_ref_free(&ref);
         if (r < 0)

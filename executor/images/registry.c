@@ -189,6 +189,8 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         (void)ultotal;
         (void)ulnow;
         struct xfer *x = ud;
+        if (img_canceled(x->r->o))
+                return 1; /* CURLE_ABORTED_BY_CALLBACK */
         if (x->r->o && x->r->o->progress && x->digest)
                 x->r->o->progress(x->r->o->ud, x->digest, (uint64_t)dlnow,
                                   dltotal > 0 ? (uint64_t)dltotal : x->size_hint);
@@ -285,6 +287,9 @@ static int fetch_token(struct reg *r, const char *challenge, struct drv_error *e
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, &x);
         if (r->o && r->o->username) {
                 curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
                 curl_easy_setopt(h, CURLOPT_USERNAME, r->o->username);
@@ -295,7 +300,9 @@ static int fetch_token(struct reg *r, const char *challenge, struct drv_error *e
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_cleanup(h);
         int ret = 0;
-        if (c != CURLE_OK) {
+        if (c == CURLE_ABORTED_BY_CALLBACK) {
+                ret = drv_err(err, ECANCELED, "token server %s: canceled", realm);
+        } else if (c != CURLE_OK) {
                 ret = drv_err(err, tls_error(c) ? EPROTO : EIO, "token server %s: %s%s", realm,
                               tls_error(c) ? "TLS: " : "",
                               errbuf[0] ? errbuf : curl_easy_strerror(c));
@@ -331,6 +338,36 @@ static int fetch_token(struct reg *r, const char *challenge, struct drv_error *e
         return ret;
 }
 
+/* Set r's handle up for one GET of url into x; returns the header list to free after it. */
+static struct curl_slist *prepare_get(struct reg *r, const char *url, const char *accept,
+                                      struct xfer *x, char *errbuf)
+{
+        CURL *h = r->curl;
+        curl_easy_reset(h);
+        setup_common(h, r->o, errbuf);
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+        /* progress and cancel: libcurl calls it about once a second even when stalled */
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+        struct curl_slist *hdrs = NULL;
+        if (accept)
+                hdrs = curl_slist_append(hdrs, accept);
+        if (r->auth_header)
+                hdrs = curl_slist_append(hdrs, r->auth_header);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        if (r->use_basic && r->o && r->o->username) {
+                curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+                curl_easy_setopt(h, CURLOPT_USERNAME, r->o->username);
+                curl_easy_setopt(h, CURLOPT_PASSWORD, r->o->password ? r->o->password : "");
+        }
+        return hdrs;
+}
+
 /* One authenticated GET of base/v2/repo/<path> into x, with auth challenge handling and
  * retries. Fills *status. */
 static int reg_get(struct reg *r, const char *what, const char *path, const char *accept,
@@ -344,30 +381,11 @@ static int reg_get(struct reg *r, const char *what, const char *path, const char
         bool tried_auth = false;
         for (int attempt = 1;; attempt++) {
                 errbuf[0] = '\0';
+                if (img_canceled(r->o))
+                        return drv_err(err, ECANCELED, "registry %s, repository %s: %s: canceled",
+                                       r->name, r->repo, what);
                 CURL *h = r->curl;
-                curl_easy_reset(h);
-                setup_common(h, r->o, errbuf);
-                curl_easy_setopt(h, CURLOPT_URL, url);
-                curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-                curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
-                curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-                curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
-                if (x->fd >= 0) {
-                        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-                        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-                        curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
-                }
-                struct curl_slist *hdrs = NULL;
-                if (accept)
-                        hdrs = curl_slist_append(hdrs, accept);
-                if (r->auth_header)
-                        hdrs = curl_slist_append(hdrs, r->auth_header);
-                curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-                if (r->use_basic && r->o && r->o->username) {
-                        curl_easy_setopt(h, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
-                        curl_easy_setopt(h, CURLOPT_USERNAME, r->o->username);
-                        curl_easy_setopt(h, CURLOPT_PASSWORD, r->o->password ? r->o->password : "");
-                }
+                struct curl_slist *hdrs = prepare_get(r, url, accept, x, errbuf);
                 if (x->fd >= 0) {
                         r->blob_gets++;
                         if (ftruncate(x->fd, 0) < 0 || lseek(x->fd, 0, SEEK_SET) < 0 ||
@@ -383,6 +401,9 @@ static int reg_get(struct reg *r, const char *what, const char *path, const char
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
                 log_debug("registry_get", "registry=%s repository=%s path=%s status=%ld curl=%d",
                           r->name, r->repo, path, *status, (int)c);
+                if (c == CURLE_ABORTED_BY_CALLBACK)
+                        return drv_err(err, ECANCELED, "registry %s, repository %s: %s: canceled",
+                                       r->name, r->repo, what);
                 if (c == CURLE_WRITE_ERROR && x->write_errno)
                         return drv_err(err, x->write_errno, "registry %s, repository %s: %s: %s",
                                        r->name, r->repo, what,
@@ -421,7 +442,8 @@ static int reg_get(struct reg *r, const char *what, const char *path, const char
                                  "error=\"%s\"",
                                  r->name, r->repo, what, attempt, *status,
                                  c ? curl_easy_strerror(c) : "http");
-                        usleep(delay_ms * 1000);
+                        for (unsigned w = 0; w < delay_ms && !img_canceled(r->o); w += 50)
+                                usleep(50 * 1000);
                         delay_ms *= 3;
                         continue;
                 }

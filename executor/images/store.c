@@ -156,8 +156,14 @@ int store_layer_get(struct img_store *st, struct reg *reg, const struct img_laye
                         return drv_err_errno(err, "cannot lock %s", lockp);
                 log_info("image_layer_wait", "digest=%s reason=pulled_by_another_process",
                          desc->digest);
-                if (flock_retry(lock, LOCK_EX) < 0)
-                        return drv_err_errno(err, "cannot lock %s", lockp);
+                /* polled, not blocking: a cancel must not wait for the other pull */
+                while (flock_retry(lock, LOCK_EX | LOCK_NB) < 0) {
+                        if (errno != EWOULDBLOCK)
+                                return drv_err_errno(err, "cannot lock %s", lockp);
+                        if (st->cancel && atomic_load(st->cancel))
+                                return drv_err(err, ECANCELED, "layer %s: canceled", desc->digest);
+                        usleep(50 * 1000);
+                }
         }
         if (!layer_complete(ldir)) {
                 if (!reg)

@@ -5,6 +5,7 @@
 struct img_store {
         char *root;
         uint64_t max_bytes;
+        const atomic_bool *cancel; /* of the pull under way (img_pull_opts.cancel), or NULL */
 };
 
 /* Make sure layer desc is unpacked in the store (downloading it with reg unless NULL, at most

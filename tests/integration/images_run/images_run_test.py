@@ -3,12 +3,16 @@ images built here, pushed to the registry peer (htpasswd), pulled by drover into
 and run in its sandbox: image env/user/workdir, whiteouts, a service reachable on localhost and by
 name, --pull=never, GC while a job runs, and nothing left behind."""
 import glob
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -375,6 +379,228 @@ workflows:
     rc, out = drover_run(proj, args=("--pull=always",), env={"DROVER_IMAGE_CA_FILE": ""})
     expect(rc != 0 and tok in out and re.search(r"(?i)tls|certificate|ssl", out),
            f"without the CA the pull fails naming the registry and TLS ({rc}):\n{out}")
+
+
+def job_spec(cfg, job_id):
+    """The compiled spec of the config's first job (`drover config process`), named job_id."""
+    proj = write_config(cfg)
+    p = subprocess.run([DROVER, "config", "process"], cwd=proj, capture_output=True, text=True,
+                       timeout=30)
+    expect(p.returncode == 0, f"config process: {p.stderr}")
+    spec = json.loads(p.stdout)["jobs"][0]["spec"]
+    spec["id"]["job"] = job_id
+    return spec
+
+
+def drover_job(spec, env=None, timeout=90):
+    """`drover job --spec -` (what the agent runs per job): its exit code and output."""
+    e = dict(os.environ, DROVER_IMAGE_STORE=STORE)
+    e.update(env or {})
+    p = subprocess.run([DROVER, "job", "--spec", "-"], input=json.dumps(spec),
+                       capture_output=True, text=True, env=e, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
+@test
+def pull_progress_in_the_job_output():
+    cfg = f"""version: 2.1
+jobs:
+  build:
+    docker:
+      - image: {PRIMARY}
+{auth()}      - image: {SVC}
+{auth()}    steps:
+      - run: echo progress-job
+workflows:
+  w:
+    jobs: [build]
+"""
+    fresh = os.path.join(WORK, "fresh-store")
+    rc, out = drover_run(write_config(cfg), env={"DROVER_IMAGE_STORE": fresh})
+    expect(rc == 0 and "progress-job" in out, f"job on a fresh store ({rc}):\n{out}")
+    expect("Spin up environment" in out, f"the setup stream is in the job output:\n{out}")
+    layers = re.findall(rf"^{re.escape(PRIMARY)}: layer sha256:[0-9a-f]{{12}} pulled \(", out,
+                        re.M)
+    expect(len(layers) == 2, f"one line per layer of the primary (2 layers):\n{out}")
+    expect(re.search(rf"^{re.escape(PRIMARY)}: ready, sha256:[0-9a-f]{{12}}: 2 of 2 layers pulled "
+                     r"\([0-9.]+ MB in [0-9.]+ s\)$", out, re.M),
+           f"a summary line with bytes and time:\n{out}")
+    expect(re.search(rf"^{re.escape(SVC)}: ready, ", out, re.M), f"the service's summary:\n{out}")
+    expect("downloading" not in out, f"no live progress lines for small blobs:\n{out}")
+    # the agent's way: `drover job` streaming to an output processor, a cold store again
+    d = tempfile.mkdtemp(prefix="outproc-", dir=WORK)
+    src = os.environ.get("DROVER_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
+    pf = os.path.join(d, "port")
+    proc = subprocess.Popen([sys.executable, os.path.join(src, "tests/doubles/output_processor.py"),
+                             "--dir", d, "--token", "tok-img", "--port-file", pf])
+    try:
+        for _ in range(300):
+            if os.path.exists(pf):
+                break
+            time.sleep(0.02)
+        job = f"local-{os.getpid()}-progress"
+        spec = job_spec(cfg, job)
+        spec["output"] = {"url": f"http://127.0.0.1:{open(pf).read().strip()}", "token": "tok-img"}
+        rc, out = drover_job(spec, env={"DROVER_IMAGE_STORE": os.path.join(WORK, "fresh2"),
+                                        "TMPDIR": d})
+        n = len(spec["steps"])  # the setup stream follows the steps and the two SSH streams
+        begin = os.path.join(d, job, f"{n + 2}.begin.json")
+        name = json.load(open(begin)).get("name") if os.path.exists(begin) else None
+        got = open(os.path.join(d, job, f"{n + 2}.out")).read() if name else ""
+        end = os.path.join(d, job, f"{n + 2}.end.json")
+        expect(rc == 0 and name == "Spin up environment" and os.path.exists(end) and
+               re.search(rf"^{re.escape(PRIMARY)}: ready, sha256:[0-9a-f]{{12}}: 2 of 2 layers "
+                         r"pulled", got, re.M) and
+               re.search(rf"^{re.escape(SVC)}: layer sha256:[0-9a-f]{{12}} pulled", got, re.M),
+               f"the output processor got the pull progress ({rc}, {name}):\n{got}\n{out}")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@test
+def service_over_its_memory_limit_is_oom_killed_alone():
+    cfg = f"""version: 2.1
+jobs:
+  build:
+    docker:
+      - image: {PRIMARY}
+{auth()}      - image: {SVC}
+        name: hog
+{auth()}        entrypoint: ["/bin/sh", "-c", "echo hog-starts; x=0123456789abcdef; while :; do x=$x$x; done"]
+    resource_class: small
+    steps:
+      - run: sleep 4; echo steps-went-on-{TOKEN}
+      - run: echo second-step-{TOKEN}
+workflows:
+  w:
+    jobs: [build]
+"""
+    PIDS.append(os.getpid())
+    spec = job_spec(cfg, f"local-{os.getpid()}-hog")
+    spec["executor"]["images"][1]["resources"] = {"memory_mb": 48}
+    rc, out = drover_job(spec)
+    expect(f"service hog {SVC} started: memory 48 MiB" in out,
+           f"the service starts with its own limit:\n{out}")
+    expect(rc == 0 and f"steps-went-on-{TOKEN}" in out and f"second-step-{TOKEN}" in out,
+           f"the job's steps went on ({rc}):\n{out}")
+    killed = f"service hog {SVC} was killed: out of memory (its limit: 48 MiB"
+    expect(killed in out, f"the job output says the service was OOM-killed:\n{out}")
+    second = re.search(rf"^second-step-{TOKEN}$", out, re.M)
+    expect(killed in out and second and out.index(killed) < second.start(),
+           f"... after the step during which it died, before the next one:\n{out}")
+    expect(out.count("was killed: out of memory") == 1, f"reported once:\n{out}")
+    expect("hog-starts" in out, f"with the end of its output:\n{out}")
+    # without resources: the executor's (resource class small: 2048 MiB)
+    spec = job_spec(cfg.replace("x=$x$x", "sleep 1"), f"local-{os.getpid()}-nohog")
+    rc, out = drover_job(spec)
+    expect(rc == 0 and "started: memory 2048 MiB, cpus 1" in out,
+           f"a service's default limits are the job's resource class ({rc}):\n{out}")
+
+
+def start_slow_proxy(once):
+    src = os.environ.get("DROVER_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
+    d = tempfile.mkdtemp(prefix="slowproxy-", dir=WORK)
+    port_file, log = os.path.join(d, "port"), os.path.join(d, "log")
+    p = subprocess.Popen([sys.executable, os.path.join(src, "tests/doubles/slow_blob_proxy.py"),
+                          "--upstream", f"http://{ADDR}", "--rate", "32768", "--min-size",
+                          "100000", "--port-file", port_file, "--log", log,
+                          *(["--once"] if once else [])])
+    for _ in range(100):
+        if os.path.exists(port_file):
+            break
+        time.sleep(0.05)
+    with open(port_file) as f:
+        return p, f"127.0.0.1:{f.read().strip()}", log
+
+
+def cancel_cold_pull(tag, sig, agent_way, wait_progress=False):
+    """Cancel (sig) a job while its image's big layer trickles in through the slow proxy: the
+    job ends promptly as canceled, nothing half-done counts as present in the store, and the
+    same store pulls the image completely afterwards."""
+    big = ocilib.Layer().file(f"big-{TOKEN}", os.urandom(1 << 20))  # ~32 s at 32 KiB/s
+    hexd = big.build().digest.split(":", 1)[1]
+    proxy, paddr, log = start_slow_proxy(once=True)
+    try:
+        ref, _ = ocilib.push_image(f"imgrun/{TOKEN}/slow-{tag}", "1",
+                                   [ocilib.busybox_layer(), big], {"Env": ["PATH=/bin"]})
+        ref = ref.replace(ADDR, paddr, 1)
+        cfg = f"""version: 2.1
+jobs:
+  build:
+    docker:
+      - image: {ref}
+{auth()}    steps:
+      - run: echo ran-{TOKEN}; ls /big-{TOKEN}
+workflows:
+  w:
+    jobs: [build]
+"""
+        proj = write_config(cfg)
+        e = dict(os.environ, DROVER_IMAGE_STORE=STORE)
+        if agent_way:  # what the agent runs per job, and how it cancels one
+            spec = job_spec(cfg, f"local-{os.getpid()}-cancel-{tag}")
+            p = subprocess.Popen([DROVER, "job", "--spec", "-"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 env=e)
+            p.stdin.write(json.dumps(spec))
+            p.stdin.close()
+        else:
+            p = subprocess.Popen([DROVER, "run", "--store", os.path.join(WORK, "store"), "build"],
+                                 cwd=proj, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, env=e)
+        PIDS.append(p.pid)
+        lines, live = [], threading.Event()
+
+        def reader():
+            for line in p.stdout:
+                lines.append(line)
+                if re.search(r": downloading sha256:[0-9a-f]{12}: [0-9.]+ of 1\.0 MB$", line):
+                    live.set()
+
+        rt = threading.Thread(target=reader)
+        rt.start()
+        for _ in range(300):  # until the slow download is under way
+            if os.path.exists(log) and open(log).read().strip():
+                break
+            time.sleep(0.05)
+        expect(os.path.exists(log), "the slow blob download never started")
+        if wait_progress:  # a download that takes long shows progress (every 10 s)
+            expect(live.wait(15), "no progress line while the blob downloads:\n" + "".join(lines))
+        else:
+            time.sleep(0.5)
+        t0 = time.monotonic()
+        p.send_signal(sig)
+        p.wait(timeout=30)
+        rt.join(timeout=30)
+        out = "".join(lines)
+        took = time.monotonic() - t0
+        expect(took < 5, f"the cancel took {took:.1f} s:\n{out}")
+        expect(p.returncode != 0 and "canceled" in out and f"ran-{TOKEN}" not in out,
+               f"the job reports canceled ({p.returncode}):\n{out}")
+        expect(not agent_way or p.returncode == 4, f"drover job's exit code for canceled is 4 "
+               f"({p.returncode}):\n{out}")
+        expect("infrastructure_fail" not in out, f"a cancel is no infrastructure failure:\n{out}")
+        expect(not os.path.exists(os.path.join(STORE, "layers", hexd)),
+               "the half-downloaded layer is not in the store")
+        expect(not [n for n in os.listdir(os.path.join(STORE, "tmp")) if hexd in n],
+               f"nothing of it left in the store's tmp: {os.listdir(os.path.join(STORE, 'tmp'))}")
+        rc, out = drover_run(proj)  # the same store; the proxy is fast for that blob now
+        expect(rc == 0 and f"ran-{TOKEN}" in out and f"big-{TOKEN}" in out,
+               f"the image pulls and runs after the cancel ({rc}):\n{out}")
+    finally:
+        proxy.terminate()
+        proxy.wait()
+
+
+@test
+def sigterm_to_drover_run_cancels_a_cold_pull_promptly():
+    cancel_cold_pull("run", signal.SIGTERM, agent_way=False)
+
+
+@test
+def sigint_to_drover_job_cancels_a_cold_pull_promptly():
+    cancel_cold_pull("job", signal.SIGINT, agent_way=True, wait_progress=True)
 
 
 @test

@@ -317,6 +317,49 @@ TEST(documented_limits_are_enforced)
                      "$.timeouts.no_output");
 }
 
+#define DOCKER_EXEC(IMAGES)                                                                        \
+        "\"executor\":{\"runtime\":\"sandbox\",\"kind\":\"docker\",\"images\":[" IMAGES "],"       \
+        "\"resources\":{\"cpus\":2,\"memory_mb\":4096,\"pids\":500}},"                             \
+        "\"steps\":[{\"type\":\"checkout\"}]}"
+
+TEST(service_images_take_resources_of_their_own)
+{
+        struct jobspec *s = NULL;
+        struct drv_error e = {0};
+        CHECK(parse(BASE_HEAD DOCKER_EXEC("{\"image\":\"a\"},{\"image\":\"redis\",\"resources\":"
+                                          "{\"memory_mb\":64,\"cpus\":0.5}},{\"image\":\"pg\"}"),
+                    &s, &e) == 0);
+        if (!s) {
+                printf("#   %s\n", e.message);
+                return;
+        }
+        double cpus;
+        uint64_t mem, pids;
+        jobspec_service_limits(&s->executor, 1, &cpus, &mem, &pids);
+        CHECK(cpus == 0.5 && mem == 64 && pids == 500); /* pids: the executor's */
+        jobspec_service_limits(&s->executor, 2, &cpus, &mem, &pids);
+        CHECK(cpus == 2 && mem == 4096 && pids == 500); /* none given: the executor's */
+        json_t *j = jobspec_to_json(s);
+        struct jobspec *b = NULL;
+        CHECK(jobspec_from_json(j, &b, &e) == 0);
+        CHECK(b && b->executor.images[1].memory_mb == 64 && b->executor.images[1].cpus == 0.5 &&
+              b->executor.images[2].memory_mb == 0);
+        json_decref(j);
+        jobspec_free(b);
+        jobspec_free(s);
+        expect_error(BASE_HEAD DOCKER_EXEC("{\"image\":\"a\",\"resources\":{\"memory_mb\":64}}"),
+                     "$.executor.images[0].resources: the primary image runs with the executor's");
+        expect_error(BASE_HEAD DOCKER_EXEC("{\"image\":\"a\"},{\"image\":\"b\",\"resources\":"
+                                           "{\"disk_mb\":64}}"),
+                     "$.executor.images[1].resources.disk_mb: unknown field");
+        expect_error(BASE_HEAD DOCKER_EXEC("{\"image\":\"a\"},{\"image\":\"b\",\"resources\":"
+                                           "{\"memory_mb\":\"64M\"}}"),
+                     "$.executor.images[1].resources.memory_mb: expected an integer");
+        expect_error(BASE_HEAD DOCKER_EXEC("{\"image\":\"a\"},{\"image\":\"b\",\"resources\":"
+                                           "{\"cpus\":-1}}"),
+                     "$.executor.images[1].resources.cpus: expected a number");
+}
+
 int main(void)
 {
         RUN(minimal_spec_gets_defaults);
@@ -332,5 +375,6 @@ int main(void)
         RUN(timeouts_and_ssh_defaults);
         RUN(round_trip_keeps_every_section);
         RUN(documented_limits_are_enforced);
+        RUN(service_images_take_resources_of_their_own);
         TEST_DONE();
 }
