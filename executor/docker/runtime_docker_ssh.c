@@ -1,6 +1,6 @@
 /* runtime_docker_ssh.c: SSH rerun sessions on the docker runtime — an exec with stdin attached
  * (on the engine's terminal when asked), pumped by a child process like steps are; window
- * resizes through the engine's exec resize endpoint. No port forwarding (connect_tcp). */
+ * resizes through the engine's exec resize endpoint. Port forwarding: runtime_docker_fwd.c. */
 #include "executor/docker/runtime_docker_int.h"
 
 #include <fcntl.h>
@@ -78,23 +78,28 @@ static int pump_loop(struct docker *d, struct pump_io *io, struct strbuf *early)
         }
 }
 
-static _Noreturn void pump_session(struct rtdocker *rt, int proc, const char *exec_id,
-                                   struct pump_io *io)
+void rtdocker_child_keep_fds(const int *keep, size_t n)
 {
-        /* only what the pump uses stays open: other sessions' pipe ends must not be held here */
-        int keep[] = {0, 1, 2, rt->exit_wr, io->in, io->out, io->err};
-        int hi = 0;
-        for (size_t i = 0; i < DRV_ARRAY_SIZE(keep); i++)
+        int hi = 2;
+        for (size_t i = 0; i < n; i++)
                 if (keep[i] > hi)
                         hi = keep[i];
         for (int fd = 3; fd <= hi; fd++) {
                 bool k = false;
-                for (size_t i = 0; i < DRV_ARRAY_SIZE(keep); i++)
+                for (size_t i = 0; i < n; i++)
                         k = k || keep[i] == fd;
                 if (!k)
                         close(fd);
         }
         syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0);
+}
+
+static _Noreturn void pump_session(struct rtdocker *rt, int proc, const char *exec_id,
+                                   struct pump_io *io)
+{
+        /* only what the pump uses stays open: other sessions' pipe ends must not be held here */
+        int keep[] = {rt->exit_wr, io->in, io->out, io->err};
+        rtdocker_child_keep_fds(keep, DRV_ARRAY_SIZE(keep));
         signal(SIGPIPE, SIG_IGN);
         struct rtdocker_exit_rec rec = {proc, -1};
         struct docker *d = NULL;
@@ -142,31 +147,11 @@ int rtdocker_spawn_session(struct rtdocker *rt, const struct runtime_session_exe
         for (const char *const *a = ex->argv; *a; a++)
                 if (drv_strv_push(&argv, *a) < 0)
                         return drv_err(err, ENOMEM, "out of memory");
-        json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:[]}", "AttachStdin", 1, "AttachStdout", 1,
-                                 "AttachStderr", 1, "Tty", ex->pty, "Cmd");
-        json_t *env = json_array();
-        for (char **a = argv; body && *a; a++)
-                json_array_append_new(json_object_get(body, "Cmd"), json_string(*a));
-        for (const char *const *e = ex->envp; env && e && *e; e++)
-                json_array_append_new(env, json_string(*e));
-        if (!body || !env) {
-                json_decref(body);
-                json_decref(env);
-                return drv_err(err, ENOMEM, "out of memory");
-        }
-        json_object_set_new(body, "Env", env);
-        _cleanup_free_ char *path = drv_asprintf("/containers/%s/exec", rt->primary);
-        json_t *ans = NULL;
-        r = path ? docker_call(rt->d, "POST", path, body, &ans, NULL, err)
-                 : drv_err(err, ENOMEM, "out of memory");
-        json_decref(body);
-        const char *eid = ans ? json_string_value(json_object_get(ans, "Id")) : NULL;
-        char *exec_id = eid ? strdup(eid) : NULL;
-        json_decref(ans);
+        char *exec_id = NULL;
+        r = docker_exec_create_attached(rt->d, rt->primary, argv, (char *const *)ex->envp, ex->pty,
+                                        &exec_id, err);
         if (r < 0)
                 return r;
-        if (!exec_id)
-                return drv_err(err, EPROTO, "docker: POST %s: no exec id", path);
         int sp[2] = {-1, -1};
         struct pump_io io = {.tty = ex->pty,
                              .in = ex->in_fd,
