@@ -8,8 +8,8 @@
 
 static int connect_one(const struct addrinfo *a, int timeout_ms)
 {
-        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                        a->ai_protocol);
+        int fd =
+            socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
         if (fd < 0)
                 return -errno;
         int r = connect(fd, a->ai_addr, a->ai_addrlen);
@@ -31,8 +31,7 @@ static int connect_one(const struct addrinfo *a, int timeout_ms)
         return -e;
 }
 
-int drv_tcp_connect(const char *host, uint16_t port, int timeout_ms, int *fd,
-                    struct drv_error *err)
+int drv_tcp_connect(const char *host, uint16_t port, int timeout_ms, int *fd, struct drv_error *err)
 {
         char ps[8];
         snprintf(ps, sizeof(ps), "%u", port);

@@ -92,10 +92,10 @@ static int relay(const char *host, const char *port_s)
                 bool pending = r.pend_len > 0;
                 /* a socket at EOF with nothing to send always polls HUP: not watched then */
                 bool watch = !r.sock_eof || pending;
-                struct pollfd pf[2] = {{r.in_eof || pending ? -1 : 0, POLLIN, 0},
-                                       {watch ? r.sock : -1,
-                                        (short)((r.sock_eof ? 0 : POLLIN) | (pending ? POLLOUT : 0)),
-                                        0}};
+                struct pollfd pf[2] = {
+                    {r.in_eof || pending ? -1 : 0, POLLIN, 0},
+                    {watch ? r.sock : -1,
+                     (short)((r.sock_eof ? 0 : POLLIN) | (pending ? POLLOUT : 0)), 0}};
                 if (DRV_RETRY(poll(pf, 2, -1)) < 0)
                         return 1;
                 if (pf[0].revents)

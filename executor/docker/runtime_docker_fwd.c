@@ -148,9 +148,9 @@ static _Noreturn void fwd_pump(struct rtdocker *rt, const char *exec_id, int soc
         d = NULL;
         if (fp.status_fd >= 0) /* ended before a word about the connect */
                 report(&fp, e.code ? e.code : EPROTO,
-                       e.message[0]   ? e.message
-                       : fp.said_len  ? fp.said
-                                      : "the helper ended without an answer");
+                       e.message[0]  ? e.message
+                       : fp.said_len ? fp.said
+                                     : "the helper ended without an answer");
         if (fp.hung_up && fp.relay_pid > 1) { /* a relay whose channel is gone */
                 char pid[24];
                 snprintf(pid, sizeof(pid), "%ld", fp.relay_pid);
@@ -188,8 +188,9 @@ static int fwd_answer(int status_fd, const char *host, uint16_t port, struct drv
         struct pollfd pf = {status_fd, POLLIN, 0};
         int n = DRV_RETRY(poll(&pf, 1, FWD_ANSWER_MS));
         if (n == 0)
-                return drv_err(err, ETIMEDOUT, "%s:%u inside the job's container: no answer in %d s",
-                               host, port, FWD_ANSWER_MS / 1000);
+                return drv_err(err, ETIMEDOUT,
+                               "%s:%u inside the job's container: no answer in %d s", host, port,
+                               FWD_ANSWER_MS / 1000);
         struct fwd_status st;
         if (n < 0 || DRV_RETRY(read(status_fd, &st, sizeof(st))) != (ssize_t)sizeof(st))
                 return drv_err(err, EIO, "%s:%u inside the job's container: the pump failed", host,

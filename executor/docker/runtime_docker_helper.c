@@ -1,6 +1,7 @@
 /* runtime_docker_helper.c: drover-docker-helper in the job's primary container — copied in once
  * (an archive PUT of the bytes drover carries), its `oom-kills` mode (the container cgroup's own
- * OOM-kill counter, which no engine event log can lose), and the decoder of its `connect` frames. */
+ * OOM-kill counter, which no engine event log can lose), and the decoder of its `connect` frames.
+ */
 #include "executor/docker/runtime_docker_int.h"
 
 #include <sys/mman.h>

@@ -24,7 +24,8 @@ TEST(oom_kill_is_read_from_cgroup_v2_memory_events)
 TEST(oom_kill_is_read_from_cgroup_v1_oom_control)
 {
         uint64_t n = 99;
-        CHECK_INTEQ(rtdocker_parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", &n), 0);
+        CHECK_INTEQ(rtdocker_parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", &n),
+                    0);
         CHECK_INTEQ(n, 7);
         CHECK_INTEQ(rtdocker_parse_oom_kill("oom_kill_disable 0\nunder_oom 0\noom_kill 12", &n), 0);
         CHECK_INTEQ(n, 12);
@@ -69,8 +70,8 @@ static void frames_seen_release(struct frames_seen *fs)
 
 TEST(frames_decode_across_any_chunking)
 {
-        static const unsigned char s[] = {'C', 0, 0, 0, 2,   '4', '2', 'D', 0, 0, 0, 3, 'a',
-                                          'b', 'c', 'D', 0,   0,   0,   0,   'F', 0, 0, 0, 0};
+        static const unsigned char s[] = {'C', 0,   0,   0, 2, '4', '2', 'D', 0, 0, 0, 3, 'a',
+                                          'b', 'c', 'D', 0, 0, 0,   0,   'F', 0, 0, 0, 0};
         for (size_t chunk = 1; chunk <= sizeof(s); chunk++) {
                 struct rtdocker_frames fr = {0};
                 struct frames_seen fs = {STRBUF_INIT, STRBUF_INIT};
