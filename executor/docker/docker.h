@@ -132,6 +132,8 @@ int docker_attach_fd(struct docker *d);
 ssize_t docker_attach_recv(struct docker *d, void *buf, size_t n);
 /* Send all of buf (waits for room up to 30 s); 0 or -errno. */
 int docker_attach_send(struct docker *d, const void *buf, size_t n);
+/* Send what the connection takes now: bytes sent (> 0), -EAGAIN (poll for POLLOUT), or -EPIPE. */
+ssize_t docker_attach_send_some(struct docker *d, const void *buf, size_t n);
 /* End the exec's stdin (half-close). */
 void docker_attach_close_write(struct docker *d);
 

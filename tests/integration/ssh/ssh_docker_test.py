@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import termios
+import threading
 import time
 import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -46,6 +47,7 @@ spec = {"version": 1, "id": {"job": JOB_ID, "name": "sshdk", "build_num": 1},
                   # servers on the container's own localhost (busybox: no python in the image)
                   {"type": "run", "background": True, "command": "cd web && exec httpd -f -p 18080"},
                   {"type": "run", "background": True, "command": "exec nc -ll -p 7000 -e wc -c"},
+                  {"type": "run", "background": True, "command": "exec nc -ll -p 7001 -e cat"},
                   {"type": "run", "command": "echo step-ran"}],
         "ssh": {"enabled": True, "idle_timeout": 2,
                 "authorized_keys": [open(KEY + ".pub").read().strip()]}}
@@ -209,6 +211,33 @@ def a_half_closed_forward_still_gets_the_answer():
             except OSError:
                 time.sleep(0.2)
         expect(got.strip() == b"300000", got)
+    finally:
+        fw.close()
+
+
+@test
+def an_echo_forward_carries_bulk_both_ways_at_once():
+    # 8 MiB up while the echo comes down: no direction may wait for the other to drain
+    fw = Forward(echo="127.0.0.1:7001")
+    data = os.urandom(8 << 20)
+    try:
+        back, t = b"", time.time() + 20
+        while len(back) < len(data) and time.time() < t:
+            try:
+                with socket.create_connection(("127.0.0.1", fw.ports["echo"]), timeout=30) as c:
+                    w = threading.Thread(target=lambda: (c.sendall(data),
+                                                         c.shutdown(socket.SHUT_WR)))
+                    w.start()
+                    back = b""
+                    while True:
+                        b = c.recv(1 << 16)
+                        if not b:
+                            break
+                        back += b
+                    w.join(timeout=30)
+            except OSError:
+                time.sleep(0.2)
+        expect(back == data, f"echo: {len(back)} of {len(data)} bytes")
     finally:
         fw.close()
 
