@@ -105,6 +105,13 @@ def stdin_reaches_the_process_until_eof():
 
 
 @test
+def bulk_stdin_and_stdout_flow_at_once():
+    data = os.urandom(4 << 20)  # cat: the output comes while the input still goes
+    r = subprocess.run(SSH + ["127.0.0.1", "cat"], input=data, capture_output=True, timeout=120)
+    expect(r.returncode == 0 and r.stdout == data, f"rc={r.returncode} {len(r.stdout)} bytes")
+
+
+@test
 def a_terminal_follows_the_window():
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 97, 0, 0))
