@@ -94,13 +94,6 @@ static int on_stream(void *ud, int stream, const void *p, size_t n)
         return 0;
 }
 
-/* Bytes read from the channel's socket, not yet taken by the engine. Never waiting for the
- * engine to take them while its output waits for us keeps bulk both ways from locking up. */
-struct fwd_pending {
-        char buf[32768];
-        size_t len, off;
-};
-
 /* One round of the engine's stream: false when it ended (the helper exited) or failed. */
 static bool from_engine(struct docker *d, struct docker_demux *dm, struct fwd_pump *fp)
 {
@@ -115,58 +108,31 @@ static bool from_engine(struct docker *d, struct docker_demux *dm, struct fwd_pu
         }
 }
 
-/* One round of the channel's socket into the engine: false when the engine's side failed. */
-static bool to_engine(struct docker *d, struct fwd_pump *fp, struct fwd_pending *pd, bool *in_eof)
-{
-        if (pd->len == 0) {
-                /* the socket stays blocking for writes (backpressure towards the engine) */
-                ssize_t n = DRV_RETRY(recv(fp->sock, pd->buf, sizeof(pd->buf), MSG_DONTWAIT));
-                if (n == 0) { /* the client's EOF: the helper shuts the socket's write */
-                        *in_eof = true;
-                        docker_attach_close_write(d);
-                        return true;
-                }
-                if (n < 0) {
-                        fp->hung_up = errno != EAGAIN;
-                        return true;
-                }
-                pd->len = (size_t)n;
-                pd->off = 0;
-        }
-        ssize_t s = docker_attach_send_some(d, pd->buf + pd->off, pd->len - pd->off);
-        if (s == -EAGAIN)
-                return true;
-        if (s < 0)
-                return false;
-        pd->off += (size_t)s;
-        if (pd->off == pd->len)
-                pd->len = pd->off = 0;
-        return true;
-}
-
-/* Until the exec's stream ends, or the channel hangs up. */
+/* Until the exec's stream ends, or the channel hangs up. The client's EOF ends the helper's
+ * stdin, which then shuts the socket's write side. */
 static void fwd_loop(struct docker *d, struct fwd_pump *fp, struct strbuf *early)
 {
         struct docker_demux dm = {0};
-        static struct fwd_pending pd; /* one per pump process */
-        bool in_eof = false;
+        static struct rtdocker_stdin si; /* one per pump process */
         (void)docker_demux_feed(&dm, early->buf, early->len, on_stream, fp);
         while (!fp->hung_up && !fp->broken) {
                 /* after both halves are shut the socket always polls HUP: stop watching it */
-                bool watch = !(in_eof && fp->out_shut);
-                bool reading = !in_eof && pd.len == 0;
+                bool watch = !(si.eof && fp->out_shut);
+                bool reading = !si.eof && si.len == 0;
                 struct pollfd pf[2] = {
-                    {docker_attach_fd(d), (short)(POLLIN | (pd.len ? POLLOUT : 0)), 0},
+                    {docker_attach_fd(d), (short)(POLLIN | (si.len ? POLLOUT : 0)), 0},
                     {watch ? fp->sock : -1, reading ? POLLIN : 0, 0}};
                 if (DRV_RETRY(poll(pf, 2, -1)) < 0)
                         return;
                 if ((pf[0].revents & ~POLLOUT) && !from_engine(d, &dm, fp))
                         return; /* the helper ended */
-                if ((pd.len && (pf[0].revents & POLLOUT)) ||
+                if ((si.len && (pf[0].revents & POLLOUT)) ||
                     (reading && (pf[1].revents & (POLLIN | POLLHUP | POLLERR)))) {
-                        if (!to_engine(d, fp, &pd, &in_eof))
+                        int r = rtdocker_stdin_step(d, fp->sock, &si, true);
+                        if (r == -EPIPE)
                                 return;
-                } else if (in_eof && (pf[1].revents & POLLHUP)) {
+                        fp->hung_up = r == -ECONNRESET;
+                } else if (si.eof && (pf[1].revents & POLLHUP)) {
                         fp->hung_up = true; /* the channel is gone, the server still talks */
                 }
         }

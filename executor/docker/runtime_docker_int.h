@@ -70,6 +70,18 @@ int rtdocker_spawn_session(struct rtdocker *rt, const struct runtime_session_exe
                            int *pty_master, struct drv_error *err);
 int rtdocker_resize_session(struct rtdocker *rt, int proc, unsigned short rows,
                             unsigned short cols);
+/* Bytes from a local fd on their way into an attached exec's stdin (runtime_docker_ssh.c). */
+struct rtdocker_stdin {
+        char buf[32768];
+        size_t len, off;
+        bool eof;
+};
+/* One step of a pump: with nothing pending, read in_fd once (only when poll said it is readable);
+ * then hand the engine what its connection takes now, never waiting for it — the engine's output
+ * may be waiting for the pump. At in_fd's end: eof, and the exec's stdin ends when half_close.
+ * 0; -ECONNRESET when in_fd failed (eof then set); -EPIPE when the engine's side failed. Poll the
+ * attach fd for POLLOUT while len > 0. */
+int rtdocker_stdin_step(struct docker *d, int in_fd, struct rtdocker_stdin *si, bool half_close);
 /* In a freshly forked pump child: close every fd above 2 but those in keep. */
 void rtdocker_child_keep_fds(const int *keep, size_t n);
 

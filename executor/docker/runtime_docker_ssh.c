@@ -35,12 +35,38 @@ static void resize(struct rtdocker *rt, const char *exec_id, unsigned short rows
         docker_close(d);
 }
 
+int rtdocker_stdin_step(struct docker *d, int in_fd, struct rtdocker_stdin *si, bool half_close)
+{
+        if (si->len == 0 && !si->eof) {
+                ssize_t n = DRV_RETRY(read(in_fd, si->buf, sizeof(si->buf)));
+                if (n <= 0) {
+                        si->eof = true;
+                        if (half_close)
+                                docker_attach_close_write(d);
+                        return n == 0 ? 0 : -ECONNRESET;
+                }
+                si->len = (size_t)n;
+                si->off = 0;
+        }
+        if (si->len == 0)
+                return 0;
+        ssize_t s = docker_attach_send_some(d, si->buf + si->off, si->len - si->off);
+        if (s == -EAGAIN)
+                return 0;
+        if (s < 0)
+                return -EPIPE;
+        si->off += (size_t)s;
+        if (si->off == si->len)
+                si->len = si->off = 0;
+        return 0;
+}
+
 /* Move bytes both ways until the exec's stream ends; 0, or -1 when it failed. */
 static int pump_loop(struct docker *d, struct pump_io *io, struct strbuf *early)
 {
         struct docker_demux dm = {0};
         char buf[32768];
-        bool in_eof = false;
+        static struct rtdocker_stdin si; /* one per pump process */
         if (early->len) {
                 if (io->tty)
                         (void)drv_write_all(io->out, early->buf, early->len);
@@ -48,33 +74,26 @@ static int pump_loop(struct docker *d, struct pump_io *io, struct strbuf *early)
                         (void)docker_demux_feed(&dm, early->buf, early->len, to_fd, io);
         }
         for (;;) {
-                struct pollfd pf[2] = {{docker_attach_fd(d), POLLIN, 0},
-                                       {in_eof ? -1 : io->in, POLLIN, 0}};
+                bool reading = !si.eof && si.len == 0;
+                struct pollfd pf[2] = {
+                    {docker_attach_fd(d), (short)(POLLIN | (si.len ? POLLOUT : 0)), 0},
+                    {reading ? io->in : -1, POLLIN, 0}};
                 if (DRV_RETRY(poll(pf, 2, -1)) < 0)
                         return -1;
-                if (pf[0].revents) {
-                        for (;;) {
-                                ssize_t n = docker_attach_recv(d, buf, sizeof(buf));
-                                if (n == -EAGAIN)
-                                        break;
-                                if (n <= 0)
-                                        return n == 0 ? 0 : -1;
-                                if (io->tty)
-                                        (void)drv_write_all(io->out, buf, (size_t)n);
-                                else
-                                        (void)docker_demux_feed(&dm, buf, (size_t)n, to_fd, io);
-                        }
+                while (pf[0].revents & ~POLLOUT) {
+                        ssize_t n = docker_attach_recv(d, buf, sizeof(buf));
+                        if (n == -EAGAIN)
+                                break;
+                        if (n <= 0)
+                                return n == 0 ? 0 : -1;
+                        if (io->tty)
+                                (void)drv_write_all(io->out, buf, (size_t)n);
+                        else
+                                (void)docker_demux_feed(&dm, buf, (size_t)n, to_fd, io);
                 }
-                if (pf[1].revents) {
-                        ssize_t n = DRV_RETRY(read(io->in, buf, sizeof(buf)));
-                        if (n > 0 && docker_attach_send(d, buf, (size_t)n) < 0)
-                                return -1;
-                        if (n <= 0) {
-                                in_eof = true;
-                                if (!io->tty)
-                                        docker_attach_close_write(d);
-                        }
-                }
+                if (((si.len && (pf[0].revents & POLLOUT)) || (reading && pf[1].revents)) &&
+                    rtdocker_stdin_step(d, io->in, &si, !io->tty) == -EPIPE)
+                        return -1;
         }
 }
 

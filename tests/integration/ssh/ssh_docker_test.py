@@ -84,6 +84,24 @@ HOLDER = subprocess.Popen(SSH + ["-N", "127.0.0.1"], stdin=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
 
 
+def on_term(signum, frame):
+    """meson's timeout: say where the test was and what drover logged last, then the results."""
+    import traceback
+    where = [x.strip() for x in traceback.format_stack(frame)[-3:]]
+    OUT.flush()
+    tail = open(OUT.name).read().splitlines()[-20:]
+
+    def interrupted_by_the_timeout():
+        expect(False, "\n".join(["at:"] + where + ["drover job, last lines:"] + tail))
+    test(interrupted_by_the_timeout)
+    if PROC.poll() is None:
+        PROC.kill()
+    main()
+
+
+signal.signal(signal.SIGTERM, on_term)
+
+
 def ssh(cmd, input=None, args=()):
     return subprocess.run(SSH + list(args) + ["127.0.0.1", cmd], input=input,
                           capture_output=True, text=True, timeout=60)
@@ -107,7 +125,7 @@ def stdin_reaches_the_process_until_eof():
 @test
 def bulk_stdin_and_stdout_flow_at_once():
     data = os.urandom(4 << 20)  # cat: the output comes while the input still goes
-    r = subprocess.run(SSH + ["127.0.0.1", "cat"], input=data, capture_output=True, timeout=120)
+    r = subprocess.run(SSH + ["127.0.0.1", "cat"], input=data, capture_output=True, timeout=30)
     expect(r.returncode == 0 and r.stdout == data, f"rc={r.returncode} {len(r.stdout)} bytes")
 
 
