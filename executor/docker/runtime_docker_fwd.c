@@ -48,6 +48,8 @@ static void report(struct fwd_pump *fp, int code, const char *msg)
 static void keep_text(char *buf, size_t cap, size_t *len, const void *p, size_t n)
 {
         size_t k = n < cap - 1 - *len ? n : cap - 1 - *len;
+        if (k == 0) /* an empty frame's p is NULL */
+                return;
         memcpy(buf + *len, p, k);
         *len += k;
         buf[*len] = '\0';
