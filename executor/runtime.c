@@ -229,7 +229,8 @@ int runtime_connect_tcp(struct runtime *rt, const char *host, uint16_t port, int
         if (!rt->ops->connect_tcp)
                 return drv_err(err, ENOTSUP, "the %s runtime does not forward ports",
                                rt->ops->name);
-        return rt->ops->connect_tcp(rt->impl, host, port, fd, err); /* no lock: no shared state */
+        /* no lock: the implementation guards what it shares (a connect can take seconds) */
+        return rt->ops->connect_tcp(rt->impl, host, port, fd, err);
 }
 
 int runtime_root_fd(struct runtime *rt)

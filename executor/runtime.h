@@ -139,8 +139,9 @@ int runtime_resize_session(struct runtime *rt, int proc, int pty_master, unsigne
 void runtime_drain_exits(struct runtime *rt);
 /* Stop routing proc's exit to its callback (the exit is then dropped). */
 void runtime_forget_session(struct runtime *rt, int proc);
-/* A TCP connection to host:port as seen from inside the job (its network namespace); -ENOTSUP
- * when the runtime cannot (docker). */
+/* A TCP connection to host:port as seen from inside the job (sandbox: from its network namespace;
+ * docker: through a relay inside the primary container); -ENOTSUP when the runtime cannot. Not
+ * serialised with the other calls: a connect can take seconds. */
 int runtime_connect_tcp(struct runtime *rt, const char *host, uint16_t port, int *fd,
                         struct drv_error *err);
 /* Between steps: let the runtime report what changed outside the steps (a service container

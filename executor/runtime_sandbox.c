@@ -367,62 +367,17 @@ struct connect_job {
         const char *host;
         uint16_t port;
         int fd;
-        int err;
-        char what[128];
+        struct drv_error err;
 };
 
 /* In a thread of its own (setns changes only the calling thread's network namespace). */
 static void *connect_inside(void *arg)
 {
         struct connect_job *j = arg;
-        if (setns(j->netns, CLONE_NEWNET) < 0) {
-                j->err = errno;
-                snprintf(j->what, sizeof(j->what), "enter the job's network namespace");
-                return NULL;
-        }
-        char port[8];
-        snprintf(port, sizeof(port), "%u", j->port);
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_NUMERICSERV | AI_ADDRCONFIG};
-        struct addrinfo *res = NULL;
-        int g = getaddrinfo(j->host, port, &hints, &res);
-        if (g != 0) {
-                hints.ai_flags = AI_NUMERICSERV; /* lo only: no "configured" address */
-                g = getaddrinfo(j->host, port, &hints, &res);
-        }
-        if (g != 0) {
-                j->err = ENOENT;
-                snprintf(j->what, sizeof(j->what), "resolve: %s", gai_strerror(g));
-                return NULL;
-        }
-        j->err = ECONNREFUSED;
-        snprintf(j->what, sizeof(j->what), "connect");
-        for (struct addrinfo *a = res; a; a = a->ai_next) {
-                int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                                a->ai_protocol);
-                if (fd < 0)
-                        continue;
-                int r = connect(fd, a->ai_addr, a->ai_addrlen);
-                if (r < 0 && errno == EINPROGRESS) {
-                        struct pollfd pf = {fd, POLLOUT, 0};
-                        int e = 0;
-                        socklen_t el = sizeof(e);
-                        if (DRV_RETRY(poll(&pf, 1, 10000)) != 1)
-                                errno = ETIMEDOUT;
-                        else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) == 0 && e == 0)
-                                r = 0;
-                        else
-                                errno = e ? e : EIO;
-                }
-                if (r == 0) {
-                        j->fd = fd;
-                        j->err = 0;
-                        break;
-                }
-                j->err = errno;
-                close(fd);
-        }
-        freeaddrinfo(res);
+        if (setns(j->netns, CLONE_NEWNET) < 0)
+                drv_err_errno(&j->err, "enter the job's network namespace");
+        else
+                (void)drv_tcp_connect(j->host, j->port, 10000, &j->fd, &j->err);
         return NULL;
 }
 
@@ -441,9 +396,10 @@ static int rts_connect_tcp(void *impl, const char *host, uint16_t port, int *fd,
         close(ns);
         if (e != 0)
                 return drv_err(err, e, "cannot start a thread to connect inside the job");
-        if (j.fd < 0)
-                return drv_err(err, j.err, "%s:%u inside the job: %s: %s", host, port, j.what,
-                               strerror(j.err));
+        if (j.fd < 0) {
+                *err = j.err;
+                return drv_err_prefix(err, "inside the job");
+        }
         *fd = j.fd;
         return 0;
 }

@@ -189,6 +189,11 @@ int drv_rm_rf(const char *path, struct drv_error *err);
 /* Set O_NONBLOCK / FD_CLOEXEC. */
 int drv_fd_nonblock(int fd, bool on);
 int drv_fd_cloexec(int fd, bool on);
+/* A TCP connection to host:port (names resolved, every address tried, each for up to timeout_ms);
+ * *fd is non-blocking and close-on-exec. The message names host:port and what failed
+ * ("resolve: ...", "connect: ..."). 0 or -errno (net.c). */
+int drv_tcp_connect(const char *host, uint16_t port, int timeout_ms, int *fd,
+                    struct drv_error *err);
 /* Path of the running executable (/proc/self/exe resolved), malloc'd. */
 char *drv_self_exe(void);
 /* Path join with a single '/', malloc'd. */

@@ -33,6 +33,8 @@ static inline void docker_closep(struct docker **p)
 /* The negotiated API version ("1.41") and the engine's version ("20.10.24"). */
 const char *docker_api_version(const struct docker *d);
 const char *docker_engine_version(const struct docker *d);
+/* The engine's machine in Go's names ("amd64", "arm64"; "" if it did not say). */
+const char *docker_engine_arch(const struct docker *d);
 /* host:port (or socket path) for messages. */
 const char *docker_host_name(const struct docker *d);
 
@@ -98,6 +100,10 @@ int docker_container_oom_count(struct docker *d, const char *id, unsigned *count
 int docker_exec_create(struct docker *d, const char *container, char *const *argv, char *const *env,
                        const char *workdir, const char *user, char **exec_id,
                        struct drv_error *err);
+/* The same with stdin attached (for docker_attach_start), on the engine's terminal when tty, as
+ * the container's user. */
+int docker_exec_create_attached(struct docker *d, const char *container, char *const *argv,
+                                char *const *env, bool tty, char **exec_id, struct drv_error *err);
 /* Start the exec and copy its demultiplexed stdout+stderr into out_fd until it ends. Blocking:
  * callers that must not block run it in a child process (see runtime_docker.c). */
 int docker_exec_start(struct docker *d, const char *exec_id, int out_fd, struct drv_error *err);
@@ -126,6 +132,8 @@ int docker_attach_fd(struct docker *d);
 ssize_t docker_attach_recv(struct docker *d, void *buf, size_t n);
 /* Send all of buf (waits for room up to 30 s); 0 or -errno. */
 int docker_attach_send(struct docker *d, const void *buf, size_t n);
+/* Send what the connection takes now: bytes sent (> 0), -EAGAIN (poll for POLLOUT), or -EPIPE. */
+ssize_t docker_attach_send_some(struct docker *d, const void *buf, size_t n);
 /* End the exec's stdin (half-close). */
 void docker_attach_close_write(struct docker *d);
 

@@ -336,11 +336,12 @@ int docker_container_remove(struct docker *d, const char *id, struct drv_error *
 
 /* ---- execs ---- */
 
-int docker_exec_create(struct docker *d, const char *container, char *const *argv, char *const *env,
-                       const char *workdir, const char *user, char **exec_id, struct drv_error *err)
+static int exec_create(struct docker *d, const char *container, char *const *argv, char *const *env,
+                       const char *workdir, const char *user, bool in, bool tty, char **exec_id,
+                       struct drv_error *err)
 {
-        json_t *body = json_pack("{s:b, s:b, s:b, s:o}", "AttachStdout", 1, "AttachStderr", 1,
-                                 "Tty", 0, "Cmd", strv_json(argv));
+        json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:o}", "AttachStdin", in, "AttachStdout", 1,
+                                 "AttachStderr", 1, "Tty", tty, "Cmd", strv_json(argv));
         if (!body)
                 return drv_err(err, ENOMEM, "out of memory");
         if (env)
@@ -358,6 +359,18 @@ int docker_exec_create(struct docker *d, const char *container, char *const *arg
                 r = take_id(ans, "Id", exec_id, d, "POST /containers/{id}/exec", err);
         json_decref(ans);
         return r;
+}
+
+int docker_exec_create(struct docker *d, const char *container, char *const *argv, char *const *env,
+                       const char *workdir, const char *user, char **exec_id, struct drv_error *err)
+{
+        return exec_create(d, container, argv, env, workdir, user, false, false, exec_id, err);
+}
+
+int docker_exec_create_attached(struct docker *d, const char *container, char *const *argv,
+                                char *const *env, bool tty, char **exec_id, struct drv_error *err)
+{
+        return exec_create(d, container, argv, env, NULL, NULL, true, tty, exec_id, err);
 }
 
 struct exec_sink {

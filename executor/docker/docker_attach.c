@@ -15,22 +15,32 @@ static int wait_sock(struct docker *d, short events, int timeout_ms)
         return n < 0 ? -errno : n == 0 ? -ETIMEDOUT : 0;
 }
 
+ssize_t docker_attach_send_some(struct docker *d, const void *buf, size_t n)
+{
+        size_t sent = 0;
+        CURLcode c = curl_easy_send(d->curl, buf, n, &sent);
+        if (c == CURLE_AGAIN)
+                return -EAGAIN;
+        if (c != CURLE_OK)
+                return -EPIPE;
+        return (ssize_t)sent;
+}
+
 int docker_attach_send(struct docker *d, const void *buf, size_t n)
 {
         const char *p = buf;
         while (n > 0) {
-                size_t sent = 0;
-                CURLcode c = curl_easy_send(d->curl, p, n, &sent);
-                if (c == CURLE_AGAIN) {
+                ssize_t sent = docker_attach_send_some(d, p, n);
+                if (sent == -EAGAIN) {
                         int r = wait_sock(d, POLLOUT, 30000);
                         if (r < 0)
                                 return r;
                         continue;
                 }
-                if (c != CURLE_OK)
-                        return -EPIPE;
+                if (sent < 0)
+                        return (int)sent;
                 p += sent;
-                n -= sent;
+                n -= (size_t)sent;
         }
         return 0;
 }

@@ -15,6 +15,10 @@ const char *docker_engine_version(const struct docker *d)
 {
         return d->engine;
 }
+const char *docker_engine_arch(const struct docker *d)
+{
+        return d->arch;
+}
 const char *docker_host_name(const struct docker *d)
 {
         return d->host;
@@ -316,6 +320,8 @@ static int negotiate(struct docker *d, struct drv_error *err)
         snprintf(d->api, sizeof(d->api), "1.%d",
                  max < DOCKER_CLIENT_MAX_MINOR ? max : DOCKER_CLIENT_MAX_MINOR);
         snprintf(d->engine, sizeof(d->engine), "%s", ver ? ver : "?");
+        const char *arch = json_string_value(json_object_get(j, "Arch"));
+        snprintf(d->arch, sizeof(d->arch), "%s", arch ? arch : "");
         json_decref(j);
         return 0;
 }
@@ -356,6 +362,7 @@ int docker_dup(const struct docker *d, struct docker **out, struct drv_error *er
                 return drv_err(err, ENOMEM, "out of memory");
         memcpy(n->api, d->api, sizeof(n->api));
         memcpy(n->engine, d->engine, sizeof(n->engine));
+        memcpy(n->arch, d->arch, sizeof(n->arch));
         memcpy(n->node, d->node, sizeof(n->node));
         n->base = strdup(d->base);
         n->host = strdup(d->host);

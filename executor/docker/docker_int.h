@@ -13,6 +13,7 @@ struct docker {
         char *ca_pem, *cert_pem, *key_pem;
         char api[16];    /* negotiated, e.g. "1.41" */
         char engine[64]; /* engine version */
+        char arch[16];   /* engine's Arch */
         char node[128];  /* drover.node label value, "" = none */
         char errbuf[CURL_ERROR_SIZE];
 };

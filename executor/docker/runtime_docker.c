@@ -154,6 +154,7 @@ int rtdocker_open(const struct runtime_config *cfg, struct rtdocker **out, struc
         if (!rt)
                 return drv_err(err, ENOMEM, "out of memory");
         rt->exit_rd = rt->exit_wr = rt->mirror_fd = -1;
+        pthread_mutex_init(&rt->helper_lock, NULL);
         _cleanup_(rtdocker_closep) struct rtdocker *guard = rt;
         uint32_t rnd = 0;
         if (getrandom(&rnd, sizeof(rnd), 0) < 0)
@@ -275,29 +276,41 @@ bool rtdocker_has_pending_exit(struct rtdocker *rt)
         return DRV_RETRY(poll(&p, 1, 0)) > 0;
 }
 
-/* An exec killed by SIGKILL in a container with a memory limit: was it the limit? The engine
- * logs an `oom` event of the container (the kernel's OOM kill in its cgroup); a new one since the
- * last attributed means yes. The event can trail the exit by a moment: one retry. */
+/* An exec killed by SIGKILL in a container with a memory limit: was it the limit? First the
+ * container cgroup's own oom_kill counter (read inside by drover-docker-helper): a rise since the
+ * last attributed means yes, and no rise means no. Where it cannot be read (another machine's
+ * engine, an old kernel), the engine's `oom` events of the container — which the engine keeps in
+ * a bounded in-memory log, and which can trail the exit by a moment: one retry. */
 static bool killed_by_oom(struct rtdocker *rt)
 {
-        for (int attempt = 0; attempt < 2; attempt++) {
-                unsigned n = 0;
-                struct drv_error e = {0};
-                if (docker_container_oom_count(rt->d, rt->primary, &n, &e) < 0) {
-                        log_warn("docker_oom_check_failed", "error=\"%s\"", e.message);
-                        return false;
+        uint64_t kills = 0;
+        struct drv_error ce = {0};
+        const char *src = "cgroup";
+        bool oom = false;
+        if (rtdocker_oom_kills(rt, &kills, &ce) == 0) {
+                oom = kills > rt->oom_kills_seen;
+                rt->oom_kills_seen = kills;
+        } else {
+                log_debug("docker_oom_counter_unavailable", "error=\"%s\"", ce.message);
+                src = "events";
+                for (int attempt = 0; attempt < 2 && !oom; attempt++) {
+                        unsigned n = 0;
+                        struct drv_error e = {0};
+                        if (docker_container_oom_count(rt->d, rt->primary, &n, &e) < 0) {
+                                log_warn("docker_oom_check_failed", "error=\"%s\"", e.message);
+                                return false;
+                        }
+                        oom = n > rt->oom_seen;
+                        rt->oom_seen = n > rt->oom_seen ? n : rt->oom_seen;
+                        if (!oom && attempt == 0)
+                                usleep(150000);
                 }
-                if (n > rt->oom_seen) {
-                        rt->oom_seen = n;
-                        log_info("docker_oom", "host=%s container=%.12s limit_mb=%llu",
-                                 docker_host_name(rt->d), rt->primary,
-                                 (unsigned long long)(rt->memory >> 20));
-                        return true;
-                }
-                if (attempt == 0)
-                        usleep(150000);
         }
-        return false;
+        if (oom)
+                log_info("docker_oom", "host=%s container=%.12s limit_mb=%llu source=%s",
+                         docker_host_name(rt->d), rt->primary,
+                         (unsigned long long)(rt->memory >> 20), src);
+        return oom;
 }
 
 int rtdocker_next_exit(struct rtdocker *rt, struct runtime_exit *ev, struct drv_error *err)
@@ -397,6 +410,7 @@ void rtdocker_close(struct rtdocker *rt)
                 struct drv_error e = {0};
                 (void)rtdocker_kill_all(rt, &e);
         }
+        rtdocker_fwd_stop(rt);
         /* pumps end when their stream does; any left is stopped here */
         for (size_t i = 0; i < rt->n_procs; i++) {
                 struct rtdocker_proc *p = &rt->procs[i];
@@ -435,6 +449,7 @@ void rtdocker_close(struct rtdocker *rt)
         free(rt->image0);
         free(rt->user);
         free(rt->home);
+        pthread_mutex_destroy(&rt->helper_lock);
         free(rt);
 }
 
@@ -515,6 +530,12 @@ static int op_spawn_session(void *impl, const struct runtime_session_exec *ex, i
         return rtdocker_spawn_session(impl, ex, proc, pty_master, err);
 }
 
+static int op_connect_tcp(void *impl, const char *host, uint16_t port, int *fd,
+                          struct drv_error *err)
+{
+        return rtdocker_connect_tcp(impl, host, port, fd, err);
+}
+
 static int op_resize_session(void *impl, int proc, int pty_master, unsigned short rows,
                              unsigned short cols)
 {
@@ -541,5 +562,6 @@ const struct runtime_ops runtime_docker_ops = {
     .write_file = op_write_file,
     .close = op_close,
     .spawn_session = op_spawn_session,
+    .connect_tcp = op_connect_tcp,
     .resize_session = op_resize_session,
 };

@@ -20,39 +20,52 @@ static char *base_of(const char *path)
         return c ? strdup(basename(c)) : NULL;
 }
 
+int rtdocker_put_entries(struct docker *d, const char *container, const char *dir,
+                         const struct rtdocker_tar_entry *en, size_t n, struct drv_error *err)
+{
+        _cleanup_close_ int fd = memfd_create("file-tar", MFD_CLOEXEC);
+        if (fd < 0)
+                return drv_err_errno(err, "memfd_create");
+        struct archive *a = archive_write_new();
+        struct archive_entry *ae = archive_entry_new();
+        if (!a || !ae) {
+                archive_write_free(a);
+                archive_entry_free(ae);
+                return drv_err(err, ENOMEM, "out of memory");
+        }
+        archive_write_set_format_pax_restricted(a);
+        int ok = archive_write_open_fd(a, fd) == ARCHIVE_OK;
+        for (size_t i = 0; ok && i < n; i++) {
+                const struct rtdocker_tar_entry *e = &en[i];
+                archive_entry_clear(ae);
+                archive_entry_set_pathname(ae, e->name);
+                archive_entry_set_size(ae, e->data ? (la_int64_t)e->len : 0);
+                archive_entry_set_filetype(ae, e->data ? AE_IFREG : AE_IFDIR);
+                archive_entry_set_perm(ae, e->mode & 07777);
+                archive_entry_set_uid(ae, e->uid);
+                archive_entry_set_gid(ae, e->gid);
+                ok = archive_write_header(a, ae) == ARCHIVE_OK;
+                ok = ok && (!e->data || e->len == 0 ||
+                            archive_write_data(a, e->data, e->len) == (la_ssize_t)e->len);
+        }
+        ok = ok && archive_write_close(a) == ARCHIVE_OK;
+        archive_entry_free(ae);
+        archive_write_free(a);
+        if (!ok)
+                return drv_err(err, EIO, "cannot pack %s for the container", n ? en[0].name : "");
+        lseek(fd, 0, SEEK_SET);
+        return docker_archive_put(d, container, dir, fd, err);
+}
+
 static int put_file(struct rtdocker *rt, const char *inside_path, const void *data, size_t n,
                     mode_t mode, struct drv_error *err)
 {
         _cleanup_free_ char *dir = dir_of(inside_path), *name = base_of(inside_path);
         if (!dir || !name)
                 return drv_err(err, ENOMEM, "out of memory");
-        _cleanup_close_ int fd = memfd_create("file-tar", MFD_CLOEXEC);
-        if (fd < 0)
-                return drv_err_errno(err, "memfd_create");
-        struct archive *a = archive_write_new();
-        struct archive_entry *en = archive_entry_new();
-        if (!a || !en) {
-                archive_write_free(a);
-                archive_entry_free(en);
-                return drv_err(err, ENOMEM, "out of memory");
-        }
-        archive_write_set_format_pax_restricted(a);
-        int ok = archive_write_open_fd(a, fd) == ARCHIVE_OK;
-        archive_entry_set_pathname(en, name);
-        archive_entry_set_size(en, (la_int64_t)n);
-        archive_entry_set_filetype(en, AE_IFREG);
-        archive_entry_set_perm(en, mode & 07777);
-        archive_entry_set_uid(en, rt->uid);
-        archive_entry_set_gid(en, rt->gid);
-        ok = ok && archive_write_header(a, en) == ARCHIVE_OK;
-        ok = ok && (n == 0 || archive_write_data(a, data, n) == (la_ssize_t)n);
-        ok = ok && archive_write_close(a) == ARCHIVE_OK;
-        archive_entry_free(en);
-        archive_write_free(a);
-        if (!ok)
-                return drv_err(err, EIO, "cannot pack %s for the container", inside_path);
-        lseek(fd, 0, SEEK_SET);
-        int r = docker_archive_put(rt->d, rt->primary, dir, fd, err);
+        /* data is never NULL for a file, even an empty one */
+        struct rtdocker_tar_entry en = {name, data ? data : "", n, mode, rt->uid, rt->gid};
+        int r = rtdocker_put_entries(rt->d, rt->primary, dir, &en, 1, err);
         return r < 0 ? drv_err_prefix(err, "writing %s in the job", inside_path) : 0;
 }
 

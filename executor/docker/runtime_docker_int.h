@@ -1,7 +1,10 @@
 /* runtime_docker_int.h: the docker runtime's state, shared by its files (not a contract). */
 #pragma once
 
+#include "executor/docker/helper_proto.h"
 #include "executor/docker/runtime_docker.h"
+
+#include <pthread.h>
 
 struct rtdocker_proc {
         int id;
@@ -37,14 +40,21 @@ struct rtdocker {
         gid_t gid;
         char *user, *home;
         uint64_t memory;
-        unsigned oom_seen; /* the primary's oom events already attributed to a step */
-        bool have_bash;    /* /bin/bash exists (learned with the user probe) */
+        unsigned oom_seen;       /* the primary's oom events already attributed to a step */
+        uint64_t oom_kills_seen; /* the cgroup's oom_kill counter, as far as attributed */
+        bool have_bash;          /* /bin/bash exists (learned with the user probe) */
         struct rtdocker_pending pending[16];
         size_t n_pending;
         /* local mirror for built-in steps (runtime_docker_files.c) */
         char *mirror;    /* temp dir */
         int mirror_fd;   /* O_PATH of it, handed out by rtdocker_root_fd */
         bool mirror_out; /* handed out since the last copy back */
+        /* drover-docker-helper and `ssh -L` forwards (runtime_docker_helper.c, _fwd.c):
+         * connect_tcp runs without the runtime's lock, so these have their own */
+        pthread_mutex_t helper_lock;
+        bool helper_ready; /* copied into the primary */
+        pid_t fwd[64];     /* forward pump children */
+        size_t n_fwd;
 };
 
 static inline void rtdocker_closep(struct rtdocker **p)
@@ -60,6 +70,63 @@ int rtdocker_spawn_session(struct rtdocker *rt, const struct runtime_session_exe
                            int *pty_master, struct drv_error *err);
 int rtdocker_resize_session(struct rtdocker *rt, int proc, unsigned short rows,
                             unsigned short cols);
+/* Bytes from a local fd on their way into an attached exec's stdin (runtime_docker_ssh.c). */
+struct rtdocker_stdin {
+        char buf[32768];
+        size_t len, off;
+        bool eof;
+};
+/* One step of a pump: with nothing pending, read in_fd once (only when poll said it is readable);
+ * then hand the engine what its connection takes now, never waiting for it — the engine's output
+ * may be waiting for the pump. At in_fd's end: eof, and the exec's stdin ends when half_close.
+ * 0; -ECONNRESET when in_fd failed (eof then set); -EPIPE when the engine's side failed. Poll the
+ * attach fd for POLLOUT while len > 0. */
+int rtdocker_stdin_step(struct docker *d, int in_fd, struct rtdocker_stdin *si, bool half_close);
+/* In a freshly forked pump child: close every fd above 2 but those in keep. */
+void rtdocker_child_keep_fds(const int *keep, size_t n);
+
+/* One entry of a tar stream PUT into a container (runtime_docker_files.c). */
+struct rtdocker_tar_entry {
+        const char *name; /* relative to the directory it is PUT at */
+        const void *data; /* file contents; NULL: a directory */
+        size_t len;
+        mode_t mode;
+        uid_t uid;
+        gid_t gid;
+};
+/* Pack entries into one tar stream and PUT it at dir in container, over connection d. */
+int rtdocker_put_entries(struct docker *d, const char *container, const char *dir,
+                         const struct rtdocker_tar_entry *en, size_t n, struct drv_error *err);
+
+/* drover-docker-helper (executor/docker/helper_proto.h), runtime_docker_helper.c */
+/* Copy the helper into the primary once (over d; any thread). -ENOEXEC when the engine's machine
+ * is not the one drover was built for. */
+int rtdocker_helper_install(struct rtdocker *rt, struct docker *d, struct drv_error *err);
+/* The primary container cgroup's OOM-kill counter, read by the helper (`oom-kills`). */
+int rtdocker_oom_kills(struct rtdocker *rt, uint64_t *kills, struct drv_error *err);
+/* The "oom_kill N" line of cgroup v2 memory.events or v1 memory.oom_control; 0, -ENOENT when
+ * there is none, -EINVAL when N is not a number. */
+int rtdocker_parse_oom_kill(const char *text, uint64_t *kills);
+/* Decoder of the helper's `connect` frames (helper_proto.h). */
+struct rtdocker_frames {
+        unsigned char hdr[DKH_HDR];
+        size_t hdr_len;
+        size_t left; /* payload bytes left of the current frame */
+        int type;
+};
+/* Feed n bytes: out(ud, type, p, len, end) gets each frame's payload in pieces, end on its last
+ * (an empty frame: once, len 0). 0, -EPROTO on a frame that is not the helper's, or the first
+ * <0 of out. */
+int rtdocker_frames_feed(struct rtdocker_frames *fr, const void *data, size_t n,
+                         int (*out)(void *ud, int type, const void *p, size_t len, bool end),
+                         void *ud);
+
+/* `ssh -L` (runtime_docker_fwd.c): a socket whose other end is a relay inside the primary. */
+int rtdocker_connect_tcp(struct rtdocker *rt, const char *host, uint16_t port, int *fd,
+                         struct drv_error *err);
+/* Stop every forward's pump (runtime close). */
+void rtdocker_fwd_stop(struct rtdocker *rt);
+
 /* Copy the mirror back into the container if it was handed out. */
 int rtdocker_sync_back(struct rtdocker *rt, struct drv_error *err);
 void rtdocker_mirror_free(struct rtdocker *rt);

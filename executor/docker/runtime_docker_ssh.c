@@ -1,6 +1,6 @@
 /* runtime_docker_ssh.c: SSH rerun sessions on the docker runtime — an exec with stdin attached
  * (on the engine's terminal when asked), pumped by a child process like steps are; window
- * resizes through the engine's exec resize endpoint. No port forwarding (connect_tcp). */
+ * resizes through the engine's exec resize endpoint. Port forwarding: runtime_docker_fwd.c. */
 #include "executor/docker/runtime_docker_int.h"
 
 #include <fcntl.h>
@@ -35,12 +35,38 @@ static void resize(struct rtdocker *rt, const char *exec_id, unsigned short rows
         docker_close(d);
 }
 
+int rtdocker_stdin_step(struct docker *d, int in_fd, struct rtdocker_stdin *si, bool half_close)
+{
+        if (si->len == 0 && !si->eof) {
+                ssize_t n = DRV_RETRY(read(in_fd, si->buf, sizeof(si->buf)));
+                if (n <= 0) {
+                        si->eof = true;
+                        if (half_close)
+                                docker_attach_close_write(d);
+                        return n == 0 ? 0 : -ECONNRESET;
+                }
+                si->len = (size_t)n;
+                si->off = 0;
+        }
+        if (si->len == 0)
+                return 0;
+        ssize_t s = docker_attach_send_some(d, si->buf + si->off, si->len - si->off);
+        if (s == -EAGAIN)
+                return 0;
+        if (s < 0)
+                return -EPIPE;
+        si->off += (size_t)s;
+        if (si->off == si->len)
+                si->len = si->off = 0;
+        return 0;
+}
+
 /* Move bytes both ways until the exec's stream ends; 0, or -1 when it failed. */
 static int pump_loop(struct docker *d, struct pump_io *io, struct strbuf *early)
 {
         struct docker_demux dm = {0};
         char buf[32768];
-        bool in_eof = false;
+        static struct rtdocker_stdin si; /* one per pump process */
         if (early->len) {
                 if (io->tty)
                         (void)drv_write_all(io->out, early->buf, early->len);
@@ -48,53 +74,51 @@ static int pump_loop(struct docker *d, struct pump_io *io, struct strbuf *early)
                         (void)docker_demux_feed(&dm, early->buf, early->len, to_fd, io);
         }
         for (;;) {
-                struct pollfd pf[2] = {{docker_attach_fd(d), POLLIN, 0},
-                                       {in_eof ? -1 : io->in, POLLIN, 0}};
+                bool reading = !si.eof && si.len == 0;
+                struct pollfd pf[2] = {
+                    {docker_attach_fd(d), (short)(POLLIN | (si.len ? POLLOUT : 0)), 0},
+                    {reading ? io->in : -1, POLLIN, 0}};
                 if (DRV_RETRY(poll(pf, 2, -1)) < 0)
                         return -1;
-                if (pf[0].revents) {
-                        for (;;) {
-                                ssize_t n = docker_attach_recv(d, buf, sizeof(buf));
-                                if (n == -EAGAIN)
-                                        break;
-                                if (n <= 0)
-                                        return n == 0 ? 0 : -1;
-                                if (io->tty)
-                                        (void)drv_write_all(io->out, buf, (size_t)n);
-                                else
-                                        (void)docker_demux_feed(&dm, buf, (size_t)n, to_fd, io);
-                        }
+                while (pf[0].revents & ~POLLOUT) {
+                        ssize_t n = docker_attach_recv(d, buf, sizeof(buf));
+                        if (n == -EAGAIN)
+                                break;
+                        if (n <= 0)
+                                return n == 0 ? 0 : -1;
+                        if (io->tty)
+                                (void)drv_write_all(io->out, buf, (size_t)n);
+                        else
+                                (void)docker_demux_feed(&dm, buf, (size_t)n, to_fd, io);
                 }
-                if (pf[1].revents) {
-                        ssize_t n = DRV_RETRY(read(io->in, buf, sizeof(buf)));
-                        if (n > 0 && docker_attach_send(d, buf, (size_t)n) < 0)
-                                return -1;
-                        if (n <= 0) {
-                                in_eof = true;
-                                if (!io->tty)
-                                        docker_attach_close_write(d);
-                        }
-                }
+                if (((si.len && (pf[0].revents & POLLOUT)) || (reading && pf[1].revents)) &&
+                    rtdocker_stdin_step(d, io->in, &si, !io->tty) == -EPIPE)
+                        return -1;
         }
+}
+
+void rtdocker_child_keep_fds(const int *keep, size_t n)
+{
+        int hi = 2;
+        for (size_t i = 0; i < n; i++)
+                if (keep[i] > hi)
+                        hi = keep[i];
+        for (int fd = 3; fd <= hi; fd++) {
+                bool k = false;
+                for (size_t i = 0; i < n; i++)
+                        k = k || keep[i] == fd;
+                if (!k)
+                        close(fd);
+        }
+        syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0);
 }
 
 static _Noreturn void pump_session(struct rtdocker *rt, int proc, const char *exec_id,
                                    struct pump_io *io)
 {
         /* only what the pump uses stays open: other sessions' pipe ends must not be held here */
-        int keep[] = {0, 1, 2, rt->exit_wr, io->in, io->out, io->err};
-        int hi = 0;
-        for (size_t i = 0; i < DRV_ARRAY_SIZE(keep); i++)
-                if (keep[i] > hi)
-                        hi = keep[i];
-        for (int fd = 3; fd <= hi; fd++) {
-                bool k = false;
-                for (size_t i = 0; i < DRV_ARRAY_SIZE(keep); i++)
-                        k = k || keep[i] == fd;
-                if (!k)
-                        close(fd);
-        }
-        syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0);
+        int keep[] = {rt->exit_wr, io->in, io->out, io->err};
+        rtdocker_child_keep_fds(keep, DRV_ARRAY_SIZE(keep));
         signal(SIGPIPE, SIG_IGN);
         struct rtdocker_exit_rec rec = {proc, -1};
         struct docker *d = NULL;
@@ -142,31 +166,11 @@ int rtdocker_spawn_session(struct rtdocker *rt, const struct runtime_session_exe
         for (const char *const *a = ex->argv; *a; a++)
                 if (drv_strv_push(&argv, *a) < 0)
                         return drv_err(err, ENOMEM, "out of memory");
-        json_t *body = json_pack("{s:b, s:b, s:b, s:b, s:[]}", "AttachStdin", 1, "AttachStdout", 1,
-                                 "AttachStderr", 1, "Tty", ex->pty, "Cmd");
-        json_t *env = json_array();
-        for (char **a = argv; body && *a; a++)
-                json_array_append_new(json_object_get(body, "Cmd"), json_string(*a));
-        for (const char *const *e = ex->envp; env && e && *e; e++)
-                json_array_append_new(env, json_string(*e));
-        if (!body || !env) {
-                json_decref(body);
-                json_decref(env);
-                return drv_err(err, ENOMEM, "out of memory");
-        }
-        json_object_set_new(body, "Env", env);
-        _cleanup_free_ char *path = drv_asprintf("/containers/%s/exec", rt->primary);
-        json_t *ans = NULL;
-        r = path ? docker_call(rt->d, "POST", path, body, &ans, NULL, err)
-                 : drv_err(err, ENOMEM, "out of memory");
-        json_decref(body);
-        const char *eid = ans ? json_string_value(json_object_get(ans, "Id")) : NULL;
-        char *exec_id = eid ? strdup(eid) : NULL;
-        json_decref(ans);
+        char *exec_id = NULL;
+        r = docker_exec_create_attached(rt->d, rt->primary, argv, (char *const *)ex->envp, ex->pty,
+                                        &exec_id, err);
         if (r < 0)
                 return r;
-        if (!exec_id)
-                return drv_err(err, EPROTO, "docker: POST %s: no exec id", path);
         int sp[2] = {-1, -1};
         struct pump_io io = {.tty = ex->pty,
                              .in = ex->in_fd,

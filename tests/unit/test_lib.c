@@ -2,6 +2,10 @@
 #include "lib/drv.h"
 #include "testlib.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 TEST(parse_duration_accepts_circleci_forms)
 {
         uint64_t s;
@@ -78,6 +82,28 @@ TEST(hex_is_lowercase_and_terminated)
         CHECK_STREQ(out, "");
 }
 
+TEST(tcp_connect_reaches_a_listener_and_names_what_failed)
+{
+        int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t sl = sizeof(sa);
+        CHECK(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 1) == 0 &&
+              getsockname(ls, (struct sockaddr *)&sa, &sl) == 0);
+        uint16_t port = ntohs(sa.sin_port);
+        struct drv_error err = {0};
+        int fd = -1;
+        CHECK_INTEQ(drv_tcp_connect("localhost", port, 2000, &fd, &err), 0);
+        CHECK(fd >= 0);
+        close(fd);
+        close(ls); /* nothing listens there any more */
+        fd = -1;
+        CHECK_INTEQ(drv_tcp_connect("127.0.0.1", port, 2000, &fd, &err), -ECONNREFUSED);
+        char want[64];
+        snprintf(want, sizeof(want), "127.0.0.1:%u: connect: Connection refused", port);
+        CHECK_STREQ(err.message, want);
+        CHECK_INTEQ(fd, -1);
+}
+
 int main(void)
 {
         RUN(parse_duration_accepts_circleci_forms);
@@ -87,5 +113,6 @@ int main(void)
         RUN(path_join_collapses_slashes);
         RUN(strv_push_and_copy);
         RUN(hex_is_lowercase_and_terminated);
+        RUN(tcp_connect_reaches_a_listener_and_names_what_failed);
         TEST_DONE();
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """ssh_docker_test.py: SSH rerun on the remote Docker runtime (the dockerd peer, TLS :2376): the
 real OpenSSH client gets into the job's primary container (env, cwd, exit status, stdin to EOF, a
-terminal that follows the window), -L is refused (no forwarding on docker), and the idle timeout
-ends the job with nothing of it left on the engine."""
+terminal that follows the window), -L connects from inside the container's network (a server a
+background step started on its localhost, a service container by name, large and half-closed
+transfers; a closed port is a refused channel that leaves the session working), and the idle
+timeout ends the job with nothing of it left on the engine."""
 import fcntl
 import json
 import os
@@ -16,7 +18,9 @@ import subprocess
 import sys
 import tempfile
 import termios
+import threading
 import time
+import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from taplib import DROVER, expect, main, test  # noqa: E402
 
@@ -31,10 +35,20 @@ subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", KEY], check
 JOB_ID = f"sshdk{os.getpid()}"
 
 spec = {"version": 1, "id": {"job": JOB_ID, "name": "sshdk", "build_num": 1},
-        "executor": {"runtime": "docker", "kind": "docker", "images": [{"image": DK["DOCKER_IMAGE"]}],
+        "executor": {"runtime": "docker", "kind": "docker",
+                     "images": [{"image": DK["DOCKER_IMAGE"]},
+                                {"image": DK["DOCKER_IMAGE"], "name": "websvc",
+                                 "entrypoint": ["httpd", "-f", "-p", "8081", "-h", "/etc"]}],
                      "docker_host": {"url": DK["DOCKER_URL"], **PEM}},
         "environment": [{"name": "JOB_MARKER", "value": "dk-marker"}],
-        "steps": [{"type": "run", "command": "echo step-ran"}],
+        "steps": [{"type": "run", "command": "mkdir -p web && echo served-from-container >web/m.txt"
+                                             " && awk 'BEGIN { for (i = 0; i < 131072; i++) "
+                                             "print \"0123456789abcde\" }' >web/big"},
+                  # servers on the container's own localhost (busybox: no python in the image)
+                  {"type": "run", "background": True, "command": "cd web && exec httpd -f -p 18080"},
+                  {"type": "run", "background": True, "command": "exec nc -ll -p 7000 -e wc -c"},
+                  {"type": "run", "background": True, "command": "exec nc -ll -p 7001 -e cat"},
+                  {"type": "run", "command": "echo step-ran"}],
         "ssh": {"enabled": True, "idle_timeout": 2,
                 "authorized_keys": [open(KEY + ".pub").read().strip()]}}
 with open(os.path.join(TMP, "spec.json"), "w") as f:
@@ -70,6 +84,24 @@ HOLDER = subprocess.Popen(SSH + ["-N", "127.0.0.1"], stdin=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
 
 
+def on_term(signum, frame):
+    """meson's timeout: say where the test was and what drover logged last, then the results."""
+    import traceback
+    where = [x.strip() for x in traceback.format_stack(frame)[-3:]]
+    OUT.flush()
+    tail = open(OUT.name).read().splitlines()[-20:]
+
+    def interrupted_by_the_timeout():
+        expect(False, "\n".join(["at:"] + where + ["drover job, last lines:"] + tail))
+    test(interrupted_by_the_timeout)
+    if PROC.poll() is None:
+        PROC.kill()
+    main()
+
+
+signal.signal(signal.SIGTERM, on_term)
+
+
 def ssh(cmd, input=None, args=()):
     return subprocess.run(SSH + list(args) + ["127.0.0.1", cmd], input=input,
                           capture_output=True, text=True, timeout=60)
@@ -88,6 +120,13 @@ def stdin_reaches_the_process_until_eof():
     data = "line\n" * 20000
     r = ssh("wc -l", input=data)
     expect(r.returncode == 0 and r.stdout.strip() == "20000", (r.stdout, r.stderr))
+
+
+@test
+def bulk_stdin_and_stdout_flow_at_once():
+    data = os.urandom(4 << 20)  # cat: the output comes while the input still goes
+    r = subprocess.run(SSH + ["127.0.0.1", "cat"], input=data, capture_output=True, timeout=30)
+    expect(r.returncode == 0 and r.stdout == data, f"rc={r.returncode} {len(r.stdout)} bytes")
 
 
 @test
@@ -121,29 +160,135 @@ def a_terminal_follows_the_window():
         os.close(master)
 
 
-@test
-def local_forwarding_is_refused_on_docker():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        lport = s.getsockname()[1]
-    p = subprocess.Popen(SSH + ["-N", "-L", f"{lport}:127.0.0.1:80", "127.0.0.1"],
-                         stderr=subprocess.PIPE, text=True)
+        return s.getsockname()[1]
+
+
+class Forward:
+    """One `ssh -N` holding local forwards: {name: "HOST:PORT" inside the job} -> local ports."""
+
+    def __init__(self, **targets):
+        self.ports = {k: free_port() for k in targets}
+        args = []
+        for k, t in targets.items():
+            args += ["-L", f"{self.ports[k]}:{t}"]
+        self.p = subprocess.Popen(SSH + ["-N"] + args + ["127.0.0.1"], stderr=subprocess.DEVNULL)
+
+    def get(self, name, path, deadline=20):
+        t = time.time() + deadline
+        while True:
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}{path}",
+                                              timeout=10).read()
+            except OSError:
+                if time.time() > t:
+                    raise
+                time.sleep(0.2)
+
+    def close(self):
+        self.p.kill()  # not SIGTERM: OpenSSH can miss one that lands just after a channel closes
+        self.p.wait(timeout=10)
+
+
+@test
+def local_forwarding_reaches_a_server_on_the_containers_localhost():
+    with socket.socket() as s:  # the server is on the container's loopback, not the host's
+        expect(s.connect_ex(("127.0.0.1", 18080)) != 0, "job port open on the host")
+    fw = Forward(web="localhost:18080")
+    try:
+        expect(fw.get("web", "/m.txt") == b"served-from-container\n", "wrong body")
+        big = fw.get("web", "/big")
+        want = b"0123456789abcde\n" * 131072  # 2 MiB
+        expect(big == want, f"big: {len(big)} bytes")
+    finally:
+        fw.close()
+    OUT.flush()
+    expect("ssh_forward session=" in open(OUT.name).read(), "no ssh_forward log line")
+
+
+@test
+def local_forwarding_resolves_service_names_as_steps_do():
+    fw = Forward(svc="websvc:8081")
+    try:
+        expect(b"circleci:x:3434" in fw.get("svc", "/passwd"), "service not reached by name")
+    finally:
+        fw.close()
+
+
+@test
+def a_half_closed_forward_still_gets_the_answer():
+    fw = Forward(wc="127.0.0.1:7000")
+    try:
+        got, t = b"", time.time() + 20
+        while got.strip() != b"300000" and time.time() < t:
+            try:
+                with socket.create_connection(("127.0.0.1", fw.ports["wc"]), timeout=10) as c:
+                    c.sendall(b"z" * 300000)
+                    c.shutdown(socket.SHUT_WR)  # wc answers only at EOF
+                    got = b""
+                    while True:
+                        b = c.recv(100)
+                        if not b:
+                            break
+                        got += b
+            except OSError:
+                time.sleep(0.2)
+        expect(got.strip() == b"300000", got)
+    finally:
+        fw.close()
+
+
+@test
+def an_echo_forward_carries_bulk_both_ways_at_once():
+    # 8 MiB up while the echo comes down: no direction may wait for the other to drain
+    fw = Forward(echo="127.0.0.1:7001")
+    data = os.urandom(8 << 20)
+    try:
+        back, t = b"", time.time() + 20
+        while len(back) < len(data) and time.time() < t:
+            try:
+                with socket.create_connection(("127.0.0.1", fw.ports["echo"]), timeout=30) as c:
+                    w = threading.Thread(target=lambda: (c.sendall(data),
+                                                         c.shutdown(socket.SHUT_WR)))
+                    w.start()
+                    back = b""
+                    while True:
+                        b = c.recv(1 << 16)
+                        if not b:
+                            break
+                        back += b
+                    w.join(timeout=30)
+            except OSError:
+                time.sleep(0.2)
+        expect(back == data, f"echo: {len(back)} of {len(data)} bytes")
+    finally:
+        fw.close()
+
+
+@test
+def a_forward_to_a_closed_port_is_refused_and_the_session_goes_on():
+    fw = Forward(closed="127.0.0.1:9", web="127.0.0.1:18080")
     try:
         got = None
         for _ in range(50):
             try:
-                with socket.create_connection(("127.0.0.1", lport), timeout=5) as c:
-                    c.settimeout(10)
+                with socket.create_connection(("127.0.0.1", fw.ports["closed"]), timeout=5) as c:
+                    c.settimeout(30)
                     got = c.recv(100)  # the channel open is refused: closed, nothing read
                 break
             except ConnectionRefusedError:
                 time.sleep(0.1)
         expect(got == b"", got)
+        # the same connection still forwards
+        expect(fw.get("web", "/m.txt") == b"served-from-container\n", "session broken")
     finally:
-        p.kill()  # not SIGTERM: OpenSSH can miss one that lands just after a refused channel
-        p.communicate(timeout=10)
+        fw.close()
     OUT.flush()
-    expect("ssh_forward_refused" in open(OUT.name).read(), "no ssh_forward_refused log line")
+    log = open(OUT.name).read()
+    expect("ssh_forward_refused" in log and "127.0.0.1:9: connect: Connection refused" in log,
+           "no ssh_forward_refused log line naming the refused connect")
     expect(PROC.poll() is None, "drover job died")
 
 
