@@ -13,3 +13,6 @@ int cmd_agent(int argc, char **argv);    /* agent/agent.c: drover agent (the dae
 int cmd_check(int argc, char **argv);    /* agent/check.c: drover check (preflight) */
 int cmd_circleci(int argc, char **argv); /* executor/circleci_tool.c: `circleci` inside a job */
 int cmd_image(int argc, char **argv);    /* executor/images/cmd_image.c: drover image pull|ls|gc */
+/* executor/docker/runtime_docker_pump.c: drover __docker-pump KIND, the docker runtime's pump
+ * process (internal: not in the help; refused without the fds the runtime gives it). */
+int cmd_docker_pump(int argc, char **argv);

@@ -24,6 +24,19 @@ int docker_open(const struct docker_endpoint *ep, struct docker **out, struct dr
 /* A second connection to the same engine (own curl handle, no new negotiation), e.g. for a child
  * process that pumps an exec's stream. */
 int docker_dup(const struct docker *d, struct docker **out, struct drv_error *err);
+/* What a connection to the engine consists of (strings borrowed from a struct docker): enough to
+ * open a second connection in another process without a new negotiation. */
+struct docker_conn {
+        const char *base; /* https://HOST:PORT, http://HOST:PORT or http://localhost (socket) */
+        const char *host; /* for messages */
+        const char *sock; /* unix socket path or NULL */
+        const char *ca_pem, *cert_pem, *key_pem; /* NULL when not used */
+        const char *api, *engine, *arch, *node;  /* as negotiated / set */
+};
+/* Describe d (the strings stay d's). */
+void docker_describe(const struct docker *d, struct docker_conn *c);
+/* A connection from a description (no request made: nothing is negotiated again). */
+int docker_from_conn(const struct docker_conn *c, struct docker **out, struct drv_error *err);
 void docker_close(struct docker *d);
 static inline void docker_closep(struct docker **p)
 {

@@ -326,15 +326,20 @@ static int negotiate(struct docker *d, struct drv_error *err)
         return 0;
 }
 
-int docker_open(const struct docker_endpoint *ep, struct docker **out, struct drv_error *err)
+static void global_init(void)
 {
-        if (!ep->url)
-                return drv_err(err, EINVAL, "docker host: no url");
         static bool inited;
         if (!inited) {
                 curl_global_init(CURL_GLOBAL_DEFAULT);
                 inited = true;
         }
+}
+
+int docker_open(const struct docker_endpoint *ep, struct docker **out, struct drv_error *err)
+{
+        if (!ep->url)
+                return drv_err(err, EINVAL, "docker host: no url");
+        global_init();
         struct docker *d = calloc(1, sizeof(*d));
         if (!d)
                 return drv_err(err, ENOMEM, "out of memory");
@@ -355,30 +360,60 @@ int docker_open(const struct docker_endpoint *ep, struct docker **out, struct dr
         return 0;
 }
 
-int docker_dup(const struct docker *d, struct docker **out, struct drv_error *err)
+void docker_describe(const struct docker *d, struct docker_conn *c)
 {
+        *c = (struct docker_conn){.base = d->base,
+                                  .host = d->host,
+                                  .sock = d->sock,
+                                  .ca_pem = d->ca_pem,
+                                  .cert_pem = d->cert_pem,
+                                  .key_pem = d->key_pem,
+                                  .api = d->api,
+                                  .engine = d->engine,
+                                  .arch = d->arch,
+                                  .node = d->node};
+}
+
+static char *dup_opt(const char *s, bool *oom)
+{
+        char *r = s ? strdup(s) : NULL;
+        *oom = *oom || (s && !r);
+        return r;
+}
+
+int docker_from_conn(const struct docker_conn *c, struct docker **out, struct drv_error *err)
+{
+        if (!c->base || !c->host || !c->api)
+                return drv_err(err, EINVAL, "docker connection: base, host and api are needed");
+        global_init();
         struct docker *n = calloc(1, sizeof(*n));
         if (!n)
                 return drv_err(err, ENOMEM, "out of memory");
-        memcpy(n->api, d->api, sizeof(n->api));
-        memcpy(n->engine, d->engine, sizeof(n->engine));
-        memcpy(n->arch, d->arch, sizeof(n->arch));
-        memcpy(n->node, d->node, sizeof(n->node));
-        n->base = strdup(d->base);
-        n->host = strdup(d->host);
-        n->sock = d->sock ? strdup(d->sock) : NULL;
-        n->ca_pem = d->ca_pem ? strdup(d->ca_pem) : NULL;
-        n->cert_pem = d->cert_pem ? strdup(d->cert_pem) : NULL;
-        n->key_pem = d->key_pem ? strdup(d->key_pem) : NULL;
+        snprintf(n->api, sizeof(n->api), "%s", c->api);
+        snprintf(n->engine, sizeof(n->engine), "%s", c->engine ? c->engine : "");
+        snprintf(n->arch, sizeof(n->arch), "%s", c->arch ? c->arch : "");
+        snprintf(n->node, sizeof(n->node), "%s", c->node ? c->node : "");
+        bool oom = false;
+        n->base = dup_opt(c->base, &oom);
+        n->host = dup_opt(c->host, &oom);
+        n->sock = dup_opt(c->sock, &oom);
+        n->ca_pem = dup_opt(c->ca_pem, &oom);
+        n->cert_pem = dup_opt(c->cert_pem, &oom);
+        n->key_pem = dup_opt(c->key_pem, &oom);
         n->curl = curl_easy_init();
-        if (!n->base || !n->host || !n->curl || (d->sock && !n->sock) ||
-            (d->ca_pem && !n->ca_pem) || (d->cert_pem && !n->cert_pem) ||
-            (d->key_pem && !n->key_pem)) {
+        if (oom || !n->curl) {
                 docker_close(n);
                 return drv_err(err, ENOMEM, "out of memory");
         }
         *out = n;
         return 0;
+}
+
+int docker_dup(const struct docker *d, struct docker **out, struct drv_error *err)
+{
+        struct docker_conn c;
+        docker_describe(d, &c);
+        return docker_from_conn(&c, out, err);
 }
 
 int docker_demux_feed(struct docker_demux *dm, const void *data, size_t n,

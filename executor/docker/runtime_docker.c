@@ -153,9 +153,11 @@ int rtdocker_open(const struct runtime_config *cfg, struct rtdocker **out, struc
         struct rtdocker *rt = calloc(1, sizeof(*rt));
         if (!rt)
                 return drv_err(err, ENOMEM, "out of memory");
-        rt->exit_rd = rt->exit_wr = rt->mirror_fd = -1;
+        rt->exit_rd = rt->exit_wr = rt->mirror_fd = rt->self_fd = -1;
         pthread_mutex_init(&rt->helper_lock, NULL);
         _cleanup_(rtdocker_closep) struct rtdocker *guard = rt;
+        if ((rt->self_fd = rtdocker_self_open(err)) < 0)
+                return rt->self_fd;
         uint32_t rnd = 0;
         if (getrandom(&rnd, sizeof(rnd), 0) < 0)
                 rnd = (uint32_t)getpid() ^ (uint32_t)drv_now_ns();
@@ -192,25 +194,25 @@ int rtdocker_open(const struct runtime_config *cfg, struct rtdocker **out, struc
         return 0;
 }
 
-/* The child process: pump the exec's stream into out_fd, then report its exit code. */
-static _Noreturn void pump(struct rtdocker *rt, int proc, const char *exec_id, int out_fd)
+/* The step pump (a pump process): the exec's stream into out, then its exit code on report. */
+void rtdocker_pump_step(struct docker *base, const struct rtdocker_pump *p)
 {
-        struct exit_rec rec = {proc, -1};
+        struct exit_rec rec = {p->proc, -1};
         struct docker *d = NULL;
         struct drv_error e = {0};
         signal(SIGPIPE, SIG_IGN);
-        if (docker_dup(rt->d, &d, &e) == 0 && docker_exec_start(d, exec_id, out_fd, &e) == 0) {
+        if (docker_dup(base, &d, &e) == 0 && docker_exec_start(d, p->exec_id, p->out, &e) == 0) {
                 struct docker_exec_state st;
-                if (docker_exec_wait(d, exec_id, &st, &e) == 0)
+                if (docker_exec_wait(d, p->exec_id, &st, &e) == 0)
                         rec.code = st.exit_code;
         }
         if (rec.code < 0) {
-                dprintf(out_fd, "drover: %s\n", e.message);
-                log_error("docker_exec_failed", "host=%s error=\"%s\"", docker_host_name(rt->d),
+                dprintf(p->out, "drover: %s\n", e.message);
+                log_error("docker_exec_failed", "host=%s error=\"%s\"", docker_host_name(base),
                           e.message);
         }
-        (void)drv_write_all(rt->exit_wr, &rec, sizeof(rec));
-        _exit(0);
+        docker_close(d);
+        (void)drv_write_all(p->report, &rec, sizeof(rec));
 }
 
 int rtdocker_spawn(struct rtdocker *rt, const struct runtime_exec *ex, int *proc,
@@ -254,11 +256,20 @@ int rtdocker_spawn(struct rtdocker *rt, const struct runtime_exec *ex, int *proc
                                ex->as_root ? "0" : NULL, &exec_id, err);
         if (r < 0)
                 return r;
-        pid_t pid = fork();
-        if (pid < 0)
-                return drv_err_errno(err, "fork");
-        if (pid == 0)
-                pump(rt, id, exec_id, ex->out_fd);
+        struct exit_rec fail = {id, -1};
+        struct rtdocker_pump pp = {.kind = "step",
+                                   .proc = id,
+                                   .exec_id = exec_id,
+                                   .report = rt->exit_wr,
+                                   .in = -1,
+                                   .out = ex->out_fd,
+                                   .err = -1,
+                                   .fail = &fail,
+                                   .fail_len = sizeof(fail),
+                                   .fail_out = "drover: cannot start the pump process\n"};
+        pid_t pid;
+        if ((r = rtdocker_pump_spawn(rt, &pp, &pid, err)) < 0)
+                return r;
         rtdocker_drop_pending(rt);
         rt->procs[rt->n_procs++] = (struct rtdocker_proc){.id = id, .child = pid};
         *proc = id;
@@ -441,6 +452,7 @@ void rtdocker_close(struct rtdocker *rt)
         docker_close(rt->d);
         drv_closep(&rt->exit_rd);
         drv_closep(&rt->exit_wr);
+        drv_closep(&rt->self_fd);
         drv_strv_free(rt->services);
         free(rt->primary);
         free(rt->net_id);

@@ -140,17 +140,17 @@ static void fwd_loop(struct docker *d, struct fwd_pump *fp, struct strbuf *early
         }
 }
 
-static _Noreturn void fwd_pump(struct rtdocker *rt, const char *exec_id, int sock, int status_fd)
+/* The forward pump (a pump process): the helper's frames to and from the socket in; the word
+ * about the connect on report. */
+void rtdocker_pump_fwd(struct docker *base, const struct rtdocker_pump *p)
 {
-        int keep[] = {sock, status_fd};
-        rtdocker_child_keep_fds(keep, DRV_ARRAY_SIZE(keep));
         signal(SIGPIPE, SIG_IGN);
-        struct fwd_pump fp = {.sock = sock, .status_fd = status_fd};
+        struct fwd_pump fp = {.sock = p->in, .status_fd = p->report};
         struct docker *d = NULL;
         struct drv_error e = {0};
         _cleanup_strbuf_ struct strbuf early = STRBUF_INIT;
-        if (docker_dup(rt->d, &d, &e) == 0 &&
-            docker_attach_start(d, exec_id, false, &early, &e) == 0)
+        if (fp.sock >= 0 && docker_dup(base, &d, &e) == 0 &&
+            docker_attach_start(d, p->exec_id, false, &early, &e) == 0)
                 fwd_loop(d, &fp, &early);
         docker_close(d);
         d = NULL;
@@ -159,16 +159,15 @@ static _Noreturn void fwd_pump(struct rtdocker *rt, const char *exec_id, int soc
                        e.message[0]  ? e.message
                        : fp.said_len ? fp.said
                                      : "the helper ended without an answer");
-        if (fp.hung_up && fp.relay_pid > 1) { /* a relay whose channel is gone */
+        if (fp.hung_up && fp.relay_pid > 1 && p->container) { /* a relay whose channel is gone */
                 char pid[24];
                 snprintf(pid, sizeof(pid), "%ld", fp.relay_pid);
                 char *argv[] = {(char *)DKHELPER_PATH, (char *)"kill", pid, NULL};
                 int code = -1;
-                if (docker_dup(rt->d, &d, &e) == 0)
-                        (void)docker_exec_run(d, rt->primary, argv, NULL, -1, &code, &e);
+                if (docker_dup(base, &d, &e) == 0)
+                        (void)docker_exec_run(d, p->container, argv, NULL, -1, &code, &e);
                 docker_close(d);
         }
-        _exit(0);
 }
 
 /* Track a new pump (pid > 0; after reaping those that ended), or only reap (pid 0). 0, or
@@ -234,11 +233,19 @@ int rtdocker_connect_tcp(struct rtdocker *rt, const char *host, uint16_t port, i
         if (pipe2(st, O_CLOEXEC) < 0)
                 return drv_err_errno(err, "pipe");
         _cleanup_close_ int st_rd = st[0], st_wr = st[1];
-        pid_t pid = fork();
-        if (pid < 0)
-                return drv_err_errno(err, "fork");
-        if (pid == 0)
-                fwd_pump(rt, exec_id, theirs, st_wr);
+        struct fwd_status fail = {.code = EIO, .msg = "the pump process could not start"};
+        struct rtdocker_pump pp = {.kind = "fwd",
+                                   .exec_id = exec_id,
+                                   .container = rt->primary,
+                                   .report = st_wr,
+                                   .in = theirs,
+                                   .out = -1,
+                                   .err = -1,
+                                   .fail = &fail,
+                                   .fail_len = sizeof(fail)};
+        pid_t pid;
+        if ((r = rtdocker_pump_spawn(rt, &pp, &pid, err)) < 0)
+                return r;
         close(TAKE_FD(theirs));
         close(TAKE_FD(st_wr));
         r = fwd_answer(st_rd, host, port, err);

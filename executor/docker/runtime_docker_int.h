@@ -34,6 +34,7 @@ struct rtdocker {
         char **services;
         char *image0;
         int exit_rd, exit_wr;
+        int self_fd; /* drover's image (O_PATH), exec'd for pump processes */
         struct rtdocker_proc procs[256];
         size_t n_procs;
         uid_t uid;
@@ -82,8 +83,43 @@ struct rtdocker_stdin {
  * 0; -ECONNRESET when in_fd failed (eof then set); -EPIPE when the engine's side failed. Poll the
  * attach fd for POLLOUT while len > 0. */
 int rtdocker_stdin_step(struct docker *d, int in_fd, struct rtdocker_stdin *si, bool half_close);
-/* In a freshly forked pump child: close every fd above 2 but those in keep. */
-void rtdocker_child_keep_fds(const int *keep, size_t n);
+
+/* Pump processes (runtime_docker_pump.c): `drover __docker-pump KIND` (not in the help), started
+ * with fd 3 a memfd describing the pump — records "NAME LEN\n" + LEN bytes + "\n": base, host,
+ * sock, ca, cert, key, api, engine, arch, node (the engine connection, docker_conn), proc, exec,
+ * container, tty, rows, cols, log (the log level) — and the fds below; 0-2 stay drover's (2: the
+ * log), every other fd is closed. */
+#define RTDOCKER_PUMP_CMD "__docker-pump"
+enum {
+        PUMP_FD_DESC = 3,   /* the description */
+        PUMP_FD_REPORT = 4, /* exit records (rtdocker_exit_rec) or a forward's status */
+        PUMP_FD_IN = 5,     /* bytes for the exec's stdin (session in; forward socket) */
+        PUMP_FD_OUT = 6,    /* the exec's output (session: stdout; tty: the socketpair end) */
+        PUMP_FD_ERR = 7,    /* session stderr (non-tty) */
+        PUMP_FD_EXE = 8,    /* only in the forked child: drover's image, execveat'd */
+};
+struct rtdocker_pump {
+        const char *kind; /* "step", "session", "fwd" */
+        int proc;
+        const char *exec_id;
+        const char *container; /* fwd: the primary (to kill a relay whose channel is gone) */
+        bool tty;
+        unsigned short rows, cols;
+        int report, in, out, err; /* fds (-1 = none): the parent's, or PUMP_FD_* in the pump */
+        /* parent side: written to report (and fail_out to out) when drover cannot be exec'd */
+        const void *fail;
+        size_t fail_len;
+        const char *fail_out;
+};
+/* drover's own image as an O_PATH fd (rt->self_fd), or -errno. */
+int rtdocker_self_open(struct drv_error *err);
+/* Fork and exec a pump process for p; *pid is the child's. Any thread. */
+int rtdocker_pump_spawn(struct rtdocker *rt, const struct rtdocker_pump *p, pid_t *pid,
+                        struct drv_error *err);
+/* The pumps themselves, in the pump process (d: a fresh connection, p: fds PUMP_FD_*). */
+void rtdocker_pump_step(struct docker *d, const struct rtdocker_pump *p);
+void rtdocker_pump_session(struct docker *d, const struct rtdocker_pump *p);
+void rtdocker_pump_fwd(struct docker *d, const struct rtdocker_pump *p);
 
 /* One entry of a tar stream PUT into a container (runtime_docker_files.c). */
 struct rtdocker_tar_entry {

@@ -7,7 +7,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 
 struct pump_io {
         bool tty;
@@ -24,13 +23,13 @@ static int to_fd(void *ud, int stream, const void *p, size_t n)
         return 0;
 }
 
-static void resize(struct rtdocker *rt, const char *exec_id, unsigned short rows,
+static void resize(struct docker *base, const char *exec_id, unsigned short rows,
                    unsigned short cols)
 {
         struct docker *d = NULL;
         struct drv_error e = {0};
         _cleanup_free_ char *path = drv_asprintf("/exec/%s/resize?h=%u&w=%u", exec_id, rows, cols);
-        if (path && docker_dup(rt->d, &d, &e) == 0)
+        if (path && docker_dup(base, &d, &e) == 0)
                 (void)docker_call(d, "POST", path, NULL, NULL, NULL, &e);
         docker_close(d);
 }
@@ -97,51 +96,38 @@ static int pump_loop(struct docker *d, struct pump_io *io, struct strbuf *early)
         }
 }
 
-void rtdocker_child_keep_fds(const int *keep, size_t n)
+/* The session pump (a pump process): stdin in, output out until the exec ends; its exit code on
+ * report. */
+void rtdocker_pump_session(struct docker *base, const struct rtdocker_pump *p)
 {
-        int hi = 2;
-        for (size_t i = 0; i < n; i++)
-                if (keep[i] > hi)
-                        hi = keep[i];
-        for (int fd = 3; fd <= hi; fd++) {
-                bool k = false;
-                for (size_t i = 0; i < n; i++)
-                        k = k || keep[i] == fd;
-                if (!k)
-                        close(fd);
-        }
-        syscall(SYS_close_range, (unsigned)hi + 1, ~0U, 0);
-}
-
-static _Noreturn void pump_session(struct rtdocker *rt, int proc, const char *exec_id,
-                                   struct pump_io *io)
-{
-        /* only what the pump uses stays open: other sessions' pipe ends must not be held here */
-        int keep[] = {rt->exit_wr, io->in, io->out, io->err};
-        rtdocker_child_keep_fds(keep, DRV_ARRAY_SIZE(keep));
+        struct pump_io io = {.tty = p->tty,
+                             .in = p->in,
+                             .out = p->out,
+                             .err = p->tty ? -1 : p->err,
+                             .rows = p->rows,
+                             .cols = p->cols};
         signal(SIGPIPE, SIG_IGN);
-        struct rtdocker_exit_rec rec = {proc, -1};
+        struct rtdocker_exit_rec rec = {p->proc, -1};
         struct docker *d = NULL;
         struct drv_error e = {0};
         _cleanup_strbuf_ struct strbuf early = STRBUF_INIT;
-        if (docker_dup(rt->d, &d, &e) == 0 &&
-            docker_attach_start(d, exec_id, io->tty, &early, &e) == 0) {
-                if (io->tty && io->rows && io->cols)
-                        resize(rt, exec_id, io->rows, io->cols);
-                int r = pump_loop(d, io, &early);
+        if (docker_dup(base, &d, &e) == 0 &&
+            docker_attach_start(d, p->exec_id, io.tty, &early, &e) == 0) {
+                if (io.tty && io.rows && io.cols)
+                        resize(base, p->exec_id, io.rows, io.cols);
+                int r = pump_loop(d, &io, &early);
                 docker_close(d);
                 d = NULL;
                 struct docker_exec_state st;
-                if (r == 0 && docker_dup(rt->d, &d, &e) == 0 &&
-                    docker_exec_wait(d, exec_id, &st, &e) == 0)
+                if (r == 0 && docker_dup(base, &d, &e) == 0 &&
+                    docker_exec_wait(d, p->exec_id, &st, &e) == 0)
                         rec.code = st.exit_code;
         }
         if (rec.code < 0)
-                log_error("docker_session_failed", "host=%s error=\"%s\"", docker_host_name(rt->d),
+                log_error("docker_session_failed", "host=%s error=\"%s\"", docker_host_name(base),
                           e.message[0] ? e.message : "stream failed");
         docker_close(d);
-        (void)drv_write_all(rt->exit_wr, &rec, sizeof(rec));
-        _exit(0);
+        (void)drv_write_all(p->report, &rec, sizeof(rec));
 }
 
 int rtdocker_spawn_session(struct rtdocker *rt, const struct runtime_session_exec *ex, int *proc,
@@ -172,33 +158,36 @@ int rtdocker_spawn_session(struct rtdocker *rt, const struct runtime_session_exe
         if (r < 0)
                 return r;
         int sp[2] = {-1, -1};
-        struct pump_io io = {.tty = ex->pty,
-                             .in = ex->in_fd,
-                             .out = ex->out_fd,
-                             .err = ex->err_fd,
-                             .rows = ex->rows,
-                             .cols = ex->cols};
+        struct rtdocker_exit_rec fail = {id, -1};
+        struct rtdocker_pump pp = {.kind = "session",
+                                   .proc = id,
+                                   .exec_id = exec_id,
+                                   .tty = ex->pty,
+                                   .rows = ex->rows,
+                                   .cols = ex->cols,
+                                   .report = rt->exit_wr,
+                                   .in = ex->in_fd,
+                                   .out = ex->out_fd,
+                                   .err = ex->err_fd,
+                                   .fail = &fail,
+                                   .fail_len = sizeof(fail)};
         if (ex->pty) {
                 if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
                         free(exec_id);
                         return drv_err_errno(err, "socketpair");
                 }
-                io.in = io.out = sp[1];
-                io.err = -1;
+                pp.in = pp.out = sp[1];
+                pp.err = -1;
         }
-        pid_t pid = fork();
-        if (pid < 0) {
-                int e = errno;
+        pid_t pid;
+        if ((r = rtdocker_pump_spawn(rt, &pp, &pid, err)) < 0) {
                 free(exec_id);
                 if (sp[0] >= 0) {
                         close(sp[0]);
                         close(sp[1]);
                 }
-                errno = e;
-                return drv_err_errno(err, "fork");
+                return r;
         }
-        if (pid == 0)
-                pump_session(rt, id, exec_id, &io);
         if (ex->pty) {
                 close(sp[1]);
                 *pty_master = sp[0];
