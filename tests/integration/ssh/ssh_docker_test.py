@@ -3,8 +3,10 @@
 real OpenSSH client gets into the job's primary container (env, cwd, exit status, stdin to EOF, a
 terminal that follows the window), -L connects from inside the container's network (a server a
 background step started on its localhost, a service container by name, large and half-closed
-transfers; a closed port is a refused channel that leaves the session working), and the idle
-timeout ends the job with nothing of it left on the engine."""
+transfers; a closed port is a refused channel that leaves the session working), the pumps of
+steps, sessions and forwards are exec'd `drover __docker-pump` processes (one thread, no key in
+argv or environ, only their own fds), and the idle timeout ends the job with nothing of it left on
+the engine."""
 import fcntl
 import json
 import os
@@ -290,6 +292,91 @@ def a_forward_to_a_closed_port_is_refused_and_the_session_goes_on():
     expect("ssh_forward_refused" in log and "127.0.0.1:9: connect: Connection refused" in log,
            "no ssh_forward_refused log line naming the refused connect")
     expect(PROC.poll() is None, "drover job died")
+
+
+def pumps():
+    """{pid: kind} of the `drover __docker-pump KIND` processes under drover job."""
+    kids, todo, found = {}, [PROC.pid], {}
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            kids.setdefault(ppid, []).append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    while todo:
+        pid = todo.pop()
+        for k in kids.get(pid, []):
+            todo.append(k)
+            try:
+                argv = open(f"/proc/{k}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if argv[1:2] == [b"__docker-pump"]:
+                found[k] = argv[2].decode()
+    return found
+
+
+def fd_target(pid, fd):
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+
+
+@test
+def pumps_are_fresh_single_threaded_drover_processes_with_no_key_in_argv_or_env():
+    # a step (the background servers), a session and a forward, each with its pump alive
+    fw = Forward(web="127.0.0.1:18080")
+    sess = subprocess.Popen(SSH + ["127.0.0.1", "sleep 8"], stdin=subprocess.DEVNULL)
+    conn = None
+    try:
+        t, kinds = time.time() + 20, {}
+        while time.time() < t and set(kinds.values()) != {"step", "session", "fwd"}:
+            if conn is None:
+                try:
+                    conn = socket.create_connection(("127.0.0.1", fw.ports["web"]), timeout=5)
+                    conn.sendall(b"GET /m.txt HTTP/1.0\r\n")  # no end: the forward stays open
+                except OSError:
+                    conn = None
+            time.sleep(0.2)
+            kinds = pumps()
+        expect(set(kinds.values()) == {"step", "session", "fwd"}, f"pumps: {kinds}")
+        secret = [x for x in PEM["key"].splitlines() if x and not x.startswith("-----")]
+        exe = os.path.realpath(DROVER)
+        want_fds = {"step": {0, 1, 2, 4, 6}, "session": {0, 1, 2, 4, 5, 6, 7},
+                    "fwd": {0, 1, 2, 5}}  # fwd: 4 is closed once the connect is reported
+        for pid, kind in kinds.items():
+            expect(os.readlink(f"/proc/{pid}/exe") == exe, f"{kind} pump {pid}: not {exe}")
+            for f in ("cmdline", "environ"):
+                text = open(f"/proc/{pid}/{f}", "rb").read().decode(errors="replace")
+                expect("PRIVATE KEY" not in text and not any(x in text for x in secret),
+                       f"{kind} pump {pid}: key material in its {f}")
+            status = open(f"/proc/{pid}/status").read()
+            expect("\nThreads:\t1\n" in status, f"{kind} pump {pid}: more than one thread")
+            # beyond its own fds only what it opened itself (its engine connections): nothing
+            # else of its parent's (the runtime's pipes, the SSH server's sockets, drover's image)
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            held = {fd_target(ppid, x) for x in os.listdir(f"/proc/{ppid}/fd")}
+            fds = {int(x) for x in os.listdir(f"/proc/{pid}/fd")}
+            expect(want_fds[kind] <= fds, f"{kind} pump {pid}: fds {sorted(fds)}")
+            extra = {fd_target(pid, x) for x in fds - want_fds[kind]} & held
+            expect(not extra, f"{kind} pump {pid}: inherited {extra}")
+    finally:
+        if conn:
+            conn.close()
+        sess.kill()
+        sess.wait(timeout=10)
+        fw.close()
+
+
+@test
+def the_pump_command_refuses_to_run_by_hand():
+    r = subprocess.run([DROVER, "__docker-pump", "step"], capture_output=True, text=True,
+                       timeout=10)
+    expect(r.returncode == 2 and "not for use by hand" in r.stderr, (r.returncode, r.stderr))
+    r = subprocess.run([DROVER, "--help"], capture_output=True, text=True, timeout=10)
+    expect("pump" not in r.stdout, r.stdout)
 
 
 @test
