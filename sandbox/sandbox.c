@@ -373,7 +373,7 @@ static int create(const struct sandbox_config *cfg, const struct sandbox_exec *f
             .mode = sb->cg_mode, .root = cgfs, .parent = getenv("DROVER_CGROUP_PARENT")};
         struct cg_limits lim = {.memory_bytes = cfg->memory_bytes,
                                 .cpus = cfg->cpus,
-                                .pids_max = cfg->pids_max ? cfg->pids_max : 4096,
+                                .pids_max = cfg->pids_max ? cfg->pids_max : SANDBOX_PIDS_DEFAULT,
                                 .pids_default = cfg->pids_max == 0};
         phase(sb, "slot");
         r = cg_create(&pl, sb->name, &lim, &sb->cg, err);

@@ -18,6 +18,9 @@ struct sandbox_bind {
         bool readonly;
 };
 
+/* pids_max when a config asks for none (docker runtime services get it too). */
+#define SANDBOX_PIDS_DEFAULT 4096
+
 struct sandbox_config {
         const char *name;   /* job id: names the cgroup and the network; [A-Za-z0-9._-] */
         const char *rootfs; /* NULL: the host's root read-only; else an unpacked image dir */
@@ -27,7 +30,7 @@ struct sandbox_config {
         enum sandbox_net net;
         uint64_t memory_bytes; /* 0 = unlimited */
         double cpus;           /* 0 = unlimited */
-        uint64_t pids_max;     /* 0 = default (4096) */
+        uint64_t pids_max;     /* 0 = default (SANDBOX_PIDS_DEFAULT) */
         uint64_t disk_bytes;   /* size bound of the writable area; 0 = default (10 GiB) */
         uid_t uid;             /* the job user inside; default 3434 ("circleci") */
         gid_t gid;

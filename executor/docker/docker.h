@@ -94,6 +94,7 @@ struct docker_container_spec {
         bool open_stdin;         /* keep stdin open (a shell entrypoint then waits forever) */
         uint64_t memory_bytes;   /* 0 = no limit */
         uint64_t nano_cpus;      /* 0 = no limit */
+        uint64_t pids_limit;     /* 0 = no limit */
 };
 /* Create; *id is malloc'd. */
 int docker_container_create(struct docker *d, const struct docker_container_spec *spec, char **id,

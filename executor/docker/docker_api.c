@@ -270,6 +270,8 @@ int docker_container_create(struct docker *d, const struct docker_container_spec
         }
         if (s->nano_cpus)
                 json_object_set_new(host, "NanoCpus", json_integer((json_int_t)s->nano_cpus));
+        if (s->pids_limit)
+                json_object_set_new(host, "PidsLimit", json_integer((json_int_t)s->pids_limit));
         if (s->network) {
                 json_object_set_new(host, "NetworkMode", json_string(s->network));
                 if (!drv_startswith(s->network, "container:")) {

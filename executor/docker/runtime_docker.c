@@ -1,6 +1,7 @@
 /* runtime_docker.c: the job runtime on a remote Docker engine — a primary container and service
  * containers per job, each step an exec pumped by a child process into the step's output fd. */
 #include "executor/docker/runtime_docker_int.h"
+#include "sandbox/sandbox.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -89,13 +90,21 @@ static int create_containers(struct rtdocker *rt, const struct js_executor *e,
         for (size_t i = 1; i < e->n_images; i++) {
                 const struct js_image *s = &e->images[i];
                 _cleanup_strv_ char **senv = image_env(s);
+                /* the image's resources, else the job's; pids as a service sandbox has them */
+                double cpus;
+                uint64_t mem_mb, pids;
+                jobspec_service_limits(e, i, &cpus, &mem_mb, &pids);
                 struct docker_container_spec ss = {.image = s->image,
                                                    .job = rt->job,
                                                    .entrypoint = s->entrypoint,
                                                    .cmd = s->command,
                                                    .env = senv,
                                                    .user = s->user,
-                                                   .network = mode};
+                                                   .network = mode,
+                                                   .memory_bytes = mem_mb << 20,
+                                                   .nano_cpus = (uint64_t)(cpus * 1e9),
+                                                   .pids_limit =
+                                                       pids ? pids : SANDBOX_PIDS_DEFAULT};
                 char *id = NULL;
                 r = docker_container_create(rt->d, &ss, &id, err);
                 if (r < 0)

@@ -46,13 +46,23 @@ static int describe(const struct docker *d, const struct rtdocker_pump *p, struc
         snprintf(rows, sizeof(rows), "%u", p->rows);
         snprintf(cols, sizeof(cols), "%u", p->cols);
         snprintf(lvl, sizeof(lvl), "%d", (int)drv_log_get_level());
-        const char *rec[][2] = {
-            {"base", c.base},     {"host", c.host},       {"sock", c.sock},
-            {"ca", c.ca_pem},     {"cert", c.cert_pem},   {"key", c.key_pem},
-            {"api", c.api},       {"engine", c.engine},   {"arch", c.arch},
-            {"node", c.node},     {"proc", proc},         {"exec", p->exec_id},
-            {"container", p->container}, {"tty", tty},    {"rows", rows},
-            {"cols", cols},       {"log", lvl}};
+        const char *rec[][2] = {{"base", c.base},
+                                {"host", c.host},
+                                {"sock", c.sock},
+                                {"ca", c.ca_pem},
+                                {"cert", c.cert_pem},
+                                {"key", c.key_pem},
+                                {"api", c.api},
+                                {"engine", c.engine},
+                                {"arch", c.arch},
+                                {"node", c.node},
+                                {"proc", proc},
+                                {"exec", p->exec_id},
+                                {"container", p->container},
+                                {"tty", tty},
+                                {"rows", rows},
+                                {"cols", cols},
+                                {"log", lvl}};
         for (size_t i = 0; i < DRV_ARRAY_SIZE(rec); i++)
                 if (put(sb, rec[i][0], rec[i][1]) < 0)
                         return -ENOMEM;

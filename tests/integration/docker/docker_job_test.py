@@ -125,6 +125,39 @@ def multi_step_job_with_a_service_by_name_and_localhost():
 
 
 @test
+def service_containers_get_their_limits_or_the_jobs():
+    # svc 1 with its own resources, svc 2 without (the executor's: 512 MiB, 1 CPU; pids 4096)
+    images = [{"image": IMAGE},
+              {"image": IMAGE, "entrypoint": ["sleep", "61"],
+               "resources": {"cpus": 0.5, "memory_mb": 64, "pids": 100}},
+              {"image": IMAGE, "entrypoint": ["sleep", "62"]}]
+    s = spec([run("sleep 6")], images=images)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(s, f)
+    p = subprocess.Popen([DROVER, "job", "--spec", f.name], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        got, t = {}, time.time() + 30
+        while len(got) < 2 and time.time() < t and p.poll() is None:
+            time.sleep(0.3)
+            for c in drover_objects()[0]:
+                if c["Labels"].get("drover.job", "").startswith(s["id"]["job"] + "."):
+                    _, ins = api("GET", f"/containers/{c['Id']}/json")
+                    if ins["HostConfig"]["NetworkMode"].startswith("container:"):
+                        got[ins["Config"]["Entrypoint"][1]] = ins["HostConfig"]
+        expect(len(got) == 2, f"services seen: {list(got)}")
+        want = {"61": (64 << 20, 500000000, 100), "62": (512 << 20, 1000000000, 4096)}
+        for k, (mem, cpus, pids) in want.items():
+            h = got[k]
+            expect((h["Memory"], h["MemorySwap"], h["NanoCpus"], h["PidsLimit"]) ==
+                   (mem, mem, cpus, pids), f"service sleep {k}: {h}")
+    finally:
+        out, err = p.communicate(timeout=60)
+        os.unlink(f.name)
+    expect(p.returncode == 0, f"rc={p.returncode} {out} {err}")
+
+
+@test
 def cache_and_artifacts_round_trip_through_the_engine():
     key = f"k-{os.getpid()}"
     rc, out, err = run_job(spec([
