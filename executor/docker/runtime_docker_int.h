@@ -87,8 +87,8 @@ int rtdocker_stdin_step(struct docker *d, int in_fd, struct rtdocker_stdin *si, 
 /* Pump processes (runtime_docker_pump.c): `drover __docker-pump KIND` (not in the help), started
  * with fd 3 a memfd describing the pump — records "NAME LEN\n" + LEN bytes + "\n": base, host,
  * sock, ca, cert, key, api, engine, arch, node (the engine connection, docker_conn), proc, exec,
- * container, tty, rows, cols, log (the log level) — and the fds below; 0-2 stay drover's (2: the
- * log), every other fd is closed. */
+ * container, tty, rows, cols, log (the log level), fds (bit i: PUMP_FD_REPORT + i given) — and
+ * the fds below; 0-2 stay drover's (2: the log), every other fd is closed. */
 #define RTDOCKER_PUMP_CMD "__docker-pump"
 enum {
         PUMP_FD_DESC = 3,   /* the description */

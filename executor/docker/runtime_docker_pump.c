@@ -40,12 +40,15 @@ static int describe(const struct docker *d, const struct rtdocker_pump *p, struc
 {
         struct docker_conn c;
         docker_describe(d, &c);
-        char proc[16], tty[4], rows[8], cols[8], lvl[4];
+        char proc[16], tty[4], rows[8], cols[8], lvl[4], fds[4];
         snprintf(proc, sizeof(proc), "%d", p->proc);
         snprintf(tty, sizeof(tty), "%d", p->tty ? 1 : 0);
         snprintf(rows, sizeof(rows), "%u", p->rows);
         snprintf(cols, sizeof(cols), "%u", p->cols);
         snprintf(lvl, sizeof(lvl), "%d", (int)drv_log_get_level());
+        /* which of PUMP_FD_REPORT..PUMP_FD_ERR are given (bit 0: report) */
+        snprintf(fds, sizeof(fds), "%d",
+                 (p->report >= 0) | (p->in >= 0) << 1 | (p->out >= 0) << 2 | (p->err >= 0) << 3);
         const char *rec[][2] = {{"base", c.base},
                                 {"host", c.host},
                                 {"sock", c.sock},
@@ -62,7 +65,8 @@ static int describe(const struct docker *d, const struct rtdocker_pump *p, struc
                                 {"tty", tty},
                                 {"rows", rows},
                                 {"cols", cols},
-                                {"log", lvl}};
+                                {"log", lvl},
+                                {"fds", fds}};
         for (size_t i = 0; i < DRV_ARRAY_SIZE(rec); i++)
                 if (put(sb, rec[i][0], rec[i][1]) < 0)
                         return -ENOMEM;
@@ -148,9 +152,11 @@ static const char *get(const struct desc_rec *rec, size_t n, const char *name)
         return NULL;
 }
 
-static int fd_if_open(int fd)
+/* PUMP_FD_REPORT + i when the description says it was given and it is open, else -1. */
+static int given_fd(unsigned mask, int i)
 {
-        return fcntl(fd, F_GETFD) >= 0 ? fd : -1;
+        int fd = PUMP_FD_REPORT + i;
+        return (mask >> i & 1) && fcntl(fd, F_GETFD) >= 0 ? fd : -1;
 }
 
 static int refuse(const char *why)
@@ -169,6 +175,7 @@ static int pump_run(const char *kind, const struct desc_rec *rec, size_t n)
                                 get(rec, n, "api"),  get(rec, n, "engine"), get(rec, n, "arch"),
                                 get(rec, n, "node")};
         const char *proc = get(rec, n, "proc"), *lvl = get(rec, n, "log");
+        unsigned fds = (unsigned)atoi(get(rec, n, "fds") ?: "0");
         struct rtdocker_pump p = {.kind = kind,
                                   .proc = proc ? atoi(proc) : 0,
                                   .exec_id = get(rec, n, "exec"),
@@ -176,10 +183,10 @@ static int pump_run(const char *kind, const struct desc_rec *rec, size_t n)
                                   .tty = drv_startswith(get(rec, n, "tty") ?: "", "1"),
                                   .rows = (unsigned short)atoi(get(rec, n, "rows") ?: "0"),
                                   .cols = (unsigned short)atoi(get(rec, n, "cols") ?: "0"),
-                                  .report = fd_if_open(PUMP_FD_REPORT),
-                                  .in = fd_if_open(PUMP_FD_IN),
-                                  .out = fd_if_open(PUMP_FD_OUT),
-                                  .err = fd_if_open(PUMP_FD_ERR)};
+                                  .report = given_fd(fds, 0),
+                                  .in = given_fd(fds, 1),
+                                  .out = given_fd(fds, 2),
+                                  .err = given_fd(fds, 3)};
         if (lvl)
                 drv_log_set_level((enum drv_log_level)atoi(lvl));
         void (*fn)(struct docker *, const struct rtdocker_pump *) =

@@ -5,6 +5,7 @@ name and localhost, caches and artifacts through a file:// store, cancel mid-ste
 drover's left on the engine afterwards. Fails (never skips) when the peer is not up."""
 import json
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -155,6 +156,48 @@ def service_containers_get_their_limits_or_the_jobs():
         out, err = p.communicate(timeout=60)
         os.unlink(f.name)
     expect(p.returncode == 0, f"rc={p.returncode} {out} {err}")
+
+
+def pump_children(pid):
+    """pids of `drover __docker-pump` processes whose parent is pid."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and argv[1:2] == [b"__docker-pump"]:
+            found.append(int(d))
+    return found
+
+
+@test
+def pumps_run_drovers_own_image_when_the_file_was_replaced_mid_job():
+    # an upgrade renames a new file over drover's path while a job runs: later steps' pumps are
+    # still the running drover (exec'd from /proc/self/exe opened at start, not from the path)
+    tmp = tempfile.mkdtemp(prefix="drover-docker-upgrade-")
+    exe = os.path.join(tmp, "drover")
+    shutil.copy2(os.path.realpath(DROVER), exe)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(spec([run("sleep 3"), run("echo after-the-upgrade")]), f)
+    p = subprocess.Popen([exe, "job", "--spec", f.name], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        t = time.time() + 30
+        while not pump_children(p.pid) and time.time() < t and p.poll() is None:
+            time.sleep(0.1)
+        expect(pump_children(p.pid), "no pump process seen")
+        with open(exe + ".new", "w") as g:
+            g.write("#!/bin/sh\nexit 0\n")
+        os.chmod(exe + ".new", 0o755)
+        os.replace(exe + ".new", exe)
+    finally:
+        out, err = p.communicate(timeout=60)
+        os.unlink(f.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+    expect(p.returncode == 0 and "after-the-upgrade" in out, f"rc={p.returncode} {out} {err}")
 
 
 @test
