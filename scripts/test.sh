@@ -52,9 +52,25 @@ for i in "${!pids[@]}"; do
         fi
 done
 
+# Every test of a build; the ones that fail run once more, alone: a test that passes then is
+# counted as passed and named "flaky" in the summary (with its first log), one that fails again
+# fails the suite.
+suite() {
+        local dir=$1 logs=$1/meson-logs
+        rm -f "$logs/testlog-first.json"
+        meson test -C "$dir" --print-errorlogs --num-processes "$JOBS" && return 0
+        cp "$logs/testlog.json" "$logs/testlog-first.json"
+        local names
+        mapfile -t names < <(python3 scripts/lib/testlog.py failed "$logs/testlog.json")
+        [ "${#names[@]}" -gt 0 ] || return 1
+        echo "=== running again, alone: ${names[*]}"
+        meson test -C "$dir" --print-errorlogs --num-processes 1 "${names[@]}" || true
+        python3 scripts/lib/testlog.py retried "$dir" # the verdict: each one passed this time
+}
+
 status=0
 phase "tests"
-meson test -C build-ci --print-errorlogs --num-processes "$JOBS" || status=1
+suite build-ci || status=1
 
 phase "build (ASan+UBSan)"
 if [ -d build-asan ]; then meson setup --reconfigure build-asan >/dev/null
@@ -62,7 +78,7 @@ else meson setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lun
 ninja -C build-asan
 
 phase "tests (ASan+UBSan)"
-meson test -C build-asan --print-errorlogs --num-processes "$JOBS" || status=1
+suite build-asan || status=1
 
 fuzz_pass=0 fuzz_fail=0
 if [ -x tests/fuzz/run.sh ] || [ -f tests/fuzz/run.sh ]; then
@@ -75,32 +91,5 @@ if [ -x tests/fuzz/run.sh ] || [ -f tests/fuzz/run.sh ]; then
 fi
 
 phase "summary"
-python3 - "$fuzz_pass" "$fuzz_fail" build-ci/meson-logs/testlog.json build-asan/meson-logs/testlog.json <<'PY'
-import json, sys
-fp, ff = int(sys.argv[1]), int(sys.argv[2])
-passed, failed, skipped = fp, ff, 0
-names = ["fuzz"] if ff else []
-for path in sys.argv[3:]:
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
-        continue
-    for line in lines:
-        t = json.loads(line)
-        r = t.get("result")
-        if r in ("OK", "EXPECTEDFAIL"):
-            passed += 1
-        elif r == "SKIP":
-            skipped += 1
-        else:
-            failed += 1
-            names.append(f"{path.split('/')[0]}: {t.get('name')} ({r})")
-            # CI shows the end of the output: repeat the end of each failed test's log here
-            tail = (t.get("stdout") or "").splitlines()[-25:]
-            print(f"--- {names[-1]}, last lines:")
-            print("\n".join(tail))
-for n in names:
-    print("failed:", n)
-print(f"{passed} passed, {failed} failed, {skipped} skipped")
-PY
+python3 scripts/lib/testlog.py summary "$fuzz_pass" "$fuzz_fail" build-ci build-asan
 exit $status
