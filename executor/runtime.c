@@ -57,9 +57,12 @@ int runtime_open(const struct runtime_config *cfg, struct runtime **out, struct 
                 rt->ep = epoll_create1(EPOLL_CLOEXEC);
                 struct epoll_event a = {.events = EPOLLIN, .data.u32 = 0};
                 struct epoll_event b = {.events = EPOLLIN, .data.u32 = 1};
+                struct epoll_event c = {.events = EPOLLIN, .data.u32 = 2};
                 if (rt->wake < 0 || rt->ep < 0 ||
                     epoll_ctl(rt->ep, EPOLL_CTL_ADD, ops->event_fd(rt->impl), &a) < 0 ||
-                    epoll_ctl(rt->ep, EPOLL_CTL_ADD, rt->wake, &b) < 0) {
+                    epoll_ctl(rt->ep, EPOLL_CTL_ADD, rt->wake, &b) < 0 ||
+                    (ops->poll_fd && ops->poll_fd(rt->impl) >= 0 &&
+                     epoll_ctl(rt->ep, EPOLL_CTL_ADD, ops->poll_fd(rt->impl), &c) < 0)) {
                         r = drv_err_errno(err, "runtime: epoll");
                         ops->close(rt->impl);
                 }

@@ -88,6 +88,9 @@ struct runtime_ops {
         /* optional: report what changed outside the steps (a service that ended) through
          * hooks.notice */
         void (*poll)(void *impl);
+        /* optional: an fd readable when poll has something to report (-1: none); part of
+         * runtime_event_fd, so that the step machine calls runtime_poll at once */
+        int (*poll_fd)(void *impl);
 };
 extern const struct runtime_ops runtime_sandbox_ops;
 extern const struct runtime_ops runtime_docker_ops; /* executor/docker/runtime_docker.c */
@@ -97,7 +100,9 @@ int runtime_open(const struct runtime_config *cfg, struct runtime **out, struct 
 int runtime_spawn(struct runtime *rt, const struct runtime_exec *ex, int *proc,
                   struct drv_error *err);
 /* fd readable when exits may be pending (an epoll fd of the implementation's event fd and the
- * runtime's own wake-up); runtime_next_exit returns -EAGAIN when none is. */
+ * runtime's own wake-up) or when runtime_poll has something to report (the implementation's
+ * poll_fd: a service that ended); runtime_next_exit returns -EAGAIN when no exit is. Whoever
+ * waits on it calls runtime_next_exit and runtime_poll when it is readable. */
 int runtime_event_fd(struct runtime *rt);
 int runtime_next_exit(struct runtime *rt, struct runtime_exit *ev, struct drv_error *err);
 bool runtime_has_pending_exit(struct runtime *rt);
@@ -144,8 +149,9 @@ void runtime_forget_session(struct runtime *rt, int proc);
  * serialised with the other calls: a connect can take seconds. */
 int runtime_connect_tcp(struct runtime *rt, const char *host, uint16_t port, int *fd,
                         struct drv_error *err);
-/* Between steps: let the runtime report what changed outside the steps (a service container
- * that ended) through its hooks.notice; a no-op for runtimes without it. */
+/* Let the runtime report what changed outside the steps (a service container that ended)
+ * through its hooks.notice; a no-op for runtimes without it. Called by the step machine when
+ * runtime_event_fd is readable (while a step runs) and between steps. */
 void runtime_poll(struct runtime *rt);
 /* Kill everything, release every resource. */
 void runtime_close(struct runtime *rt);

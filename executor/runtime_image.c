@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -35,6 +36,7 @@ struct rtimg {
         char *hosts; /* dir/hosts */
         struct service *svcs;
         size_t n_svcs;
+        int ep; /* the services' event fds until their ends were reported (rtimg_poll_fd) */
         struct runtime_hooks hooks; /* the job's output for notices */
         struct rtimg_tools tools;   /* the circleci tools' binds */
 };
@@ -314,6 +316,7 @@ int rtimg_open(const struct jobspec *spec, const char *name, const struct runtim
                 return drv_err(err, ENOMEM, "out of memory");
         _cleanup_(rtimg_closep) struct rtimg *guard = ri;
         ri->spec = spec;
+        ri->ep = -1;
         snprintf(ri->name, sizeof(ri->name), "%s", name);
         if (hooks)
                 ri->hooks = *hooks;
@@ -434,6 +437,9 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
                 return r;
         s->index = i;
         ri->n_svcs++;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ri->n_svcs - 1};
+        if (epoll_ctl(ri->ep, EPOLL_CTL_ADD, sandbox_event_fd(s->sb), &ev) < 0)
+                return drv_err_errno(err, "epoll_ctl");
         _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, i);
         _cleanup_close_ int log_fd =
             logp ? open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600) : -1;
@@ -464,6 +470,8 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
 
 int rtimg_start_services(struct rtimg *ri, struct sandbox *primary, struct drv_error *err)
 {
+        if (ri->n > 1 && (ri->ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+                return drv_err_errno(err, "epoll_create1");
         for (size_t i = 1; i < ri->n; i++) {
                 int r = start_service(ri, i, primary, err);
                 if (r < 0)
@@ -483,6 +491,8 @@ static void report_service_end(struct rtimg *ri, size_t i)
         if (ri->svcs[i].reported || sandbox_next_exit(ri->svcs[i].sb, &ev, &e) < 0)
                 return; /* reported, or still running as it should */
         ri->svcs[i].reported = true;
+        /* reported: its event fd may stay readable (its pid 1 gone), so no longer watched */
+        epoll_ctl(ri->ep, EPOLL_CTL_DEL, sandbox_event_fd(ri->svcs[i].sb), NULL);
         const struct js_image *ji = &ri->spec->executor.images[ri->svcs[i].index];
         _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, ri->svcs[i].index);
         _cleanup_free_ char *text = NULL;
@@ -518,6 +528,11 @@ void rtimg_poll_services(struct rtimg *ri)
                 report_service_end(ri, i);
 }
 
+int rtimg_poll_fd(struct rtimg *ri)
+{
+        return ri->ep;
+}
+
 void rtimg_close(struct rtimg *ri)
 {
         if (!ri)
@@ -541,6 +556,8 @@ void rtimg_close(struct rtimg *ri)
         }
         rtimg_user_release(&ri->user);
         rtimg_tools_release(&ri->tools);
+        if (ri->ep >= 0)
+                close(ri->ep);
         free(ri->imgs);
         free(ri->stores);
         free(ri->svcs);

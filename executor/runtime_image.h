@@ -45,6 +45,9 @@ const struct rtimg_user *rtimg_job_user(const struct rtimg *ri);
 /* Report (hooks->notice) every service that ended since the last call: how (exit code, signal,
  * out of memory of its own limit) and the end of its output. Each is reported once. */
 void rtimg_poll_services(struct rtimg *ri);
+/* An epoll fd readable while a service's end waits to be reported (each service's sandbox event
+ * fd until its end was reported), or -1 without services. */
+int rtimg_poll_fd(struct rtimg *ri);
 /* Stop the services (reporting those that ended), release the images. */
 void rtimg_close(struct rtimg *ri);
 static inline void rtimg_closep(struct rtimg **p)

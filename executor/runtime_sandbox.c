@@ -411,6 +411,12 @@ static void rts_poll(void *impl)
                 rtimg_poll_services(rt->img);
 }
 
+static int rts_poll_fd(void *impl)
+{
+        struct rts *rt = impl;
+        return rt->img ? rtimg_poll_fd(rt->img) : -1;
+}
+
 const struct runtime_ops runtime_sandbox_ops = {
     .name = "sandbox",
     .open = rts_open,
@@ -433,4 +439,5 @@ const struct runtime_ops runtime_sandbox_ops = {
     .connect_tcp = rts_connect_tcp,
     .resize_session = rts_resize_session,
     .poll = rts_poll,
+    .poll_fd = rts_poll_fd,
 };

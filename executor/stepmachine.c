@@ -307,6 +307,7 @@ static void loop_once(struct machine *m, struct proc *fg)
                 uint64_t tag = evs[i].data.u64;
                 if (tag == TAG_RUNTIME) {
                         collect_exits(m);
+                        runtime_poll(m->rt); /* a service that ended: told while steps run */
                 } else if (tag == TAG_SIGNAL) {
                         struct signalfd_siginfo si;
                         if (read(m->o->cancel_signal_fd, &si, sizeof(si)) == sizeof(si)) {

@@ -498,6 +498,48 @@ workflows:
            f"a service's default limits are the job's resource class ({rc}):\n{out}")
 
 
+@test
+def service_end_reported_while_the_step_runs():
+    """A service that exits 1 s into a 10 s step is told in the job output at once, not when the
+    step ends (the runtime's poll fd wakes the step machine)."""
+    cfg = f"""version: 2.1
+jobs:
+  build:
+    docker:
+      - image: {PRIMARY}
+{auth()}      - image: {SVC}
+        name: brief
+{auth()}        entrypoint: ["/bin/sh", "-c", "sleep 1; echo brief-says-bye; exit 3"]
+    steps:
+      - run: echo long-step-begins-{TOKEN}; sleep 10; echo long-step-ends-{TOKEN}
+workflows:
+  w:
+    jobs: [build]
+"""
+    PIDS.append(os.getpid())
+    spec = job_spec(cfg, f"local-{os.getpid()}-brief")
+    e = dict(os.environ, DROVER_IMAGE_STORE=STORE)
+    p = subprocess.Popen([DROVER, "job", "--spec", "-"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=e)
+    p.stdin.write(json.dumps(spec))
+    p.stdin.close()
+    lines = []  # (seconds since start, line)
+    t0 = time.monotonic()
+    for line in p.stdout:
+        lines.append((time.monotonic() - t0, line.rstrip("\n")))
+    rc = p.wait(timeout=60)
+    out = "\n".join(f"{t:6.2f} {l}" for t, l in lines)
+    said = f"service brief {SVC} exited during the job with code 3"
+    t_said = next((t for t, l in lines if said in l), None)
+    t_end = next((t for t, l in lines if l == f"long-step-ends-{TOKEN}"), None)
+    expect(rc == 0 and t_said is not None and t_end is not None,
+           f"the step ran and the service's end was told ({rc}):\n{out}")
+    expect(t_said is not None and t_end is not None and t_said < t_end - 5,
+           f"the service's end was told seconds before the step ended:\n{out}")
+    expect(out.count(said) == 1 and "brief-says-bye" in out,
+           f"once, with the end of its output:\n{out}")
+
+
 def start_slow_proxy(once):
     src = os.environ.get("DROVER_SRC", os.path.join(os.path.dirname(__file__), "../../.."))
     d = tempfile.mkdtemp(prefix="slowproxy-", dir=WORK)
