@@ -37,8 +37,9 @@ struct rtimg {
         struct service *svcs;
         size_t n_svcs;
         int ep; /* the services' event fds until their ends were reported (rtimg_poll_fd) */
-        struct runtime_hooks hooks; /* the job's output for notices */
-        struct rtimg_tools tools;   /* the circleci tools' binds */
+        const struct sandbox_group *group; /* the job's cgroup over primary and services */
+        struct runtime_hooks hooks;        /* the job's output for notices */
+        struct rtimg_tools tools;          /* the circleci tools' binds */
 };
 
 void rtimg_user_release(struct rtimg_user *u)
@@ -390,7 +391,8 @@ static void limits_text(uint64_t mem_mb, double cpus, uint64_t pids, char *buf, 
                 snprintf(m, sizeof(m), "memory %llu MiB", (unsigned long long)mem_mb);
         if (cpus > 0)
                 snprintf(c, sizeof(c), "cpus %g", cpus);
-        snprintf(buf, n, "%s, %s, pids %llu", m, c, (unsigned long long)(pids ? pids : 4096));
+        snprintf(buf, n, "%s, %s, pids %llu", m, c,
+                 (unsigned long long)(pids ? pids : SANDBOX_PIDS_DEFAULT));
 }
 
 static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, struct drv_error *err)
@@ -426,6 +428,7 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
                                     .hostname = ji->name ? ji->name : "drover",
                                     .net = SANDBOX_NET_NONE,
                                     .join_netns_of = primary,
+                                    .group = ri->group,
                                     .uid = u.uid,
                                     .gid = u.gid,
                                     .ids_given = true,
@@ -461,15 +464,19 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
                  "job=%s image=%s name=%s argv0=%s user=%u memory_mb=%llu cpus=%g pids=%llu",
                  ri->name, ji->image, ji->name ? ji->name : "-", argv[0], (unsigned)u.uid,
                  (unsigned long long)mem_mb, cpus, (unsigned long long)pids);
-        char lim[96];
+        char lim[96], total[96];
+        const struct js_executor *e = &ri->spec->executor;
         limits_text(mem_mb, cpus, pids, lim, sizeof(lim));
-        rtimg_say(&ri->hooks, "service %s%s%s started: %s", ji->name ? ji->name : "",
-                  ji->name ? " " : "", ji->image, lim);
+        limits_text(e->memory_mb, e->cpus, e->pids, total, sizeof(total));
+        rtimg_say(&ri->hooks, "service %s%s%s started: %s (the job's total with the primary: %s)",
+                  ji->name ? ji->name : "", ji->name ? " " : "", ji->image, lim, total);
         return 0;
 }
 
-int rtimg_start_services(struct rtimg *ri, struct sandbox *primary, struct drv_error *err)
+int rtimg_start_services(struct rtimg *ri, struct sandbox *primary,
+                         const struct sandbox_group *group, struct drv_error *err)
 {
+        ri->group = group;
         if (ri->n > 1 && (ri->ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
                 return drv_err_errno(err, "epoll_create1");
         for (size_t i = 1; i < ri->n; i++) {
@@ -506,8 +513,12 @@ static void report_service_end(struct rtimg *ri, size_t i)
         char how[128];
         if (ev.oom)
                 snprintf(how, sizeof(how),
-                         "was killed: out of memory (its limit: %llu MiB; the job's steps went on)",
-                         (unsigned long long)(sandbox_memory_limit(ri->svcs[i].sb) >> 20));
+                         "was killed: out of memory (its limit: %llu MiB, the job's total: %llu "
+                         "MiB; the job's steps went on)",
+                         (unsigned long long)(sandbox_memory_limit(ri->svcs[i].sb) >> 20),
+                         (unsigned long long)(ri->group
+                                                  ? sandbox_group_memory_limit(ri->group) >> 20
+                                                  : 0));
         else if (WIFSIGNALED(ev.status))
                 snprintf(how, sizeof(how), "was killed by signal %d (code %d)", WTERMSIG(ev.status),
                          code);

@@ -36,8 +36,10 @@ int rtimg_open(const struct jobspec *spec, const char *name, const struct runtim
 int rtimg_primary_config(struct rtimg *ri, const char *self_exe, struct sandbox_config *sc,
                          struct sandbox_bind *binds, size_t *n_binds, size_t max,
                          struct drv_error *err);
-/* Start the service images as sibling sandboxes in the primary's network namespace. */
-int rtimg_start_services(struct rtimg *ri, struct sandbox *primary, struct drv_error *err);
+/* Start the service images as sibling sandboxes in the primary's network namespace, in the
+ * job's group (NULL: none) with the primary. */
+int rtimg_start_services(struct rtimg *ri, struct sandbox *primary,
+                         const struct sandbox_group *group, struct drv_error *err);
 /* The environment of a step: the image's env and the image entry's environment under envp.
  * PATH: the image's (behind /run/drover/bin) unless the job or step set one. Caller frees. */
 char **rtimg_step_env(const struct rtimg *ri, const char *const *envp);

@@ -22,7 +22,8 @@ struct rts {
         struct sandbox_bind binds[20];
         char name[65];
         struct rtimg *img; /* docker jobs: the images, job user and services; NULL on machine */
-        char *etc_dir;     /* machine jobs: host dir of the passwd/group files bound inside */
+        struct sandbox_group *group; /* with services: the job's cgroup over all its sandboxes */
+        char *etc_dir; /* machine jobs: host dir of the passwd/group files bound inside */
         char *etc_passwd;
         char *etc_group;
 };
@@ -163,10 +164,15 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
         r = rt->img ? rtimg_primary_config(rt->img, cfg->self_exe, &sc, rt->binds, &sc.n_binds,
                                            DRV_ARRAY_SIZE(rt->binds), err)
                     : 0;
+        /* services: primary and services in one group with the job's limits (their total) */
+        if (r == 0 && rt->img && e->n_images > 1)
+                r = sandbox_group_create(rt->name, sc.memory_bytes, sc.cpus, sc.pids_max,
+                                         &rt->group, err);
+        sc.group = rt->group;
         if (r == 0)
                 r = sandbox_create(&sc, &rt->sb, err);
         if (r == 0 && rt->img)
-                r = rtimg_start_services(rt->img, rt->sb, err);
+                r = rtimg_start_services(rt->img, rt->sb, rt->group, err);
         if (r < 0) {
                 rts_close(rt);
                 return r;
@@ -337,7 +343,8 @@ static void rts_close(void *impl)
         if (!rt)
                 return;
         sandbox_destroy(rt->sb);
-        rtimg_close(rt->img); /* services, then the images' leases */
+        rtimg_close(rt->img);             /* services, then the images' leases */
+        sandbox_group_destroy(rt->group); /* after all its members */
         rts_free(rt);
 }
 

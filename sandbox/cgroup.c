@@ -320,7 +320,7 @@ int cg_create(const struct cg_place *pl, const char *name, const struct cg_limit
                 for (int i = 0; i < V1_N; i++) {
                         /* the cpu hierarchy only holds a quota: none asked, no group (one
                          * mkdir, move and rmdir less per job; usage comes from cpuacct) */
-                        if (i == V1_CPU && !(lim->cpus > 0))
+                        if (i == V1_CPU && !(lim->cpus > 0) && !lim->parent)
                                 continue;
                         _cleanup_free_ char *mnt = drv_path_join(pl->root, v1_names[i]);
                         if (!mnt) {

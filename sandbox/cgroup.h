@@ -27,6 +27,7 @@ struct cg_limits {
         double cpus;           /* 0 = unlimited */
         uint64_t pids_max;     /* 0 = unlimited */
         bool pids_default;     /* pids_max is a default, not asked for: skip it without pids */
+        bool parent;           /* a parent of groups: made in every hierarchy (v1 cpu too) */
 };
 
 struct cg_usage {

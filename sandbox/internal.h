@@ -12,6 +12,11 @@
 #define UID_RANGE 65536u
 /* [A-Za-z0-9._-], 1..64, no leading dot */
 bool sb_name_ok(const char *s);
+struct cg_place;
+/* Where cgroups are made (DROVER_CGROUP_FS, DROVER_CGROUP_PARENT, the mode found there). */
+int sb_cg_place(struct cg_place *pl, struct drv_error *err);
+/* The cgroup name of a group (its members' groups are "name/member"). */
+const char *sb_group_name(const struct sandbox_group *g);
 /* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */
 int sb_take_slot(int *slot, int *fd_out, struct drv_error *err);
 /* uid_map and gid_map of pid: inside 0.. -> host base.. (UID_RANGE ids) */

@@ -14,8 +14,6 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#define CGROUP_FS "/sys/fs/cgroup"
-
 /* A spawn request sent, its answer not read yet. */
 struct sent_spawn {
         int32_t proc_id;
@@ -362,24 +360,25 @@ static int create(const struct sandbox_config *cfg, const struct sandbox_exec *f
         phase(sb, "seccomp");
         if ((r = sb_take_slot(&sb->slot, &sb->lock_fd, err)) < 0)
                 return r;
-        /* DROVER_CGROUP_FS: another cgroup mount (tests drive the real cgroup2 "unified" of a
-         * hybrid host with it) */
-        const char *cgfs = getenv("DROVER_CGROUP_FS");
-        if (!cgfs || !*cgfs)
-                cgfs = CGROUP_FS;
-        if ((r = cg_detect(cgfs, &sb->cg_mode, err)) < 0)
+        struct cg_place pl;
+        if ((r = sb_cg_place(&pl, err)) < 0)
                 return r;
-        struct cg_place pl = {
-            .mode = sb->cg_mode, .root = cgfs, .parent = getenv("DROVER_CGROUP_PARENT")};
+        sb->cg_mode = pl.mode;
+        /* in the job's group: below it */
+        _cleanup_free_ char *cgname =
+            cfg->group ? drv_asprintf("%s/%s", sb_group_name(cfg->group), sb->name)
+                       : strdup(sb->name);
+        if (!cgname)
+                return drv_err(err, ENOMEM, "out of memory");
         struct cg_limits lim = {.memory_bytes = cfg->memory_bytes,
                                 .cpus = cfg->cpus,
                                 .pids_max = cfg->pids_max ? cfg->pids_max : SANDBOX_PIDS_DEFAULT,
                                 .pids_default = cfg->pids_max == 0};
         phase(sb, "slot");
-        r = cg_create(&pl, sb->name, &lim, &sb->cg, err);
+        r = cg_create(&pl, cgname, &lim, &sb->cg, err);
         phase(sb, "cgcreate");
         if (r == -EEXIST) { /* the same job name twice on this host: the slot makes it unique */
-                _cleanup_free_ char *alt = drv_asprintf("%s-%d", sb->name, sb->slot);
+                _cleanup_free_ char *alt = drv_asprintf("%s-%d", cgname, sb->slot);
                 if (!alt)
                         return drv_err(err, ENOMEM, "out of memory");
                 r = cg_create(&pl, alt, &lim, &sb->cg, err);

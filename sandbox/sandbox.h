@@ -45,7 +45,19 @@ struct sandbox_config {
          * sandboxes of a job: service containers reachable on localhost); net is then ignored.
          */
         struct sandbox *join_netns_of;
+        /* optional: the job's parent cgroup (sandbox_group_create); this sandbox's cgroup is
+         * made below it, so the group's limits cap this sandbox and its siblings together */
+        const struct sandbox_group *group;
 };
+
+/* A parent cgroup for the sibling sandboxes of one job (a docker job's primary and services):
+ * memory, cpus and pids limits over their sum (0 = unlimited; pids 0 = SANDBOX_PIDS_DEFAULT).
+ * Destroy it after every member sandbox. */
+struct sandbox_group;
+int sandbox_group_create(const char *name, uint64_t memory_bytes, double cpus, uint64_t pids_max,
+                         struct sandbox_group **out, struct drv_error *err);
+uint64_t sandbox_group_memory_limit(const struct sandbox_group *g);
+void sandbox_group_destroy(struct sandbox_group *g);
 
 /* How to start one process inside an existing sandbox. */
 struct sandbox_exec {

@@ -498,6 +498,49 @@ workflows:
            f"a service's default limits are the job's resource class ({rc}):\n{out}")
 
 
+def hold_mb(mb, after):
+    """A service command: after `after` s, hold mb MB (busybox sort keeps its one line in memory)
+    until killed; ends with sort's status."""
+    return (f"sleep {after}; {{ head -c {mb}000000 /dev/zero | tr '\\\\0' a; "
+            f"while echo; do sleep 0.2; done; }} | sort >/dev/null")
+
+
+@test
+def primary_and_services_are_capped_together():
+    """The job's memory (resource class) caps the primary and its services together: two
+    services holding 60 MB each in a job of 100 MiB — each alone fits its own limit (the job's),
+    together one is OOM-killed; with 200 MiB for the job both live to its end."""
+    cfg = f"""version: 2.1
+jobs:
+  build:
+    docker:
+      - image: {PRIMARY}
+{auth()}      - image: {SVC}
+        name: one
+{auth()}        entrypoint: ["/bin/sh", "-c", "{hold_mb(60, 0)}"]
+      - image: {SVC}
+        name: two
+{auth()}        entrypoint: ["/bin/sh", "-c", "{hold_mb(60, 2)}"]
+    steps:
+      - run: sleep 6; echo steps-done-{TOKEN}
+workflows:
+  w:
+    jobs: [build]
+"""
+    PIDS.append(os.getpid())
+    for mb, killed in ((100, True), (200, False)):
+        spec = job_spec(cfg, f"local-{os.getpid()}-cap{mb}")
+        spec["executor"]["resources"]["memory_mb"] = mb
+        rc, out = drover_job(spec)
+        expect(rc == 0 and f"steps-done-{TOKEN}" in out, f"the steps ran ({mb}, {rc}):\n{out}")
+        expect(f"started: memory {mb} MiB, cpus" in out and
+               f"(the job's total with the primary: memory {mb} MiB" in out,
+               f"the services start with the job's limit and total ({mb}):\n{out}")
+        n = out.count(f"was killed: out of memory (its limit: {mb} MiB, the job's total: {mb} MiB")
+        expect(n == (1 if killed else 0),
+               f"{'one service' if killed else 'no service'} OOM-killed ({mb} MiB, {n}):\n{out}")
+
+
 @test
 def service_end_reported_while_the_step_runs():
     """A service that exits 1 s into a 10 s step is told in the job output at once, not when the

@@ -93,6 +93,36 @@ TEST(v2_create_writes_exact_limits)
         drv_rm_rf(root, NULL);
 }
 
+/* A job's parent group (sandbox_group: primary + services) and a member group below it: the
+ * parent's limits are written, the controllers are enabled in it for the member. */
+TEST(v2_member_group_below_the_jobs_group)
+{
+        make_tree(true);
+        char p[512];
+        snprintf(p, sizeof(p), "%s/drover/job1/svc1", root);
+        drv_mkdir_p(p, 0755, NULL);
+        put("drover/job1/svc1/memory.max", "");
+        put("drover/job1/svc1/pids.max", "");
+        put("drover/job1/cgroup.controllers", "cpu memory pids\n");
+        put("drover/job1/cgroup.subtree_control", "");
+        struct cg_place pl = {CG_MODE_V2, root, "drover"};
+        struct cg_limits total = {.memory_bytes = 100 << 20, .pids_max = 4096, .parent = true};
+        struct cg_limits own = {.memory_bytes = 64 << 20, .pids_max = 50};
+        struct cgroup *job = NULL, *svc = NULL;
+        struct drv_error err = {0};
+        CHECK_INTEQ(cg_create(&pl, "job1", &total, &job, &err), 0);
+        CHECK_INTEQ(cg_create(&pl, "job1/svc1", &own, &svc, &err), 0);
+        CHECK_STREQ(get("drover/job1/memory.max"), "104857600");
+        CHECK_STREQ(get("drover/job1/pids.max"), "4096");
+        CHECK_STREQ(get("drover/job1/cgroup.subtree_control"), "+memory +cpu +pids");
+        CHECK_STREQ(get("drover/job1/svc1/memory.max"), "67108864");
+        CHECK_STREQ(get("drover/job1/svc1/pids.max"), "50");
+        CHECK(svc && strstr(cg_path(svc), "/drover/job1/svc1") != NULL);
+        cg_destroy(svc, NULL);
+        cg_destroy(job, NULL);
+        drv_rm_rf(root, NULL);
+}
+
 TEST(v2_unlimited_writes_nothing_but_pids_default)
 {
         make_tree(true);
@@ -175,6 +205,7 @@ TEST(detect_on_this_host)
 int main(void)
 {
         RUN(v2_create_writes_exact_limits);
+        RUN(v2_member_group_below_the_jobs_group);
         RUN(v2_unlimited_writes_nothing_but_pids_default);
         RUN(v2_without_cgroup_kill_freezes_kills_each_and_thaws);
         RUN(v2_missing_controller_is_a_clear_error);
