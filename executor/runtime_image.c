@@ -495,11 +495,20 @@ static void report_service_end(struct rtimg *ri, size_t i)
 {
         struct sandbox_exit ev;
         struct drv_error e = {0};
-        if (ri->svcs[i].reported || sandbox_next_exit(ri->svcs[i].sb, &ev, &e) < 0)
-                return; /* reported, or still running as it should */
+        if (ri->svcs[i].reported)
+                return;
+        int r = sandbox_next_exit(ri->svcs[i].sb, &ev, &e);
+        if (r == -EAGAIN)
+                return; /* still running as it should */
         ri->svcs[i].reported = true;
-        /* reported: its event fd may stay readable (its pid 1 gone), so no longer watched */
+        /* told (or untellable): its event fd may stay readable (its pid 1 gone), so it is no
+         * longer watched — the step machine's loop must not spin on it */
         epoll_ctl(ri->ep, EPOLL_CTL_DEL, sandbox_event_fd(ri->svcs[i].sb), NULL);
+        if (r < 0) {
+                log_warn("service_exit_unknown", "job=%s svc=%s error=\"%s\"", ri->name,
+                         ri->svcs[i].name, e.message);
+                return;
+        }
         const struct js_image *ji = &ri->spec->executor.images[ri->svcs[i].index];
         _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, ri->svcs[i].index);
         _cleanup_free_ char *text = NULL;
