@@ -326,6 +326,13 @@ out:
         return r;
 }
 
+/* The sandbox's cgroup name: in the job's group, below it. */
+static char *cg_name_for(const struct sandbox_config *cfg)
+{
+        return cfg->group ? drv_asprintf("%s/%s", sb_group_name(cfg->group), cfg->name)
+                          : strdup(cfg->name);
+}
+
 static int create(const struct sandbox_config *cfg, const struct sandbox_exec *first,
                   struct sandbox **out, struct drv_error *err)
 {
@@ -364,10 +371,7 @@ static int create(const struct sandbox_config *cfg, const struct sandbox_exec *f
         if ((r = sb_cg_place(&pl, err)) < 0)
                 return r;
         sb->cg_mode = pl.mode;
-        /* in the job's group: below it */
-        _cleanup_free_ char *cgname =
-            cfg->group ? drv_asprintf("%s/%s", sb_group_name(cfg->group), sb->name)
-                       : strdup(sb->name);
+        _cleanup_free_ char *cgname = cg_name_for(cfg);
         if (!cgname)
                 return drv_err(err, ENOMEM, "out of memory");
         struct cg_limits lim = {.memory_bytes = cfg->memory_bytes,
