@@ -458,24 +458,24 @@ workflows:
         proc.wait()
 
 
+def services_config(services, steps, extra=""):
+    """A config of one docker job `build`: the primary image, then one service of the test image
+    for each (name, command) in services (command: its entrypoint, run by /bin/sh -c), steps: the
+    run commands; extra: more lines of the job (e.g. its resource_class)."""
+    images = f"      - image: {PRIMARY}\n{auth()}" + "".join(
+        f"      - image: {SVC}\n        name: {name}\n{auth()}"
+        f"        entrypoint: [\"/bin/sh\", \"-c\", \"{cmd}\"]\n" for name, cmd in services)
+    runs = "".join(f"      - run: {r}\n" for r in steps)
+    return (f"version: 2.1\njobs:\n  build:\n    docker:\n{images}{extra}    steps:\n{runs}"
+            f"workflows:\n  w:\n    jobs: [build]\n")
+
+
 @test
 def service_over_its_memory_limit_is_oom_killed_alone():
-    cfg = f"""version: 2.1
-jobs:
-  build:
-    docker:
-      - image: {PRIMARY}
-{auth()}      - image: {SVC}
-        name: hog
-{auth()}        entrypoint: ["/bin/sh", "-c", "echo hog-starts; x=0123456789abcdef; while :; do x=$x$x; done"]
-    resource_class: small
-    steps:
-      - run: sleep 4; echo steps-went-on-{TOKEN}
-      - run: echo second-step-{TOKEN}
-workflows:
-  w:
-    jobs: [build]
-"""
+    cfg = services_config(
+        [("hog", "echo hog-starts; x=0123456789abcdef; while :; do x=$x$x; done")],
+        [f"sleep 4; echo steps-went-on-{TOKEN}", f"echo second-step-{TOKEN}"],
+        "    resource_class: small\n")
     PIDS.append(os.getpid())
     spec = job_spec(cfg, f"local-{os.getpid()}-hog")
     spec["executor"]["images"][1]["resources"] = {"memory_mb": 48}
@@ -510,23 +510,8 @@ def primary_and_services_are_capped_together():
     """The job's memory (resource class) caps the primary and its services together: two
     services holding 60 MB each in a job of 100 MiB — each alone fits its own limit (the job's),
     together one is OOM-killed; with 200 MiB for the job both live to its end."""
-    cfg = f"""version: 2.1
-jobs:
-  build:
-    docker:
-      - image: {PRIMARY}
-{auth()}      - image: {SVC}
-        name: one
-{auth()}        entrypoint: ["/bin/sh", "-c", "{hold_mb(60, 0)}"]
-      - image: {SVC}
-        name: two
-{auth()}        entrypoint: ["/bin/sh", "-c", "{hold_mb(60, 2)}"]
-    steps:
-      - run: sleep 6; echo steps-done-{TOKEN}
-workflows:
-  w:
-    jobs: [build]
-"""
+    cfg = services_config([("one", hold_mb(60, 0)), ("two", hold_mb(60, 2))],
+                          [f"sleep 6; echo steps-done-{TOKEN}"])
     PIDS.append(os.getpid())
     for mb, killed in ((100, True), (200, False)):
         spec = job_spec(cfg, f"local-{os.getpid()}-cap{mb}")
@@ -545,20 +530,8 @@ workflows:
 def service_end_reported_while_the_step_runs():
     """A service that exits 1 s into a 10 s step is told in the job output at once, not when the
     step ends (the runtime's poll fd wakes the step machine)."""
-    cfg = f"""version: 2.1
-jobs:
-  build:
-    docker:
-      - image: {PRIMARY}
-{auth()}      - image: {SVC}
-        name: brief
-{auth()}        entrypoint: ["/bin/sh", "-c", "sleep 1; echo brief-says-bye; exit 3"]
-    steps:
-      - run: echo long-step-begins-{TOKEN}; sleep 10; echo long-step-ends-{TOKEN}
-workflows:
-  w:
-    jobs: [build]
-"""
+    cfg = services_config([("brief", "sleep 1; echo brief-says-bye; exit 3")],
+                          [f"echo long-step-begins-{TOKEN}; sleep 10; echo long-step-ends-{TOKEN}"])
     PIDS.append(os.getpid())
     spec = job_spec(cfg, f"local-{os.getpid()}-brief")
     e = dict(os.environ, DROVER_IMAGE_STORE=STORE)
