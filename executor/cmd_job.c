@@ -11,8 +11,9 @@ static void usage(FILE *f)
                 "usage: drover job --spec FILE|- [--events-fd N] [--spool-dir DIR] "
                 "[--spool-max SIZE]\n"
                 "Run one job spec (docs/jobspec.md). Job events are written as JSON lines to\n"
-                "fd N. Output for the output processor is spooled in DIR/job-<job id> (default\n"
-                "$TMPDIR/drover-spool-<job id>), at most SIZE bytes unacknowledged (default\n"
+                "fd N. Output for the output processor is spooled in DIR/job-<job id> (default a\n"
+                "new private $TMPDIR/drover-spool-<job id>-XXXXXX, not found again after a\n"
+                "crash), at most SIZE bytes unacknowledged (default\n"
                 "256M; then the steps pause). Exit status: 0 success, 1 job failed, 2 bad usage\n"
                 "or spec, 3 infrastructure failure, 4 canceled (SIGTERM/SIGINT).\n");
 }

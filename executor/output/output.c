@@ -275,7 +275,7 @@ static int write_step_json(struct output *o, unsigned sidx, json_t *j)
         char name[32], tmp[40];
         snprintf(name, sizeof(name), "%u.json", sidx);
         snprintf(tmp, sizeof(tmp), "%u.json.tmp", sidx);
-        int fd = openat(o->spool_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        int fd = openat(o->spool_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         int r = fd < 0 ? -errno : drv_write_all(fd, txt, strlen(txt));
         free(txt);
         if (fd >= 0)
@@ -367,29 +367,46 @@ static int recover_spool(struct output *o, int state_fd, struct drv_error *err)
         return 0;
 }
 
+/* The spool directory: the operator's (created if missing), else a fresh private one made by
+ * mkdtemp (0700, never an existing path: a name planted in a shared /tmp is not followed). */
+static int make_spool_dir(struct output *o, struct drv_error *err)
+{
+        if (o->cfg.spool_dir) {
+                o->spool_path = strdup(o->cfg.spool_dir);
+                if (!o->spool_path)
+                        return drv_err(err, ENOMEM, "out of memory");
+                if (drv_mkdir_p(o->spool_path, 0700, err) < 0)
+                        return drv_err_prefix(err, "output spool");
+                return 0;
+        }
+        const char *tmp = getenv("TMPDIR");
+        if (asprintf(&o->spool_path, "%s/drover-spool-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp",
+                     o->job_id) < 0) {
+                o->spool_path = NULL;
+                return drv_err(err, ENOMEM, "out of memory");
+        }
+        if (!mkdtemp(o->spool_path))
+                return drv_err_errno(err, "cannot create the output spool %s", o->spool_path);
+        return 0;
+}
+
 static int open_spool(struct output *o, struct drv_error *err)
 {
-        o->spool_path = o->cfg.spool_dir ? strdup(o->cfg.spool_dir) : NULL;
-        if (!o->spool_path) {
-                const char *tmp = getenv("TMPDIR");
-                if (asprintf(&o->spool_path, "%s/drover-spool-%s", tmp && *tmp ? tmp : "/tmp",
-                             o->job_id) < 0)
-                        o->spool_path = NULL;
-        }
-        if (!o->spool_path)
-                return drv_err(err, ENOMEM, "out of memory");
-        if (drv_mkdir_p(o->spool_path, 0700, err) < 0)
-                return drv_err_prefix(err, "output spool");
-        o->spool_fd = open(o->spool_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (make_spool_dir(o, err) < 0)
+                return -err->code;
+        /* O_NOFOLLOW: the last component is never a link (the operator's dir included) */
+        o->spool_fd = open(o->spool_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (o->spool_fd < 0)
                 return drv_err_errno(err, "cannot open the spool %s", o->spool_path);
-        o->lock_fd = openat(o->spool_fd, "writer.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        o->lock_fd = openat(o->spool_fd, "writer.lock",
+                           O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (o->lock_fd < 0)
                 return drv_err_errno(err, "cannot create %s/writer.lock", o->spool_path);
         if (flock(o->lock_fd, LOCK_EX | LOCK_NB) < 0)
                 return drv_err(err, EBUSY, "the spool %s is in use: job %s runs already",
                                o->spool_path, o->job_id);
-        _cleanup_close_ int fd = openat(o->spool_fd, "state", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        _cleanup_close_ int fd =
+            openat(o->spool_fd, "state", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         struct stat sb;
         if (fd < 0 || fstat(fd, &sb) < 0)
                 return drv_err_errno(err, "cannot open %s/state", o->spool_path);
@@ -493,9 +510,9 @@ int output_step_begin(struct output *o, unsigned idx, const char *name, bool bac
                 char fn[32];
                 snprintf(fn, sizeof(fn), "%u.data", sidx);
                 s->data_fd =
-                    openat(o->spool_fd, fn, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                    openat(o->spool_fd, fn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
                 snprintf(fn, sizeof(fn), "%u.ts", sidx);
-                s->ts_fd = openat(o->spool_fd, fn, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                s->ts_fd = openat(o->spool_fd, fn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
                 if (s->data_fd < 0 || s->ts_fd < 0)
                         return drv_err_errno(err, "cannot create the spool of step %u", idx);
                 if ((r = spool_json(o, idx, NULL)) < 0)

@@ -9,6 +9,7 @@ spools of crashed jobs nobody restarted within a day are removed."""
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -58,7 +59,8 @@ def job_output_reaches_the_processor_masked():
         expect(b"token=******** short=abc" in allb, allb)
         expect(b"bg says ********" in allb, allb)
         expect(allb.count(b"********") == 3, allb)
-        expect(not os.path.exists(os.path.join(d, "drover-spool-" + job)), "spool left behind")
+        left = [n for n in os.listdir(d) if n.startswith("drover-spool-")]
+        expect(left == [], "spool left behind: %s" % left)
     finally:
         p.kill()
         p.wait()
@@ -211,6 +213,50 @@ def stale_spools_of_crashed_jobs_are_removed_after_a_day():
         expect(open(os.path.join(d, job, "0.out"), "rb").read() == b"hi\n", "job output")
     finally:
         held.close()
+        p.kill()
+        p.wait()
+
+
+@test
+def default_spool_is_private_and_follows_no_planted_link():
+    """issue 20 finding 10: without --spool-dir the spool was $TMPDIR/drover-spool-<job id>, a
+    name another user could plant as a symlink (drover wrote its state and lock through it)."""
+    d = tempfile.mkdtemp(prefix="job-plant-")
+    os.chmod(d, 0o1777)  # a shared /tmp
+    p, port = start_double(d)
+    job = "plant-%d" % os.getpid()
+    victim = os.path.join(d, "victim")
+    os.mkdir(victim)
+    with open(os.path.join(d, "victim-file"), "w") as f:
+        f.write("root's\n")
+    os.symlink(victim, os.path.join(d, "drover-spool-" + job))
+    spec = {"version": 1, "id": {"job": job, "name": "plant", "build_num": 1},
+            "executor": {"runtime": "sandbox", "kind": "machine"},
+            "output": {"url": "http://127.0.0.1:%d" % port, "token": "tok-e2e"},
+            "steps": [{"type": "run", "name": "hi", "command": "echo hi; sleep 0.5"}]}
+    seen = []
+    try:
+        sp = os.path.join(d, "spec.json")
+        with open(sp, "w") as f:
+            json.dump(spec, f)
+        sup = subprocess.Popen([DROVER, "job", "--spec", sp], env=dict(os.environ, TMPDIR=d),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(200):  # the spool while the job runs: a new directory, 0700, not a link
+            seen = [n for n in os.listdir(d) if n.startswith("drover-spool-" + job + "-")]
+            if seen:
+                break
+            time.sleep(0.02)
+        mode = os.lstat(os.path.join(d, seen[0])).st_mode if seen else 0
+        _, err = sup.communicate(timeout=60)
+        expect(sup.returncode == 0, "rc=%d %s" % (sup.returncode, err[-2000:]))
+        expect(os.listdir(victim) == [], "drover wrote through the planted link: %s"
+               % os.listdir(victim))
+        expect(len(seen) == 1, "no private spool directory: %s" % os.listdir(d))
+        expect(stat.S_ISDIR(mode) and (mode & 0o777) == 0o700, "spool mode %o" % mode)
+        expect(open(os.path.join(d, job, "0.out"), "rb").read() == b"hi\n", "job output")
+        left = [n for n in os.listdir(d) if n.startswith("drover-spool-" + job + "-")]
+        expect(left == [], "spool left behind: %s" % left)
+    finally:
         p.kill()
         p.wait()
 
