@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <linux/openat2.h>
 
 #define STAGE "/tmp"                 /* covered by a private tmpfs in our mount ns */
 #define R     STAGE "/.drover-root"  /* the new root while it is built */
@@ -37,33 +38,156 @@ static int fail(struct drv_error *err, const char *what, const char *path)
         return drv_err_errno(err, "%s %s", what, path);
 }
 
-static int setattr(const char *path, uint64_t set, bool recursive, struct drv_error *err)
+/* Every mount target inside the new root is an fd found by openat2(RESOLVE_IN_ROOT) from R: a
+ * symlink in an image (/home -> /var/tmp) is resolved inside the image, never through the host's
+ * path walk (issue 20: that created files on the host). mount(2) gets the fd as /proc/self/fd/N;
+ * what is mounted on it is reached by resolving again (the fd stays below the new mount). */
+struct target {
+        int fd;
+        char path[32]; /* /proc/self/fd/N */
+};
+
+static void target_close(struct target *t)
 {
-        struct mount_attr attr = {.attr_set = set};
-        if (syscall(SYS_mount_setattr, AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &attr,
-                    sizeof(attr)) < 0)
-                return fail(err, "mount_setattr", path);
+        if (t->fd >= 0)
+                close(t->fd);
+        t->fd = -1;
+}
+
+/* openat2 under R with symlinks resolved inside it; -errno. */
+static int open_in_root(const char *inside, int flags)
+{
+        _cleanup_close_ int rfd = open(R, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        if (rfd < 0)
+                return -errno;
+        int fd = (int)syscall(SYS_openat2, rfd, inside, &how, sizeof(how));
+        return fd < 0 ? -errno : fd;
+}
+
+/* Create the last component of `inside` (its parent resolved in the root): a directory of
+ * `mode`, or an empty file when !dir. */
+static int create_in_root(const char *inside, bool dir, mode_t mode, struct drv_error *err)
+{
+        _cleanup_free_ char *parent = strdup(inside);
+        if (!parent)
+                return drv_err(err, ENOMEM, "out of memory");
+        char *slash = strrchr(parent, '/');
+        const char *base = slash ? slash + 1 : parent;
+        if (slash)
+                *slash = 0;
+        _cleanup_close_ int pfd =
+            open_in_root(slash && parent[0] ? parent : "/", O_PATH | O_DIRECTORY);
+        if (pfd < 0)
+                return drv_err(err, -pfd, "mount point %s: its parent: %s", inside, strerror(-pfd));
+        int r = dir ? mkdirat(pfd, base, mode)
+                    : openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (r < 0 && errno == EEXIST) /* there, yet not found: a link to nothing */
+                return drv_err(err, ELOOP,
+                               "mount point %s is a symbolic link to a missing path inside the "
+                               "root: refused",
+                               inside);
+        if (r < 0)
+                return drv_err_errno(err, "create mount point %s", inside);
+        if (!dir)
+                close(r);
         return 0;
 }
 
-static int mount_tmpfs(const char *path, const char *opts, unsigned long flags,
+/* Resolve `inside` in the new root; with create, make what is missing (parents 0755, the last
+ * a directory of `mode` or, !dir, an empty file). -ENOENT without an error when !create. */
+static int root_target(const char *inside, bool create, bool dir, mode_t mode, struct target *t,
                        struct drv_error *err)
 {
-        if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | flags, opts) < 0)
-                return fail(err, "mount tmpfs on", path);
+        t->fd = open_in_root(inside, O_PATH);
+        if (t->fd == -ENOSYS)
+                return drv_err(err, ENOSYS,
+                               "this kernel has no openat2: mount targets cannot "
+                               "be resolved inside the root");
+        if (t->fd == -ENOENT && create) {
+                _cleanup_free_ char *p = strdup(inside);
+                if (!p)
+                        return drv_err(err, ENOMEM, "out of memory");
+                for (char *c = strchr(p + 1, '/');; c = strchr(c + 1, '/')) {
+                        if (c)
+                                *c = 0;
+                        int fd = open_in_root(p, O_PATH);
+                        int r = fd >= 0 ? 0
+                                : fd != -ENOENT
+                                    ? drv_err(err, -fd, "mount point %s: %s", p, strerror(-fd))
+                                    : create_in_root(p, c || dir, c ? 0755 : mode, err);
+                        if (fd >= 0)
+                                close(fd);
+                        if (r < 0)
+                                return r;
+                        if (!c)
+                                break;
+                        *c = '/';
+                }
+                t->fd = open_in_root(inside, O_PATH);
+        }
+        if (t->fd == -ENOENT && !create)
+                return -ENOENT;
+        if (t->fd < 0)
+                return drv_err(err, -t->fd, "mount point %s: %s", inside, strerror(-t->fd));
+        snprintf(t->path, sizeof(t->path), "/proc/self/fd/%d", t->fd);
         return 0;
 }
 
-/* Bind src over dst; ro makes it read-only, always nosuid+nodev. */
-static int bind(const char *src, const char *dst, bool ro, struct drv_error *err)
+/* mount_setattr on what is mounted at `inside` now (resolved again: see struct target). */
+static int setattr(const char *inside, uint64_t set, bool recursive, struct drv_error *err)
 {
-        if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
-                return drv_err_errno(err, "bind %s on %s", src, dst);
-        return setattr(dst, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0),
+        struct mount_attr attr = {.attr_set = set};
+        int fd = open_in_root(inside, O_PATH);
+        if (fd < 0)
+                return drv_err(err, -fd, "mount_setattr %s: %s", inside, strerror(-fd));
+        int r = (int)syscall(SYS_mount_setattr, fd, "",
+                             AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof(attr));
+        close(fd);
+        return r < 0 ? fail(err, "mount_setattr", inside) : 0;
+}
+
+/* A tmpfs on the directory `inside` (created if missing, of `mode`). */
+static int mount_tmpfs(const char *inside, mode_t mode, const char *opts, unsigned long flags,
+                       struct drv_error *err)
+{
+        struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
+        int r = root_target(inside, true, true, mode, &t, err);
+        if (r < 0)
+                return r;
+        if (mount("tmpfs", t.path, "tmpfs", MS_NOSUID | MS_NODEV | flags, opts) < 0)
+                return fail(err, "mount tmpfs on", inside);
+        return 0;
+}
+
+/* Bind the host path src over `inside` (created if missing: a directory if src is one, else an
+ * empty file); ro makes it read-only, always nosuid+nodev unless as_is (the flags of src's
+ * mount: read-only, nosuid...). */
+static int bind_flags(const char *src, const char *inside, bool ro, bool as_is,
+                      struct drv_error *err)
+{
+        struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
+        struct stat st;
+        if (stat(src, &st) < 0)
+                return fail(err, "stat", src);
+        int r = root_target(inside, true, S_ISDIR(st.st_mode), 0755, &t, err);
+        if (r < 0)
+                return r;
+        if (mount(src, t.path, NULL, MS_BIND | (as_is ? 0 : MS_REC), NULL) < 0)
+                return drv_err_errno(err, "bind %s on %s", src, inside);
+        if (as_is)
+                return 0;
+        return setattr(inside, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0),
                        true, err);
 }
 
-/* Attach a detached mount tree (open_tree from the supervisor) at dst. */
+static int bind(const char *src, const char *inside, bool ro, struct drv_error *err)
+{
+        return bind_flags(src, inside, ro, false, err);
+}
+
+/* Attach a detached mount tree (open_tree from the supervisor) at the host path dst. */
 static int attach(int tree_fd, const char *dst, struct drv_error *err)
 {
         if (syscall(SYS_move_mount, tree_fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
@@ -76,69 +200,33 @@ static char *in_root(const char *p)
         return drv_asprintf("%s%s%s", R, p[0] == '/' ? "" : "/", p);
 }
 
-/* Create an empty file (mount point for a file bind) unless something is there. */
-static int touch(const char *path, struct drv_error *err)
-{
-        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0 && errno != EEXIST)
-                return fail(err, "create mount point", path);
-        if (fd >= 0)
-                close(fd);
-        return 0;
-}
-
-static int mkdir_parent(const char *path, struct drv_error *err)
-{
-        _cleanup_free_ char *d = strdup(path);
-        if (!d)
-                return drv_err(err, ENOMEM, "out of memory");
-        char *s = strrchr(d, '/');
-        if (s && s != d) {
-                *s = 0;
-                return drv_mkdir_p(d, 0755, err);
-        }
-        return 0;
-}
-
-/* Bind src over dst as it is: a bind copies the flags of src's mount (read-only, nosuid...). */
-static int bind_as_is(const char *src, const char *dst, struct drv_error *err)
-{
-        if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
-                return drv_err_errno(err, "bind %s on %s", src, dst);
-        return 0;
-}
-
-/* Hide one inside path: a directory under an empty one — writable: its own directory in the work
- * area (writes count against the disk bound); else the shared read-only E — a file under
- * /dev/null. Binds, not one tmpfs each: no superblock to make, and tear down, per mask. */
+/* Hide one inside path (symlinks resolved inside the root): a directory under an empty one —
+ * writable: its own directory in the work area (writes count against the disk bound); else the
+ * shared read-only E — a file under /dev/null. Binds, not one tmpfs each: no superblock to make,
+ * and tear down, per mask. */
 static int mask(const char *inside, bool writable, struct drv_error *err)
 {
-        _cleanup_free_ char *p = in_root(inside);
+        struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
         struct stat st;
-        if (!p)
-                return drv_err(err, ENOMEM, "out of memory");
-        if (lstat(p, &st) < 0)
+        int r = root_target(inside, false, false, 0, &t, err);
+        if (r == -ENOENT)
                 return 0; /* nothing to hide */
-        if (S_ISLNK(st.st_mode)) {
-                /* hide what it points to, as seen from the host root (same tree as R) */
-                char real[4096];
-                if (!realpath(inside, real))
-                        return 0;
-                if (strcmp(real, inside) == 0)
-                        return 0;
-                return mask(real, writable, err);
-        }
-        if (S_ISDIR(st.st_mode) && !writable)
-                return bind_as_is(E, p, err);
-        if (S_ISDIR(st.st_mode)) {
+        if (r < 0)
+                return r;
+        if (fstat(t.fd, &st) < 0)
+                return fail(err, "stat", inside);
+        if (!S_ISDIR(st.st_mode))
+                return bind("/dev/null", inside, true, err);
+        char dir[64] = E;
+        if (writable) {
                 static unsigned n;
-                char dir[64];
                 snprintf(dir, sizeof(dir), W "/masks/%u", n++);
                 if (mkdir(dir, 0755) < 0)
                         return fail(err, "mkdir", dir);
-                return bind_as_is(dir, p, err); /* the work area: rw, nosuid, nodev */
         }
-        return bind("/dev/null", p, true, err);
+        if (mount(dir, t.path, NULL, MS_BIND, NULL) < 0) /* as is: E ro, the work area rw */
+                return drv_err_errno(err, "bind %s on %s", dir, inside);
+        return 0;
 }
 
 /* A default mask that is a symlink to another default mask (/var/run -> /run) is hidden already. */
@@ -157,52 +245,65 @@ static bool masked_by_default(const char *path)
 static int setup_dev(struct drv_error *err)
 {
         int r;
-        if ((r = drv_mkdir_p(R "/dev", 0755, err)) < 0 ||
-            (r = mount_tmpfs(R "/dev", "mode=755,size=256k", MS_NOEXEC, err)) < 0)
+        if ((r = mount_tmpfs("/dev", 0755, "mode=755,size=256k", MS_NOEXEC, err)) < 0)
                 return r;
         for (size_t i = 0; i < DRV_ARRAY_SIZE(dev_nodes); i++) {
-                char src[64], dst[96];
+                char src[64];
                 snprintf(src, sizeof(src), "/dev/%s", dev_nodes[i]);
-                snprintf(dst, sizeof(dst), R "/dev/%s", dev_nodes[i]);
-                if ((r = touch(dst, err)) < 0)
+                if ((r = bind_flags(src, src, false, true, err)) < 0)
                         return r;
-                if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
-                        return fail(err, "bind", src);
         }
         /* the nodes (and the tmpfs under them): one call for all */
-        if ((r = setattr(R "/dev", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true, err)) < 0)
+        if ((r = setattr("/dev", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, true, err)) < 0)
                 return r;
-        if (mkdir(R "/dev/pts", 0755) < 0 || mkdir(R "/dev/shm", 01777) < 0 ||
-            mkdir(R "/dev/mqueue", 0755) < 0)
-                return fail(err, "mkdir", R "/dev/*");
-        if (mount("devpts", R "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+        struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
+        if ((r = root_target("/dev/pts", true, true, 0755, &t, err)) < 0)
+                return r;
+        if (mount("devpts", t.path, "devpts", MS_NOSUID | MS_NOEXEC,
                   "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0 &&
-            mount("devpts", R "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+            mount("devpts", t.path, "devpts", MS_NOSUID | MS_NOEXEC,
                   "newinstance,ptmxmode=0666,mode=0620") < 0)
-                return fail(err, "mount devpts on", R "/dev/pts");
-        if ((r = mount_tmpfs(R "/dev/shm", "mode=1777,size=64m", 0, err)) < 0)
+                return fail(err, "mount devpts on", "/dev/pts");
+        if ((r = mount_tmpfs("/dev/shm", 01777, "mode=1777,size=64m", 0, err)) < 0 ||
+            (r = root_target("/dev/mqueue", true, true, 0755, &t, err)) < 0)
                 return r;
         static const char *const links[][2] = {{"pts/ptmx", "ptmx"},
                                                {"/proc/self/fd", "fd"},
                                                {"/proc/self/fd/0", "stdin"},
                                                {"/proc/self/fd/1", "stdout"},
                                                {"/proc/self/fd/2", "stderr"}};
-        for (size_t i = 0; i < DRV_ARRAY_SIZE(links); i++) {
-                char dst[64];
-                snprintf(dst, sizeof(dst), R "/dev/%s", links[i][1]);
-                if (symlink(links[i][0], dst) < 0)
-                        return fail(err, "symlink", dst);
+        _cleanup_close_ int dev = open_in_root("/dev", O_PATH | O_DIRECTORY);
+        if (dev < 0)
+                return drv_err(err, -dev, "open /dev: %s", strerror(-dev));
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(links); i++)
+                if (symlinkat(links[i][0], dev, links[i][1]) < 0)
+                        return fail(err, "symlink /dev/", links[i][1]);
+        return 0;
+}
+
+/* A fresh kernel file system (proc, sysfs) on the directory `inside`; *refused: the kernel
+ * said no to the mount itself (err filled either way). */
+static int mount_kernfs(const char *type, const char *inside, unsigned long flags, bool *refused,
+                        struct drv_error *err)
+{
+        struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
+        int r = root_target(inside, true, true, 0555, &t, err);
+        *refused = false;
+        if (r < 0)
+                return r;
+        if (mount(type, t.path, type, flags, NULL) < 0) {
+                *refused = true;
+                return drv_err_errno(err, "mount %s on %s", type, inside);
         }
         return 0;
 }
 
 static int setup_proc_sys(bool host_root, struct drv_error *err)
 {
-        int r;
-        if ((r = drv_mkdir_p(R "/proc", 0555, err)) < 0)
+        bool refused;
+        int r = mount_kernfs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, &refused, err);
+        if (r < 0)
                 return r;
-        if (mount("proc", R "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-                return fail(err, "mount proc on", R "/proc");
         char p[128];
         for (size_t i = 0; i < DRV_ARRAY_SIZE(proc_masked); i++) {
                 snprintf(p, sizeof(p), "/proc/%s", proc_masked[i]);
@@ -210,21 +311,25 @@ static int setup_proc_sys(bool host_root, struct drv_error *err)
                         return r;
         }
         /* no nested user namespaces (also without seccomp): our userns's own ucount limit */
-        if ((r = drv_write_file(R "/proc/sys/user/max_user_namespaces", "0", err)) < 0)
-                return r;
+        _cleanup_close_ int fd = open_in_root("/proc/sys/user/max_user_namespaces", O_WRONLY);
+        if (fd < 0 || write(fd, "0", 1) != 1)
+                return drv_err(err, fd < 0 ? -fd : errno, "cannot write %s",
+                               "/proc/sys/user/max_user_namespaces");
         for (size_t i = 0; i < DRV_ARRAY_SIZE(proc_readonly); i++) {
-                snprintf(p, sizeof(p), R "/proc/%s", proc_readonly[i]);
-                if (access(p, F_OK) == 0 && (r = bind(p, p, true, err)) < 0)
+                struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
+                snprintf(p, sizeof(p), "/proc/%s", proc_readonly[i]);
+                if ((r = root_target(p, false, false, 0, &t, err)) == -ENOENT)
+                        continue;
+                if (r < 0 || (r = bind(t.path, p, true, err)) < 0)
                         return r;
         }
-        if ((r = drv_mkdir_p(R "/sys", 0555, err)) < 0)
+        r = mount_kernfs("sysfs", "/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, &refused,
+                         err);
+        if (r < 0 && !refused)
                 return r;
-        if (mount("sysfs", R "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) <
-            0) {
-                /* not allowed here: a read-only copy of the host's instead */
-                if (!host_root && (r = bind("/sys", R "/sys", true, err)) < 0)
-                        return r;
-        }
+        /* not allowed here: a read-only copy of the host's instead */
+        if (r < 0 && !host_root && (r = bind("/sys", "/sys", true, err)) < 0)
+                return r;
         for (size_t i = 0; i < DRV_ARRAY_SIZE(sys_masked); i++) {
                 snprintf(p, sizeof(p), "/sys/%s", sys_masked[i]);
                 if ((r = mask(p, false, err)) < 0)
@@ -240,6 +345,7 @@ static int setup_root(const struct sb_init_args *a, struct drv_error *err)
                 if (!a->host_fds && mount("/", R, NULL, MS_BIND | MS_REC, NULL) < 0)
                         return fail(err, "bind / on", R);
                 for (size_t i = 0; a->host_fds && a->host_fds[i] >= 0; i++) {
+                        /* the host's own mount points, in the host's tree (R is its copy) */
                         _cleanup_free_ char *dst = i ? in_root(a->host_paths[i]) : strdup(R);
                         if (!dst)
                                 return drv_err(err, ENOMEM, "out of memory");
@@ -249,7 +355,7 @@ static int setup_root(const struct sb_init_args *a, struct drv_error *err)
                         if (r < 0)
                                 return drv_err_prefix(err, "host mount %s", a->host_paths[i]);
                 }
-                return setattr(R, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true,
+                return setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, true,
                                err);
         }
         _cleanup_strbuf_ struct strbuf o = STRBUF_INIT;
@@ -279,22 +385,17 @@ static int setup_binds(const struct sb_init_args *a, struct drv_error *err)
 {
         for (size_t i = 0; i < a->cfg->n_binds; i++) {
                 const struct sandbox_bind *b = &a->cfg->binds[i];
-                _cleanup_free_ char *dst = in_root(b->inside_path);
+                struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
                 struct stat st;
                 int r;
-                if (!dst)
-                        return drv_err(err, ENOMEM, "out of memory");
                 if (fstat(a->bind_fds[i], &st) < 0)
                         return fail(err, "stat", b->host_path);
-                if (access(dst, F_OK) < 0) {
-                        r = S_ISDIR(st.st_mode) ? drv_mkdir_p(dst, 0755, err)
-                                                : mkdir_parent(dst, err) ?: touch(dst, err);
-                        if (r < 0)
-                                return drv_err_prefix(err, "mount point for %s", b->inside_path);
-                }
-                if (attach(a->bind_fds[i], dst, err) < 0)
+                if ((r = root_target(b->inside_path, true, S_ISDIR(st.st_mode), 0755, &t, err)) < 0)
                         return drv_err_prefix(err, "bind %s", b->host_path);
-                r = setattr(dst,
+                if (syscall(SYS_move_mount, a->bind_fds[i], "", t.fd, "",
+                            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                        return drv_err_errno(err, "bind %s on %s", b->host_path, b->inside_path);
+                r = setattr(b->inside_path,
                             MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
                                 (b->readonly ? MOUNT_ATTR_RDONLY : 0),
                             true, err);
@@ -304,12 +405,21 @@ static int setup_binds(const struct sb_init_args *a, struct drv_error *err)
         return 0;
 }
 
+/* A tmpfs on a staging path of ours (not in the root). */
+static int mount_stage(const char *path, const char *opts, unsigned long flags,
+                       struct drv_error *err)
+{
+        if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | flags, opts) < 0)
+                return fail(err, "mount tmpfs on", path);
+        return 0;
+}
+
 static int setup_work(const struct sb_init_args *a, struct drv_error *err)
 {
         char opts[96];
         int r;
         snprintf(opts, sizeof(opts), "mode=755,size=%" PRIu64, a->disk_bytes);
-        if ((r = mount_tmpfs(W, opts, 0, err)) < 0)
+        if ((r = mount_stage(W, opts, 0, err)) < 0)
                 return r;
         if (mkdir(W "/home", 0755) < 0 || mkdir(W "/tmp", 01777) < 0 ||
             mkdir(W "/masks", 0755) < 0 || mkdir(W "/vartmp", 01777) < 0 ||
@@ -321,28 +431,26 @@ static int setup_work(const struct sb_init_args *a, struct drv_error *err)
 
 static int place_work(const struct sb_init_args *a, bool host_root, struct drv_error *err)
 {
-        _cleanup_free_ char *home = in_root(a->home);
-        struct stat st;
+        struct target t __attribute__((cleanup(target_close))) = {.fd = -1};
         int r;
-        if (!home)
-                return drv_err(err, ENOMEM, "out of memory");
         if (!host_root && a->cfg->ids_given) {
                 /* an image's user: its home stays as the image has it (tools live there), in
                  * the writable overlay (whose upper is in the size-bounded work area) */
-                if (lstat(home, &st) < 0 &&
-                    ((r = drv_mkdir_p(home, 0755, err)) < 0 || chown(home, a->uid, a->gid) < 0))
-                        return r < 0 ? r : fail(err, "chown", home);
-        } else if ((r = drv_mkdir_p(home, 0755, err)) < 0 ||
-                   (r = bind(W "/home", home, false, err)) < 0) {
+                r = root_target(a->home, false, true, 0, &t, err);
+                if (r == -ENOENT && (r = root_target(a->home, true, true, 0755, &t, err)) == 0 &&
+                    fchownat(t.fd, "", a->uid, a->gid, AT_EMPTY_PATH) < 0)
+                        return fail(err, "chown", a->home);
+                if (r < 0)
+                        return r;
+        } else if ((r = bind(W "/home", a->home, false, err)) < 0) {
                 return r;
         }
-        if ((r = drv_mkdir_p(R "/tmp", 01777, err)) < 0 ||
-            (r = bind(W "/tmp", R "/tmp", false, err)) < 0)
+        if ((r = bind(W "/tmp", "/tmp", false, err)) < 0)
                 return r;
-        if (access(R "/var/tmp", F_OK) == 0 &&
-            (r = bind(W "/vartmp", R "/var/tmp", false, err)) < 0)
-                return r;
-        return 0;
+        r = root_target("/var/tmp", false, true, 0, &t, err);
+        if (r == 0)
+                r = bind(W "/vartmp", "/var/tmp", false, err);
+        return r == -ENOENT ? 0 : r;
 }
 
 int sb_rootfs_build(const struct sb_init_args *a, struct drv_error *err)
@@ -351,21 +459,24 @@ int sb_rootfs_build(const struct sb_init_args *a, struct drv_error *err)
         bool host_root = !a->cfg->rootfs && !a->lower_fds;
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return fail(err, "make private", "/");
-        if ((r = mount_tmpfs(STAGE, "mode=700,size=64k", 0, err)) < 0)
+        if ((r = mount_stage(STAGE, "mode=700,size=64k", 0, err)) < 0)
                 return r;
         if (mkdir(R, 0755) < 0 || mkdir(W, 0755) < 0 || mkdir(E, 0555) < 0)
                 return fail(err, "mkdir", R);
-        if ((r = mount_tmpfs(E, "size=4k,mode=555", MS_RDONLY | MS_NOEXEC, err)) < 0)
+        if ((r = mount_stage(E, "size=4k,mode=555", MS_RDONLY | MS_NOEXEC, err)) < 0)
                 return r;
         if ((r = setup_work(a, err)) < 0 || (r = setup_root(a, err)) < 0)
                 return r;
+        struct target run __attribute__((cleanup(target_close))) = {.fd = -1};
         if (host_root) {
                 for (size_t i = 0; i < DRV_ARRAY_SIZE(default_masks); i++)
                         if (!masked_by_default(default_masks[i]) &&
                             (r = mask(default_masks[i], true, err)) < 0)
                                 return r;
-        } else if (access(R "/run", F_OK) == 0 &&
-                   (r = mount_tmpfs(R "/run", "mode=755,size=16m", 0, err)) < 0) {
+        } else if ((r = root_target("/run", false, true, 0, &run, err)) == 0) {
+                if ((r = mount_tmpfs("/run", 0755, "mode=755,size=16m", 0, err)) < 0)
+                        return r;
+        } else if (r != -ENOENT) {
                 return r;
         }
         for (const char *const *m = a->cfg->masked_paths; m && *m; m++)

@@ -228,6 +228,17 @@ static long clone_init(struct sandbox *sb, int netns_fd, bool *in_cgroup)
 }
 
 /* Clone pid 1, map its ids, put it in the cgroup and network, let it build the root. */
+/* pid 1 reports its own setup error and dies; what failed after it (the network made for its
+ * pid) is a consequence: name the cause. */
+static void pid1_error_first(int sync_fd, int *r, struct drv_error *err)
+{
+        struct sb_sync_msg m;
+        if (recv(sync_fd, &m, sizeof(m), MSG_DONTWAIT) == (ssize_t)sizeof(m) && m.err) {
+                m.msg[sizeof(m.msg) - 1] = 0;
+                *r = drv_err(err, m.err, "sandbox setup: %s", m.msg);
+        }
+}
+
 static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, struct sb_init_args *a,
                       struct drv_error *err)
 {
@@ -280,8 +291,10 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
                 goto out;
         phase(sb, "maps_cg");
         if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of &&
-            (r = sb_net_setup(&sb->net, sb->init_pid, err)) < 0)
+            (r = sb_net_setup(&sb->net, sb->init_pid, err)) < 0) {
+                pid1_error_first(sync[0], &r, err);
                 goto out;
+        }
         if (DRV_RETRY(write(sync[0], "c", 1)) != 1) {
                 r = drv_err_errno(err, "start the sandbox's pid 1");
                 goto out;

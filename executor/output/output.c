@@ -275,7 +275,8 @@ static int write_step_json(struct output *o, unsigned sidx, json_t *j)
         char name[32], tmp[40];
         snprintf(name, sizeof(name), "%u.json", sidx);
         snprintf(tmp, sizeof(tmp), "%u.json.tmp", sidx);
-        int fd = openat(o->spool_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        int fd =
+            openat(o->spool_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         int r = fd < 0 ? -errno : drv_write_all(fd, txt, strlen(txt));
         free(txt);
         if (fd >= 0)
@@ -398,8 +399,8 @@ static int open_spool(struct output *o, struct drv_error *err)
         o->spool_fd = open(o->spool_path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (o->spool_fd < 0)
                 return drv_err_errno(err, "cannot open the spool %s", o->spool_path);
-        o->lock_fd = openat(o->spool_fd, "writer.lock",
-                           O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        o->lock_fd =
+            openat(o->spool_fd, "writer.lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (o->lock_fd < 0)
                 return drv_err_errno(err, "cannot create %s/writer.lock", o->spool_path);
         if (flock(o->lock_fd, LOCK_EX | LOCK_NB) < 0)
@@ -509,10 +510,11 @@ int output_step_begin(struct output *o, unsigned idx, const char *name, bool bac
                 unsigned sidx = o->base + idx;
                 char fn[32];
                 snprintf(fn, sizeof(fn), "%u.data", sidx);
-                s->data_fd =
-                    openat(o->spool_fd, fn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+                s->data_fd = openat(o->spool_fd, fn,
+                                    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
                 snprintf(fn, sizeof(fn), "%u.ts", sidx);
-                s->ts_fd = openat(o->spool_fd, fn, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+                s->ts_fd = openat(o->spool_fd, fn,
+                                  O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
                 if (s->data_fd < 0 || s->ts_fd < 0)
                         return drv_err_errno(err, "cannot create the spool of step %u", idx);
                 if ((r = spool_json(o, idx, NULL)) < 0)
