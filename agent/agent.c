@@ -5,6 +5,7 @@
 #include "agent/commands.h"
 #include "drover_version.h"
 #include "executor/docker/runtime_docker.h"
+#include "sandbox/sandbox.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -84,6 +85,8 @@ static void free_resources(struct agent *a, double *cpus, uint64_t *mem)
         *mem = m;
 }
 
+/* Jobs this node runs at once: max_jobs, else by CPUs and memory; never more than the host's
+ * sandbox slots hold with every job at its max_services_per_job (checked at start). */
 static void compute_capacity(struct agent *a)
 {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -95,6 +98,28 @@ static void compute_capacity(struct agent *a)
         if (by_mem < c)
                 c = by_mem;
         a->capacity = a->cfg.max_jobs ? (size_t)a->cfg.max_jobs : (c ? c : 1);
+        size_t fit = SANDBOX_SLOTS / (size_t)(1 + a->cfg.max_services_per_job);
+        if (!a->cfg.max_jobs && a->capacity > fit)
+                a->capacity = fit ? fit : 1;
+}
+
+/* One job cannot starve the others of sandbox slots: the configured jobs, each with its
+ * services, must fit in the host's slots. */
+static int check_slots(struct agent *a, struct drv_error *err)
+{
+        uint64_t per_job = 1 + a->cfg.max_services_per_job;
+        if (a->cfg.max_services_per_job >= SANDBOX_SLOTS ||
+            (uint64_t)a->capacity * per_job > SANDBOX_SLOTS)
+                return drv_err(err, EINVAL,
+                               "max_jobs %zu with max_services_per_job %llu need %llu sandbox "
+                               "slots; this host has %d: lower max_jobs or max_services_per_job",
+                               a->capacity, (unsigned long long)a->cfg.max_services_per_job,
+                               (unsigned long long)((uint64_t)a->capacity * per_job),
+                               SANDBOX_SLOTS);
+        char svc[32]; /* the jobs' `drover job` enforces it (executor/runtime_image.c) */
+        snprintf(svc, sizeof(svc), "%llu", (unsigned long long)a->cfg.max_services_per_job);
+        setenv("DROVER_MAX_SERVICES", svc, 1);
+        return 0;
 }
 
 static char *read_line_file(const char *path)
@@ -431,6 +456,17 @@ static void reload(struct agent *a)
                 drv_log_set_level(lv);
         open_log(a);
         compute_capacity(a);
+        struct drv_error se = {0};
+        if (check_slots(a, &se) < 0) { /* keep the old per-job bound, fewer jobs */
+                log_error("config_slots", "error=\"%s\"", se.message);
+                const char *old = getenv("DROVER_MAX_SERVICES");
+                uint64_t m = 0;
+                if (!old || drv_parse_u64(old, &m) < 0 || m >= SANDBOX_SLOTS)
+                        m = 0;
+                a->cfg.max_services_per_job = m;
+                if (a->capacity > SANDBOX_SLOTS / (size_t)(1 + m))
+                        a->capacity = SANDBOX_SLOTS / (size_t)(1 + m);
+        }
         agent_docker_load(a);
         metrics_reopen(a);
         log_info("config_reloaded", "capacity=%zu classes=%zu log_file=%s", a->capacity,
@@ -460,6 +496,7 @@ static void step(struct agent *a)
 {
         uint64_t now = drv_now_ns();
         jobs_tick(a);
+        metrics_tick(a);
         if (a->done)
                 return;
         bool any_jobs = a->jobs != NULL;
@@ -622,6 +659,7 @@ static void agent_export_image_settings(const struct agent_config *c)
         for (size_t i = 0; i < DRV_ARRAY_SIZE(vals); i++)
                 if (vals[i][1] && *vals[i][1])
                         setenv(vals[i][0], vals[i][1], 1);
+
         _cleanup_strbuf_ struct strbuf m = STRBUF_INIT;
         for (char **v = c->image_mirrors; v && *v; v++)
                 if (strbuf_printf(&m, "%s%s", v == c->image_mirrors ? "" : ",", *v) < 0)
@@ -680,6 +718,10 @@ int cmd_agent(int argc, char **argv)
         }
         srandom((unsigned)(drv_now_ns() ^ (uint64_t)getpid()));
         compute_capacity(&a);
+        if (check_slots(&a, &err) < 0) {
+                fprintf(stderr, "drover agent: %s\n", err.message);
+                goto out;
+        }
         const char *wd = getenv("WATCHDOG_USEC");
         uint64_t wu;
         if (wd && drv_parse_u64(wd, &wu) == 0)

@@ -48,6 +48,9 @@ struct agent_config {
         char *image_pull;         /* never | missing | always */
         char **image_mirrors;
         char *image_ca_file;
+        /* services a docker job may have (exported as DROVER_MAX_SERVICES): with max_jobs it
+         * sizes the sandbox slots a node needs, (1 + this) per job (docs/agent.md) */
+        uint64_t max_services_per_job;
         bool rcu_expedited; /* sandbox.rcu_expedited: write 1 to /sys/kernel/rcu_expedited at start
                                (opt-in; docs/sandbox.md "Start-up") */
 };
@@ -212,7 +215,13 @@ struct agent_metrics {
 int metrics_listen(struct agent *a, struct drv_error *err);
 /* SIGHUP: close and reopen the metrics listener and the StatsD socket from the (new) config. */
 void metrics_reopen(struct agent *a);
+/* Connections to the metrics port at once (a new one closes the oldest), and how long one may
+ * stay; at EMFILE accepting pauses (the listener leaves the epoll set) until the next tick. */
+#define METRICS_MAX_CONNS 16
+#define METRICS_CONN_NS   (5 * 1000000000ull)
 void metrics_on_accept(struct agent *a);
+/* From the tick: close connections older than METRICS_CONN_NS, resume a paused accept. */
+void metrics_tick(struct agent *a);
 void metrics_on_conn(struct agent *a, struct watch *w);
 void metrics_note_event(struct agent *a, struct job *j, json_t *ev);
 void metrics_statsd_flush(struct agent *a);
@@ -255,6 +264,10 @@ struct agent {
         bool fatal;
         int exit_code;
         struct watch metricsw;
+        struct watch *metrics_conns[METRICS_MAX_CONNS]; /* open connections, NULL: free */
+        uint64_t metrics_conn_ns[METRICS_MAX_CONNS];    /* when each was accepted */
+        bool metrics_paused;                            /* the listener is out of the epoll set */
+        uint64_t metrics_pauses;
         struct agent_metrics m;
         int statsd_fd;
         uint64_t next_statsd_ns, next_watchdog_ns, watchdog_usec;

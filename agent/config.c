@@ -54,6 +54,7 @@ static const struct key keys[] = {
     K("image_pull", K_STR, image_pull, false, false),
     K("image_mirrors", K_STRV, image_mirrors, false, false),
     K("image_ca_file", K_STR, image_ca_file, false, false),
+    K("max_services_per_job", K_UINT, max_services_per_job, false, false),
     K("sandbox.rcu_expedited", K_BOOL, rcu_expedited, false, true),
 };
 
@@ -237,6 +238,7 @@ void agent_config_defaults(struct agent_config *cfg)
             {"image_store", "/var/lib/drover/images"},
             {"image_pull", "missing"},
             {"image_ca_file", ""},
+            {"max_services_per_job", "16"},
         };
         for (size_t i = 0; i < DRV_ARRAY_SIZE(defs); i++)
                 (void)agent_config_set(cfg, defs[i][0], defs[i][1], &e);

@@ -1,5 +1,6 @@
 /* metrics.c: Prometheus text and /healthz on a local address, StatsD (optional), sd_notify. */
 #include "agent/agent.h"
+#include "sandbox/sandbox.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -79,6 +80,7 @@ int metrics_listen(struct agent *a, struct drv_error *err)
                 return -err->code;
         }
         a->metricsw.fd = fd;
+        a->metrics_paused = false;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &a->metricsw};
         epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &ev);
         return 0;
@@ -107,12 +109,69 @@ void metrics_reopen(struct agent *a)
         log_info("metrics_reopened", "listen=%s statsd=%s", a->cfg.metrics_listen, a->cfg.statsd);
 }
 
+static void listen_events(struct agent *a, uint32_t events)
+{
+        struct epoll_event ev = {.events = events, .data.ptr = &a->metricsw};
+        if (a->metricsw.fd >= 0 && epoll_ctl(a->epfd, EPOLL_CTL_MOD, a->metricsw.fd, &ev) < 0)
+                log_warn("metrics_epoll", "error=\"%s\"", strerror(errno));
+}
+
+/* Stop accepting (the listener leaves the epoll set, connections wait in the backlog): a full
+ * table or EMFILE would otherwise wake the loop again at once, forever. */
+static void pause_accept(struct agent *a, const char *why)
+{
+        if (a->metrics_paused)
+                return;
+        listen_events(a, 0);
+        a->metrics_paused = true;
+        if (a->metrics_pauses++ % 100 == 0) /* EMFILE that lasts: retried each tick */
+                log_warn("metrics_accept_paused", "reason=\"%s\" max_connections=%d pauses=%llu",
+                         why, METRICS_MAX_CONNS, (unsigned long long)a->metrics_pauses);
+}
+
+static void resume_accept(struct agent *a)
+{
+        if (!a->metrics_paused)
+                return;
+        listen_events(a, EPOLLIN);
+        a->metrics_paused = false;
+}
+
+/* The watch goes to the graveyard (freed after the epoll batch, which may still name it). */
+static void close_conn(struct agent *a, size_t i)
+{
+        struct watch *w = a->metrics_conns[i];
+        epoll_ctl(a->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        close(w->fd);
+        w->fd = -1;
+        w->type = W_DEAD;
+        w->obj = a->graveyard;
+        a->graveyard = w;
+        a->metrics_conns[i] = NULL;
+        resume_accept(a);
+}
+
 void metrics_on_accept(struct agent *a)
 {
         for (;;) {
+                size_t i = 0, oldest = 0;
+                while (i < METRICS_MAX_CONNS && a->metrics_conns[i]) {
+                        if (a->metrics_conn_ns[i] < a->metrics_conn_ns[oldest])
+                                oldest = i;
+                        i++;
+                }
                 int fd = accept4(a->metricsw.fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-                if (fd < 0)
+                if (fd < 0) {
+                        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                            errno == ENOMEM)
+                                pause_accept(a, strerror(errno)); /* the tick retries */
                         return;
+                }
+                if (i == METRICS_MAX_CONNS) { /* full: the oldest (idle, or slow) one goes */
+                        log_debug("metrics_conn_evicted", "max_connections=%d", METRICS_MAX_CONNS);
+                        close_conn(a, oldest);
+                        i = oldest;
+                }
                 struct watch *w = calloc(1, sizeof(*w));
                 if (!w) {
                         close(fd);
@@ -123,8 +182,24 @@ void metrics_on_accept(struct agent *a)
                 if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
                         close(fd);
                         free(w);
+                        continue;
                 }
+                a->metrics_conns[i] = w;
+                a->metrics_conn_ns[i] = drv_now_ns();
         }
+}
+
+void metrics_tick(struct agent *a)
+{
+        uint64_t now = drv_now_ns();
+        for (size_t i = 0; i < METRICS_MAX_CONNS; i++)
+                if (a->metrics_conns[i] && now - a->metrics_conn_ns[i] >= METRICS_CONN_NS)
+                        close_conn(a, i);
+        for (size_t i = 0; i < METRICS_MAX_CONNS; i++)
+                if (!a->metrics_conns[i]) {
+                        resume_accept(a); /* after EMFILE: try again, at most once a tick */
+                        break;
+                }
 }
 
 static void render(struct agent *a, struct strbuf *sb)
@@ -180,8 +255,14 @@ static void render(struct agent *a, struct strbuf *sb)
             "# HELP drover_event_spool_bytes Job events spilled to disk, unacknowledged.\n"
             "# TYPE drover_event_spool_bytes gauge\ndrover_event_spool_bytes %llu\n"
             "# TYPE drover_job_events_spooled_total counter\n"
-            "drover_job_events_spooled_total %llu\n",
-            (unsigned long long)a->spool_bytes, (unsigned long long)m->events_spooled);
+            "drover_job_events_spooled_total %llu\n"
+            "# HELP drover_sandbox_slots Sandboxes this host can run at once.\n"
+            "# TYPE drover_sandbox_slots gauge\ndrover_sandbox_slots %d\n"
+            "# HELP drover_sandbox_slots_per_job_max A job's primary and its services at most.\n"
+            "# TYPE drover_sandbox_slots_per_job_max gauge\n"
+            "drover_sandbox_slots_per_job_max %llu\n",
+            (unsigned long long)a->spool_bytes, (unsigned long long)m->events_spooled,
+            SANDBOX_SLOTS, (unsigned long long)(1 + a->cfg.max_services_per_job));
 }
 
 void metrics_on_conn(struct agent *a, struct watch *w)
@@ -220,9 +301,9 @@ void metrics_on_conn(struct agent *a, struct watch *w)
                 (void)drv_write_all(w->fd, body.buf ? body.buf : "", body.len);
                 strbuf_release(&body);
         }
-        epoll_ctl(a->epfd, EPOLL_CTL_DEL, w->fd, NULL);
-        close(w->fd);
-        free(w);
+        for (size_t i = 0; i < METRICS_MAX_CONNS; i++)
+                if (a->metrics_conns[i] == w)
+                        close_conn(a, i);
 }
 
 void metrics_note_event(struct agent *a, struct job *j, json_t *ev)

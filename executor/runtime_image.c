@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/epoll.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -22,6 +23,7 @@ struct service {
         size_t index; /* in the executor's images */
         char name[72];
         bool reported; /* its end was reported */
+        int log_fd;    /* its output: an unlinked file in its own /tmp (service_log_open) */
 };
 
 struct rtimg {
@@ -306,12 +308,34 @@ static int write_hosts(struct rtimg *ri, struct drv_error *err)
         return drv_write_file_atomic(ri->hosts, sb.buf, sb.len, 0644, err);
 }
 
+/* Each service is a sandbox and takes one of the host's SANDBOX_SLOTS: a job has at most
+ * DROVER_MAX_SERVICES (the agent's max_services_per_job; default 16) so that one job cannot take
+ * them all (issue 20). */
+static int check_services(const struct js_executor *e, struct drv_error *err)
+{
+        uint64_t max = RTIMG_MAX_SERVICES_DEFAULT;
+        const char *s = getenv("DROVER_MAX_SERVICES");
+        if (s && *s && (drv_parse_u64(s, &max) < 0 || max >= SANDBOX_SLOTS))
+                return drv_err(err, EINVAL, "DROVER_MAX_SERVICES '%s': want 0 to %d", s,
+                               SANDBOX_SLOTS - 1);
+        if (e->n_images - 1 > max)
+                return drv_err(err, EINVAL,
+                               "$.executor.images: %zu services, more than the %llu a job may "
+                               "have on this host (the agent's max_services_per_job; "
+                               "DROVER_MAX_SERVICES for drover job/run)",
+                               e->n_images - 1, (unsigned long long)max);
+        return 0;
+}
+
 int rtimg_open(const struct jobspec *spec, const char *name, const struct runtime_hooks *hooks,
                struct rtimg **out, struct drv_error *err)
 {
         const struct js_executor *e = &spec->executor;
         if (e->n_images == 0)
                 return drv_err(err, EINVAL, "$.executor.images: a docker job needs an image");
+        int r = check_services(e, err);
+        if (r < 0)
+                return r;
         struct rtimg *ri = calloc(1, sizeof(*ri));
         if (!ri)
                 return drv_err(err, ENOMEM, "out of memory");
@@ -329,7 +353,7 @@ int rtimg_open(const struct jobspec *spec, const char *name, const struct runtim
         if (!ri->imgs || !ri->stores || !ri->svcs || !mkdtemp(tmpl) || !(ri->dir = strdup(tmpl)))
                 return drv_err_errno(err, "job dir");
         chmod(ri->dir, 0755);
-        int r = rtimg_pull_all(spec, &ri->hooks, &ri->store, ri->stores, ri->imgs, err);
+        r = rtimg_pull_all(spec, &ri->hooks, &ri->store, ri->stores, ri->imgs, err);
         if (r < 0)
                 return r;
         ri->n = e->n_images;
@@ -395,11 +419,40 @@ static void limits_text(uint64_t mem_mb, double cpus, uint64_t pids, char *buf, 
                  (unsigned long long)(pids ? pids : SANDBOX_PIDS_DEFAULT));
 }
 
+/* A service's stdout and stderr: a file made in the service's own /tmp before anything of it
+ * runs, unlinked at once — in its size-bounded work area (the job's disk bound, its pages
+ * charged to the job's memory), named by no path, nothing in the host's /tmp (issue 20). It is
+ * made with the file system ids of the sandbox's root (the owner of its /tmp): the job's rights,
+ * not the supervisor's (whose ids the sandbox's tmpfs could not even store: EOVERFLOW). */
+static int service_log_open(struct sandbox *sb, struct drv_error *err)
+{
+        static const char name[] = ".drover-service.log";
+        struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        struct stat st;
+        _cleanup_close_ int dir =
+            (int)syscall(SYS_openat2, sandbox_root_fd(sb), "/tmp", &how, sizeof(how));
+        if (dir < 0 || fstat(dir, &st) < 0)
+                return drv_err_errno(err, "service log: the service's /tmp");
+        /* setfsuid/setfsgid: this thread only; back to ours right after */
+        int old_gid = setfsgid(st.st_gid), old_uid = setfsuid(st.st_uid);
+        int fd = openat(dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        int e = errno;
+        if (fd >= 0 && unlinkat(dir, name, 0) < 0)
+                log_warn("service_log_unlink", "error=\"%s\"", strerror(errno));
+        setfsuid((uid_t)old_uid);
+        setfsgid((gid_t)old_gid);
+        if (fd < 0)
+                return drv_err(err, e, "service log: /tmp/%s: %s", name, strerror(e));
+        return fd;
+}
+
 static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, struct drv_error *err)
 {
         const struct js_image *ji = &ri->spec->executor.images[i];
         const struct img *im = ri->imgs[i];
         struct service *s = &ri->svcs[ri->n_svcs];
+        s->log_fd = -1;
         _cleanup_(rtimg_user_release) struct rtimg_user u = {0};
         int r = rtimg_resolve_user(im->layer_dirs, ji->user ? ji->user : im->config.user, &u, err);
         if (r < 0)
@@ -435,7 +488,8 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
                                     .user_name = u.name,
                                     .home = u.home,
                                     .binds = binds,
-                                    .n_binds = 1};
+                                    .n_binds = 1,
+                                    .disk_bytes = ri->spec->executor.disk_mb << 20};
         if ((r = sandbox_create(&sc, &s->sb, err)) < 0)
                 return r;
         s->index = i;
@@ -443,11 +497,9 @@ static int start_service(struct rtimg *ri, size_t i, struct sandbox *primary, st
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = ri->n_svcs - 1};
         if (epoll_ctl(ri->ep, EPOLL_CTL_ADD, sandbox_event_fd(s->sb), &ev) < 0)
                 return drv_err_errno(err, "epoll_ctl");
-        _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, i);
-        _cleanup_close_ int log_fd =
-            logp ? open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600) : -1;
-        if (log_fd < 0)
-                return drv_err_errno(err, "service log %s", logp ? logp : "");
+        if ((s->log_fd = service_log_open(s->sb, err)) < 0)
+                return s->log_fd;
+        int log_fd = s->log_fd;
         struct sandbox_exec ex = {
             .argv = (const char *const *)argv,
             .envp = (const char *const *)env,
@@ -510,14 +562,15 @@ static void report_service_end(struct rtimg *ri, size_t i)
                 return;
         }
         const struct js_image *ji = &ri->spec->executor.images[ri->svcs[i].index];
-        _cleanup_free_ char *logp = drv_asprintf("%s/service%zu.log", ri->dir, ri->svcs[i].index);
-        _cleanup_free_ char *text = NULL;
-        size_t len = 0;
-        if (logp)
-                (void)drv_read_file(logp, &text, &len, 0, NULL);
-        const char *tail = text ? text : "";
-        if (len > 2048)
-                tail = text + len - 2048;
+        char text[2049] = ""; /* the end of its log, never the whole */
+        struct stat st;
+        int lf = ri->svcs[i].log_fd;
+        if (lf >= 0 && fstat(lf, &st) == 0) {
+                off_t from = st.st_size > 2048 ? st.st_size - 2048 : 0;
+                ssize_t got = pread(lf, text, (size_t)(st.st_size - from), from);
+                text[got > 0 ? got : 0] = 0;
+        }
+        const char *tail = text;
         int code = WIFEXITED(ev.status) ? WEXITSTATUS(ev.status) : 128 + WTERMSIG(ev.status);
         char how[128];
         if (ev.oom)
@@ -560,6 +613,8 @@ void rtimg_close(struct rtimg *ri)
         for (size_t i = 0; i < ri->n_svcs; i++) {
                 report_service_end(ri, i);
                 sandbox_destroy(ri->svcs[i].sb);
+                if (ri->svcs[i].log_fd >= 0)
+                        close(ri->svcs[i].log_fd);
         }
         for (size_t i = 0; ri->imgs && i < ri->spec->executor.n_images; i++)
                 if (ri->imgs[i])

@@ -7,12 +7,16 @@
  * DROVER_IMAGE_STORE_MAX (size bound, GC after each pull; default none), DROVER_IMAGE_PULL
  * (never|missing|always, default missing), DROVER_IMAGE_MIRRORS (comma-separated URLs),
  * DROVER_IMAGE_CA_FILE, DROVER_IMAGE_INSECURE_HTTP (0: no plain-http retry for loopback registries
- * whose https fails with a TLS error). */
+ * whose https fails with a TLS error), DROVER_MAX_SERVICES (services per job, default 16). */
 #pragma once
 
 #include "executor/jobspec.h"
 #include "executor/runtime.h"
 #include "sandbox/sandbox.h"
+
+/* Services a docker job may have unless DROVER_MAX_SERVICES (the agent's max_services_per_job)
+ * says otherwise: each takes one of the host's SANDBOX_SLOTS. */
+#define RTIMG_MAX_SERVICES_DEFAULT 16
 
 struct rtimg;
 

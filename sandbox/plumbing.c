@@ -6,7 +6,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 
-#define SLOTS    1024
+#define SLOTS    SANDBOX_SLOTS
 #define SLOT_DIR "/run/drover/uid-slots"
 #define SOCKBUF  (4 << 20)
 

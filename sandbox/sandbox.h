@@ -18,6 +18,11 @@ struct sandbox_bind {
         bool readonly;
 };
 
+/* Sandboxes that can run at once on a host: each takes a uid range and a network slot (a
+ * docker job's primary and each of its services: one each). The agent sizes its jobs and their
+ * services against this (docs/sandbox.md "Slots"). */
+#define SANDBOX_SLOTS 1024
+
 /* pids_max when a config asks for none (docker runtime services get it too). */
 #define SANDBOX_PIDS_DEFAULT 4096
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -118,6 +119,59 @@ def dangling_symlink_mount_point_is_refused_clearly():
     expect(not os.path.exists(f"/nonexistent-{TOKEN}"), "created on the host")
     expect(rc != 0 and "/tmp" in out and "symbolic link" in out,
            f"a clear refusal naming the mount point ({rc}):\n{tail(out)}")
+
+
+@test
+def services_per_job_are_capped_with_a_clear_error():
+    """finding 9: one job with 1023 services took every sandbox slot of the host. A job has at
+    most DROVER_MAX_SERVICES services (the agent's max_services_per_job, default 16); more is
+    refused before anything is pulled or started, naming the field and the limit."""
+    ref = image({})
+    many = spec("many", [ref] * 18, ["echo ran-many"])
+    rc, out = drover_job(many)
+    expect(rc != 0 and "17 services" in out and "16" in out and "max_services_per_job" in out
+           and "ran-many" not in out, f"17 services refused by default ({rc}):\n{tail(out)}")
+    two = spec("two", [ref] * 3, [f"echo ran-two-{TOKEN}"])
+    rc, out = drover_job(two, env={"DROVER_MAX_SERVICES": "1"})
+    expect(rc != 0 and "2 services" in out and "the 1 a job may" in out,
+           f"DROVER_MAX_SERVICES=1 refuses 2 services ({rc}):\n{tail(out)}")
+    rc, out = drover_job(two, env={"DROVER_MAX_SERVICES": "2"})
+    expect(rc == 0 and f"ran-two-{TOKEN}" in out, f"2 services within 2 run ({rc}):\n{tail(out)}")
+
+
+@test
+def service_output_stays_inside_the_jobs_disk_bound():
+    """finding 8: a service's output went to a file in the host's /tmp with no bound (1.55 GB in
+    12 s). Now it is an unlinked file in the service's own /tmp: the job's disk bound (64 MiB
+    here) caps it, nothing appears in the host's /tmp, the end of it is still reported."""
+    import glob
+    import threading
+    ref = image({}, user="0")
+    svc = image({"x": "/"}, user="0")  # its own image: the service below gets an entrypoint
+    sp = spec("logs", [ref, svc], [f"sleep 5; echo steps-done-{TOKEN}"])
+    sp["executor"]["images"][1]["entrypoint"] = [
+        "/bin/sh", "-c", "echo chatty-start; while :; do seq 1 100000; done; echo not-here"]
+    sp["executor"]["resources"]["disk_mb"] = 64
+    sp["executor"]["resources"]["memory_mb"] = 1024
+    seen, done = [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for f in glob.glob(f"/tmp/drover-imgjob-local-{os.getpid()}-logs-*/*"):
+                try:
+                    seen[0] = max(seen[0], os.path.getsize(f))
+                except OSError:
+                    pass
+            time.sleep(0.1)
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        rc, out = drover_job(sp)
+    finally:
+        done.set()
+        t.join()
+    expect(seen[0] < 1 << 20, f"a {seen[0]} byte file in the host's /tmp:\n{tail(out)}")
+    expect(rc == 0 and f"steps-done-{TOKEN}" in out, f"the job's steps ran ({rc}):\n{tail(out)}")
 
 
 try:
