@@ -10,6 +10,15 @@
 #include <stdatomic.h>
 
 #define SSHD_MAX_CONNS 64
+/* Connections not authenticated yet ("startups", as OpenSSH's MaxStartups start:rate:full):
+ * from START on, a new one is dropped with a probability growing from RATE % to 100 % at FULL;
+ * FULL < SSHD_MAX_CONNS keeps room for sessions. At most PER_SOURCE from one address (an IPv6
+ * /64), and each has LOGIN_GRACE to authenticate (key exchange included), then it is cut. */
+#define SSHD_STARTUPS_START      8
+#define SSHD_STARTUPS_RATE       30
+#define SSHD_STARTUPS_FULL       32
+#define SSHD_STARTUPS_PER_SOURCE 4
+#define SSHD_LOGIN_GRACE_NS      (20ULL * 1000000000ULL)
 
 struct sshd {
         struct runtime *rt;
@@ -33,6 +42,9 @@ struct sshd {
         pthread_t *conns;
         size_t n_conns;
         int sock_fds[SSHD_MAX_CONNS]; /* sockets of live connections (-1 free): shut down at stop */
+        bool preauth[SSHD_MAX_CONNS]; /* not authenticated yet */
+        uint64_t since_ns[SSHD_MAX_CONNS];
+        unsigned char source[SSHD_MAX_CONNS][16]; /* its address (IPv4 mapped; IPv6 /64) */
         unsigned sessions;
         unsigned next_id;
         uint64_t last_active_ns;
@@ -51,6 +63,8 @@ struct sshd_conn_args {
 void *sshd_conn_main(void *args);
 /* A connection is over: its socket is no longer shut down at stop (call before closing it). */
 void sshd_conn_release(struct sshd *s, int slot);
+/* The connection in slot authenticated: it no longer counts as a startup. */
+void sshd_conn_authenticated(struct sshd *s, int slot);
 /* Is key one of the authorized keys? */
 bool sshd_key_allowed(struct sshd *s, ssh_key key);
 /* Session accounting (events + idle clock). */

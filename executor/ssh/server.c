@@ -165,6 +165,70 @@ static int bind_port(struct sshd *s, const char *addr, uint16_t lo, uint16_t hi,
 
 static void reap_finished(struct sshd *s);
 
+/* The source of a connection as 16 bytes: IPv4 mapped, IPv6 cut to its /64 (one host's). */
+static void source_key(const struct sockaddr_storage *ss, unsigned char key[16])
+{
+        memset(key, 0, 16);
+        if (ss->ss_family == AF_INET) {
+                key[10] = key[11] = 0xff;
+                memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+        } else if (ss->ss_family == AF_INET6) {
+                memcpy(key, &((const struct sockaddr_in6 *)ss)->sin6_addr, 8);
+        }
+}
+
+/* May a new connection from key start (s->lock held)? NULL, or why not. OpenSSH's MaxStartups
+ * and PerSourceMaxStartups: unauthenticated connections are what an attacker can hold. */
+static const char *admit(struct sshd *s, const unsigned char key[16])
+{
+        unsigned startups = 0, same = 0;
+        for (int i = 0; i < SSHD_MAX_CONNS; i++) {
+                if (s->sock_fds[i] < 0 || !s->preauth[i])
+                        continue;
+                startups++;
+                same += memcmp(s->source[i], key, 16) == 0;
+        }
+        if (same >= SSHD_STARTUPS_PER_SOURCE)
+                return "too_many_unauthenticated_from_source";
+        if (startups >= SSHD_STARTUPS_FULL)
+                return "too_many_unauthenticated";
+        if (startups >= SSHD_STARTUPS_START) {
+                unsigned p = SSHD_STARTUPS_RATE + (100 - SSHD_STARTUPS_RATE) *
+                                                      (startups - SSHD_STARTUPS_START) /
+                                                      (SSHD_STARTUPS_FULL - SSHD_STARTUPS_START);
+                uint32_t r = 0;
+                if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+                        r = (uint32_t)random();
+                if (r % 100 < p)
+                        return "random_early_drop";
+        }
+        return NULL;
+}
+
+/* Cut connections that did not authenticate within SSHD_LOGIN_GRACE_NS: their thread's key
+ * exchange or authentication fails at once, and the slot frees. */
+static void expire_startups(struct sshd *s)
+{
+        uint64_t now = drv_now_ns();
+        pthread_mutex_lock(&s->lock);
+        for (int i = 0; i < SSHD_MAX_CONNS; i++)
+                if (s->sock_fds[i] >= 0 && s->preauth[i] &&
+                    now - s->since_ns[i] >= SSHD_LOGIN_GRACE_NS) {
+                        shutdown(s->sock_fds[i], SHUT_RDWR);
+                        s->preauth[i] = false; /* cut once; no longer a startup */
+                        log_info("ssh_login_grace_expired", "slot=%d grace_s=%llu", i,
+                                 SSHD_LOGIN_GRACE_NS / 1000000000ULL);
+                }
+        pthread_mutex_unlock(&s->lock);
+}
+
+void sshd_conn_authenticated(struct sshd *s, int slot)
+{
+        pthread_mutex_lock(&s->lock);
+        s->preauth[slot] = false;
+        pthread_mutex_unlock(&s->lock);
+}
+
 static void accept_one(struct sshd *s)
 {
         struct sockaddr_storage ss;
@@ -184,13 +248,21 @@ static void accept_one(struct sshd *s)
                 snprintf(remote, sizeof(remote), "[%s]:%u", host, ntohs(a->sin6_port));
         }
         int slot = -1;
+        unsigned char key[16];
+        source_key(&ss, key);
         pthread_mutex_lock(&s->lock);
-        for (int i = 0; i < SSHD_MAX_CONNS && slot < 0; i++)
-                if (s->sock_fds[i] < 0)
+        const char *why = admit(s, key);
+        for (int i = 0; i < SSHD_MAX_CONNS && slot < 0 && !why; i++)
+                if (s->sock_fds[i] < 0) {
                         s->sock_fds[slot = i] = fd;
+                        s->preauth[i] = true;
+                        s->since_ns[i] = drv_now_ns();
+                        memcpy(s->source[i], key, 16);
+                }
         pthread_mutex_unlock(&s->lock);
         if (slot < 0) {
-                log_warn("ssh_refused", "remote=%s reason=too_many_connections", remote);
+                log_warn("ssh_refused", "remote=%s reason=%s", remote,
+                         why ? why : "too_many_connections");
                 close(fd);
                 return;
         }
@@ -255,6 +327,7 @@ static void *acceptor_main(void *arg)
                         break;
                 if (pf[0].revents & POLLIN)
                         accept_one(s);
+                expire_startups(s);
                 reap_finished(s);
         }
         return NULL;

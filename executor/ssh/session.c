@@ -10,7 +10,7 @@
 #include <sys/wait.h>
 
 #define MAX_CHANS     16
-#define AUTH_GRACE_NS (60ULL * 1000000000ULL)
+#define AUTH_GRACE_NS SSHD_LOGIN_GRACE_NS    /* the acceptor cuts it then, too */
 #define DRAIN_NS      (1000ULL * 1000000ULL) /* output after the process ended */
 #define SFTP_SERVER   "/usr/lib/openssh/sftp-server"
 #define IO_CHUNK      32768
@@ -642,6 +642,7 @@ void *sshd_conn_main(void *arg)
                 goto out;
         if (!authenticate(c))
                 goto out;
+        sshd_conn_authenticated(c->srv, c->slot);
         sshd_session_opened(c->srv, c->id, c->user, c->key_fp, c->remote);
         t0 = drv_now_ns();
         serve(c);

@@ -445,6 +445,53 @@ def hard_cap_ends_the_job_with_sessions_open_and_the_steps_result():
     expect([e["type"] for e in ev].count("ssh_session_closed") == 1, ev)
 
 
+@test
+def unauthenticated_connections_cannot_lock_the_owner_out():
+    """issue 20 finding 12: 64 idle TCP connections took every slot for the job's whole life.
+    Now: at most 4 unauthenticated ones per source address (the rest dropped at once), at most
+    32 in all (random early drop from 8, as OpenSSH's MaxStartups), each cut after 20 s without
+    authenticating — the owner from another address gets in while they are held."""
+    job = Job("preauth", ssh={"idle_timeout": 600})
+    held = []
+    try:
+        for _ in range(64):
+            c = socket.create_connection(("127.0.0.1", job.port), timeout=10)
+            c.setblocking(False)
+            held.append(c)
+        time.sleep(2)
+
+        def closed(c):
+            try:
+                while True:
+                    if c.recv(4096) == b"":
+                        return True
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+        alive = [c for c in held if not closed(c)]
+        expect(len(alive) <= 4, f"{len(alive)} unauthenticated connections from one address held")
+        t0 = time.time()
+        r = subprocess.run(["ssh"] + job.opts() + ["-b", "127.0.0.2", "-p", str(job.port),
+                                                   "127.0.0.1", "echo owner-in"],
+                           capture_output=True, text=True, timeout=30)
+        expect(r.returncode == 0 and r.stdout == "owner-in\n",
+               f"the owner was locked out ({r.returncode}): {r.stderr}")
+        expect(time.time() - t0 < 10, f"the owner waited {time.time() - t0:.1f} s")
+        deadline = time.time() + 30
+        while alive and time.time() < deadline:
+            alive = [c for c in alive if not closed(c)]
+            time.sleep(0.5)
+        expect(not alive, f"{len(alive)} connections still open 30 s after, never authenticated")
+        expect("ssh_login_grace_expired" in job.output(), job.output()[-1500:])
+    finally:
+        for c in held:
+            c.close()
+        job.holder.terminate()
+        job.proc.terminate()
+        job.proc.wait(timeout=30)
+
+
 if JOB.proc.poll() is None:
     JOB.proc.kill()
     JOB.proc.wait()
