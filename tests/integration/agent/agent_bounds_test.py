@@ -9,9 +9,7 @@ import stat
 import time
 import urllib.request
 
-from agentlib import (CERTS, FAKE, TMP, Agent, ControlPlane, expect, free_port,  # noqa: F401
-                      main, spec, test, DROVER)
-import subprocess
+from agentlib import CERTS, FAKE, TMP, Agent, ControlPlane, expect, free_port, main, spec, test
 
 
 def cpu_seconds(pid):

@@ -5,7 +5,6 @@ the image (nothing is created on the host), a service's output stays inside the 
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,20 +58,11 @@ def spec(job, images, steps, extra=""):
     os.makedirs(os.path.join(proj, ".circleci"))
     with open(os.path.join(proj, ".circleci", "config.yml"), "w") as f:
         f.write(cfg)
-    p = subprocess.run([DROVER, "config", "process"], cwd=proj, capture_output=True, text=True,
-                       timeout=30)
-    expect(p.returncode == 0, f"config process: {p.stderr}")
-    sp = json.loads(p.stdout)["jobs"][0]["spec"]
-    sp["id"]["job"] = f"local-{os.getpid()}-{job}"
-    return sp
+    return ocilib.compiled_spec(DROVER, proj, f"local-{os.getpid()}-{job}")
 
 
 def drover_job(sp, env=None, timeout=120):
-    e = dict(os.environ, DROVER_IMAGE_STORE=STORE)
-    e.update(env or {})
-    p = subprocess.run([DROVER, "job", "--spec", "-"], input=json.dumps(sp),
-                       capture_output=True, text=True, env=e, timeout=timeout)
-    return p.returncode, p.stdout + p.stderr
+    return ocilib.run_job(DROVER, sp, STORE, env, timeout)
 
 
 def tail(out, n=25):

@@ -383,22 +383,12 @@ workflows:
 
 def job_spec(cfg, job_id):
     """The compiled spec of the config's first job (`drover config process`), named job_id."""
-    proj = write_config(cfg)
-    p = subprocess.run([DROVER, "config", "process"], cwd=proj, capture_output=True, text=True,
-                       timeout=30)
-    expect(p.returncode == 0, f"config process: {p.stderr}")
-    spec = json.loads(p.stdout)["jobs"][0]["spec"]
-    spec["id"]["job"] = job_id
-    return spec
+    return ocilib.compiled_spec(DROVER, write_config(cfg), job_id)
 
 
 def drover_job(spec, env=None, timeout=90):
     """`drover job --spec -` (what the agent runs per job): its exit code and output."""
-    e = dict(os.environ, DROVER_IMAGE_STORE=STORE)
-    e.update(env or {})
-    p = subprocess.run([DROVER, "job", "--spec", "-"], input=json.dumps(spec),
-                       capture_output=True, text=True, env=e, timeout=timeout)
-    return p.returncode, p.stdout + p.stderr
+    return ocilib.run_job(DROVER, spec, STORE, env, timeout)
 
 
 @test

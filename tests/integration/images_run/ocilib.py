@@ -73,6 +73,32 @@ def busybox_layer(users=(("app", 1000, 1000, "/home/app"),)):
     return ly
 
 
+def compiled_spec(drover, proj, job_id):
+    """The spec of the first job of proj's .circleci/config.yml (`drover config process`),
+    named job_id; AssertionError with drover's message when it does not compile."""
+    import json
+    import subprocess
+    p = subprocess.run([drover, "config", "process"], cwd=proj, capture_output=True, text=True,
+                       timeout=30)
+    if p.returncode != 0:
+        raise AssertionError(f"config process: {p.stderr}")
+    spec = json.loads(p.stdout)["jobs"][0]["spec"]
+    spec["id"]["job"] = job_id
+    return spec
+
+
+def run_job(drover, spec, store, env=None, timeout=90):
+    """`drover job --spec -` (what the agent runs per job) with the layer store `store`: its
+    exit code and output (stdout and stderr)."""
+    import json
+    import subprocess
+    e = dict(os.environ, DROVER_IMAGE_STORE=store)
+    e.update(env or {})
+    p = subprocess.run([drover, "job", "--spec", "-"], input=json.dumps(spec),
+                       capture_output=True, text=True, env=e, timeout=timeout)
+    return p.returncode, p.stdout + p.stderr
+
+
 def tls_registries():
     """(htpasswd addr, bearer-token addr, user, password, CA file) of the TLS registry peer."""
     e = envfile("registry-tls")
