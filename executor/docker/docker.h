@@ -165,9 +165,10 @@ int docker_demux_feed(struct docker_demux *dm, const void *data, size_t n,
 /* PUT a tar stream (read from tar_fd to EOF) and extract it at path in the container. */
 int docker_archive_put(struct docker *d, const char *container, const char *path, int tar_fd,
                        struct drv_error *err);
-/* GET path of the container as a tar stream written into out_fd; -ENOENT when missing. */
+/* GET path of the container as a tar stream written into out_fd; -ENOENT when missing;
+ * -EFBIG (the transfer stopped) once the stream passes max bytes (0 = no bound). */
 int docker_archive_get(struct docker *d, const char *container, const char *path, int out_fd,
-                       struct drv_error *err);
+                       uint64_t max, struct drv_error *err);
 
 /* Does path exist in the container (HEAD of the archive endpoint: a stat, no exec)? 1, 0 or <0. */
 int docker_path_exists(struct docker *d, const char *container, const char *path,

@@ -505,6 +505,7 @@ int docker_archive_put(struct docker *d, const char *container, const char *path
 struct fd_sink {
         int fd;
         int werr;
+        uint64_t written, max; /* max 0: no bound */
         long *status;
         struct strbuf *errbody;
         struct docker *d;
@@ -517,7 +518,8 @@ static size_t fd_sink_fn(void *ud, const char *p, size_t n)
         curl_easy_getinfo(fs->d->curl, CURLINFO_RESPONSE_CODE, &st);
         if (st >= 400)
                 return strbuf_append(fs->errbody, p, n) < 0 ? 0 : n;
-        int r = drv_write_all(fs->fd, p, n);
+        fs->written += n;
+        int r = fs->max && fs->written > fs->max ? -EFBIG : drv_write_all(fs->fd, p, n);
         if (r < 0) {
                 fs->werr = r;
                 return 0;
@@ -526,13 +528,13 @@ static size_t fd_sink_fn(void *ud, const char *p, size_t n)
 }
 
 int docker_archive_get(struct docker *d, const char *container, const char *path, int out_fd,
-                       struct drv_error *err)
+                       uint64_t max, struct drv_error *err)
 {
         _cleanup_free_ char *p = archive_path(d, container, path);
         if (!p)
                 return drv_err(err, ENOMEM, "out of memory");
         _cleanup_strbuf_ struct strbuf errbody = STRBUF_INIT;
-        struct fd_sink fs = {.fd = out_fd, .errbody = &errbody, .d = d};
+        struct fd_sink fs = {.fd = out_fd, .errbody = &errbody, .d = d, .max = max};
         struct docker_req rq = {.method = "GET",
                                 .path = p,
                                 .versioned = true,
@@ -543,6 +545,9 @@ int docker_archive_get(struct docker *d, const char *container, const char *path
         _cleanup_strbuf_ struct strbuf resp = STRBUF_INIT;
         long st = 0;
         int r = docker_do(d, &rq, &resp, &st, err);
+        if (r < 0 && fs.werr == -EFBIG)
+                return drv_err(err, EFBIG, "archive of %s: larger than %llu bytes", path,
+                               (unsigned long long)max);
         if (r < 0 && fs.werr < 0)
                 return drv_err(err, -fs.werr, "archive of %s: write: %s", path, strerror(-fs.werr));
         if (r < 0)

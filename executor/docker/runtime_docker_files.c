@@ -141,8 +141,47 @@ void rtdocker_mirror_free(struct rtdocker *rt)
         }
 }
 
-/* Extract the tar in fd below dest (absolute), keeping owners and modes, refusing escapes. */
-static int extract_to(int fd, const char *dest, struct drv_error *err)
+/* The job's home copied to the agent for built-in steps is the job's to choose: bounded (its
+ * tar stream, the sum of its files' sizes, its entries; DROVER_DOCKER_HOME_MAX overrides the
+ * byte bound), written to disk as it arrives (never held in memory), and only regular files and
+ * directories are made, owned by the supervisor, without setuid/setgid/sticky bits (issue 20). */
+#define HOME_MAX_DEFAULT (2ULL << 30)
+#define HOME_MAX_ENTRIES 200000
+
+static uint64_t home_max(void)
+{
+        const char *s = getenv("DROVER_DOCKER_HOME_MAX");
+        uint64_t v;
+        return s && *s && drv_parse_size(s, &v) == 0 && v ? v : HOME_MAX_DEFAULT;
+}
+
+/* Is this entry one to make, and is it within the bounds? 1 make, 0 skip, <0 error. */
+static int entry_ok(struct archive_entry *en, const char *p, uint64_t *bytes, size_t *n,
+                    uint64_t max, struct drv_error *err)
+{
+        if (!p || p[0] == '/' || strstr(p, ".."))
+                return drv_err(err, EPERM, "the container's archive has a bad path: %s",
+                               p ? p : "(none)");
+        if (++*n > HOME_MAX_ENTRIES)
+                return drv_err(err, EFBIG, "the job's home has more than %d entries",
+                               HOME_MAX_ENTRIES);
+        mode_t t = archive_entry_filetype(en);
+        if (archive_entry_hardlink(en) || (t != AE_IFREG && t != AE_IFDIR))
+                return 0; /* links, devices, fifos, sockets: not copied */
+        la_int64_t size = archive_entry_size(en);
+        *bytes += size > 0 ? (uint64_t)size : 0;
+        if (*bytes > max)
+                return drv_err(err, EFBIG,
+                               "the job's home holds more than %llu bytes (at %s): too large to "
+                               "copy for a built-in step (DROVER_DOCKER_HOME_MAX)",
+                               (unsigned long long)max, p);
+        archive_entry_set_perm(en, archive_entry_perm(en) & 0777);
+        return 1;
+}
+
+/* Extract the tar in fd below dest (absolute): regular files and directories only, modes
+ * without special bits, owned by us, within the bounds, refusing escapes. */
+static int extract_to(int fd, const char *dest, uint64_t max, struct drv_error *err)
 {
         struct archive *a = archive_read_new();
         struct archive *w = archive_write_disk_new();
@@ -152,27 +191,26 @@ static int extract_to(int fd, const char *dest, struct drv_error *err)
                 return drv_err(err, ENOMEM, "out of memory");
         }
         archive_read_support_format_tar(a);
-        archive_write_disk_set_options(
-            w, ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
-                   ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS);
+        archive_write_disk_set_options(w, ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
+                                              ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                              ARCHIVE_EXTRACT_SECURE_SYMLINKS);
         int r = 0;
         if (archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK)
                 r = drv_err(err, EIO, "reading the container's archive: %s",
                             archive_error_string(a));
         struct archive_entry *en;
+        uint64_t bytes = 0;
+        size_t n = 0, skipped = 0;
         while (r == 0 && archive_read_next_header(a, &en) == ARCHIVE_OK) {
                 const char *p = archive_entry_pathname(en);
-                if (!p || p[0] == '/' || strstr(p, "..")) {
-                        r = drv_err(err, EPERM, "the container's archive has a bad path: %s",
-                                    p ? p : "(none)");
-                        break;
+                int ok = entry_ok(en, p, &bytes, &n, max, err);
+                if (ok <= 0) {
+                        r = ok;
+                        skipped += ok == 0;
+                        continue;
                 }
                 _cleanup_free_ char *full = drv_path_join(dest, p);
                 archive_entry_set_pathname(en, full);
-                const char *hl = archive_entry_hardlink(en);
-                _cleanup_free_ char *hfull = hl ? drv_path_join(dest, hl) : NULL;
-                if (hfull)
-                        archive_entry_set_hardlink(en, hfull);
                 if (archive_write_header(w, en) != ARCHIVE_OK) {
                         r = drv_err(err, EIO, "extracting %s: %s", p, archive_error_string(w));
                         break;
@@ -180,15 +218,31 @@ static int extract_to(int fd, const char *dest, struct drv_error *err)
                 const void *buf;
                 size_t len;
                 la_int64_t off;
-                int x;
-                while ((x = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK)
+                while (archive_read_data_block(a, &buf, &len, &off) == ARCHIVE_OK)
                         if (archive_write_data_block(w, buf, len, off) != ARCHIVE_OK)
                                 break;
                 archive_write_finish_entry(w);
         }
+        if (skipped)
+                log_info("docker_mirror_skipped", "entries=%zu reason=not_a_file_or_directory",
+                         skipped);
         archive_read_free(a);
         archive_write_free(w);
         return r;
+}
+
+/* A file for a tar stream in the (private, 0700) mirror dir, unlinked at once: on disk, not in
+ * memory, and gone with its fd. */
+static int mirror_tmpfile(struct rtdocker *rt, struct drv_error *err)
+{
+        _cleanup_free_ char *p = drv_path_join(rt->mirror, ".home.tar");
+        if (!p)
+                return drv_err(err, ENOMEM, "out of memory");
+        int fd = open(p, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return drv_err_errno(err, "create %s", p);
+        (void)unlink(p);
+        return fd;
 }
 
 int rtdocker_root_fd(struct rtdocker *rt)
@@ -200,7 +254,7 @@ int rtdocker_root_fd(struct rtdocker *rt)
                 return -1;
         }
         if (!rt->mirror) {
-                char tmpl[] = "/tmp/drover-docker-XXXXXX";
+                char tmpl[] = "/tmp/drover-docker-XXXXXX"; /* 0700 */
                 if (!mkdtemp(tmpl))
                         return -1;
                 rt->mirror = strdup(tmpl);
@@ -216,11 +270,14 @@ int rtdocker_root_fd(struct rtdocker *rt)
         (void)drv_rm_rf(local_home, &e);
         if (drv_mkdir_p(local_parent, 0755, &e) < 0)
                 goto fail;
-        fd = memfd_create("home-tar", MFD_CLOEXEC);
-        if (fd < 0 || docker_archive_get(rt->d, rt->primary, rt->home, fd, &e) < 0)
+        uint64_t max = home_max();
+        fd = mirror_tmpfile(rt, &e);
+        /* the tar stream's headers and padding come on top of the files' bytes */
+        if (fd < 0 ||
+            docker_archive_get(rt->d, rt->primary, rt->home, fd, max + (max >> 3), &e) < 0)
                 goto fail;
         lseek(fd, 0, SEEK_SET);
-        if (extract_to(fd, local_parent, &e) < 0)
+        if (extract_to(fd, local_parent, max, &e) < 0)
                 goto fail;
         rt->mirror_fd = open(rt->mirror, O_PATH | O_DIRECTORY | O_CLOEXEC);
         rt->mirror_out = rt->mirror_fd >= 0;
@@ -259,6 +316,9 @@ static int pack_home(struct rtdocker *rt, const char *local_home, int fd, struct
                 archive_entry_set_pathname(en, rel);
                 archive_entry_set_uname(en, NULL);
                 archive_entry_set_gname(en, NULL);
+                /* the copy is ours: back in the container it is the job user's */
+                archive_entry_set_uid(en, rt->uid);
+                archive_entry_set_gid(en, rt->gid);
                 if (archive_write_header(w, en) != ARCHIVE_OK) {
                         r = drv_err(err, EIO, "packing %s: %s", p, archive_error_string(w));
                         break;
@@ -276,7 +336,6 @@ static int pack_home(struct rtdocker *rt, const char *local_home, int fd, struct
         archive_write_close(w);
         archive_write_free(w);
         archive_read_free(disk);
-        (void)rt;
         return r;
 }
 
@@ -290,9 +349,9 @@ int rtdocker_sync_back(struct rtdocker *rt, struct drv_error *err)
         _cleanup_free_ char *local_home = drv_path_join(rt->mirror, rt->home);
         if (!parent || !local_home)
                 return drv_err(err, ENOMEM, "out of memory");
-        _cleanup_close_ int fd = memfd_create("home-tar", MFD_CLOEXEC);
+        _cleanup_close_ int fd = mirror_tmpfile(rt, err);
         if (fd < 0)
-                return drv_err_errno(err, "memfd_create");
+                return fd;
         int r = pack_home(rt, local_home, fd, err);
         if (r < 0)
                 return r;

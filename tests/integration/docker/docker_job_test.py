@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -432,6 +433,68 @@ def oom_is_reported_with_the_limit():
     # decided by the container cgroup's oom_kill counter, not the engine's event log
     oom_lines = [x for x in err.splitlines() if "event=docker_oom " in x]
     expect(len(oom_lines) == 2 and all("source=cgroup" in x for x in oom_lines), err)
+
+
+def mirrors():
+    """The local copies of jobs' homes (runtime_docker_files.c) on this host now."""
+    import glob
+    return set(glob.glob("/tmp/drover-docker-*"))
+
+
+@test
+def home_copy_for_builtin_steps_is_files_and_dirs_only():
+    """issue 20 finding 3: before a built-in step the job's home was copied to the agent with
+    its device nodes and setuid binaries, owned by root. Now only regular files and
+    directories, no special mode bits, owned by the supervisor."""
+    before = mirrors()
+    s = spec([run("mknod ~/devnode c 1 3 && cp /bin/busybox ~/suid && chmod 4755 ~/suid && "
+                  "ln -s /etc/shadow ~/link && echo art > ~/file && chown 1234:1234 ~/file"),
+              {"type": "store_artifacts", "path": "~/file", "destination": "f.txt"},
+              run("sleep 6")])
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(s, f)
+    p = subprocess.Popen([DROVER, "job", "--spec", f.name], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    seen, bad = [], []
+    try:
+        deadline = time.time() + 40
+        while time.time() < deadline and not seen and p.poll() is None:
+            for m in mirrors() - before:
+                for d, dirs, files in os.walk(m):
+                    for name in dirs + files:
+                        st = os.lstat(os.path.join(d, name))
+                        if name == "file":
+                            seen.append((st.st_uid, st.st_mode))
+                        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)) or \
+                                st.st_mode & 0o7000:
+                            bad.append((name, oct(st.st_mode)))
+            time.sleep(0.2)
+        out, err = p.communicate(timeout=60)
+    finally:
+        os.unlink(f.name)
+    expect(p.returncode == 0, f"rc={p.returncode}\n{out}\n{err}")
+    expect(seen, f"no copy of the home seen\n{out}\n{err}")
+    expect(not bad, f"copied to the agent: {bad}")
+    expect(seen[0][0] == os.getuid(), f"the copy's owner is {seen[0][0]}, not the supervisor")
+
+
+@test
+def home_copy_for_builtin_steps_is_bounded():
+    """A 200 MB sparse file in the home (free to make) with DROVER_DOCKER_HOME_MAX=64M: the
+    built-in step fails naming the bound instead of copying it to the agent."""
+    s = spec([run("dd if=/dev/zero of=$HOME/big bs=1 count=0 seek=200M 2>/dev/null; ls -l ~/big"),
+              {"type": "store_artifacts", "path": "~/big", "destination": "big"}])
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(s, f)
+    try:
+        p = subprocess.run([DROVER, "job", "--spec", f.name], capture_output=True, text=True,
+                           timeout=60, env=dict(os.environ, DROVER_DOCKER_HOME_MAX="64M"))
+    finally:
+        os.unlink(f.name)
+    both = p.stdout + p.stderr
+    expect(p.returncode != 0 and "larger than" in both, f"rc={p.returncode}\n{both[-3000:]}")
+    found = [os.path.join(d, x) for d, _, fs in os.walk(STORE) for x in fs if x == "big"]
+    expect(not found, f"the 200 MB file was stored: {found}")
 
 
 @test

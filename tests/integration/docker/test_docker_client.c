@@ -274,7 +274,7 @@ TEST(archive_round_trip)
         _cleanup_free_ char *o = run_out(primary, a, NULL, &code);
         CHECK_STREQ(o, "hello from drover\n");
         int out = memfd_create("get", MFD_CLOEXEC);
-        CHECK(docker_archive_get(d, primary, "/tmp/hello.txt", out, &e) == 0);
+        CHECK(docker_archive_get(d, primary, "/tmp/hello.txt", out, 0, &e) == 0);
         lseek(out, 0, SEEK_SET);
         struct archive *ar = archive_read_new();
         archive_read_support_format_tar(ar);
@@ -291,7 +291,7 @@ TEST(archive_round_trip)
         CHECK_INTEQ(docker_path_exists(d, primary, "/tmp/nope.txt", &e), 0);
         /* a missing path is -ENOENT with Docker's message */
         out = memfd_create("get", MFD_CLOEXEC);
-        CHECK(docker_archive_get(d, primary, "/no/such", out, &e) == -ENOENT);
+        CHECK(docker_archive_get(d, primary, "/no/such", out, 0, &e) == -ENOENT);
         printf("# %s\n", e.message);
         CHECK(strstr(e.message, "/no/such") || strstr(e.message, "no such"));
         close(out);
