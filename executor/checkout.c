@@ -174,7 +174,7 @@ static int plan_refs(const struct js_vcs *v, struct strbuf *fetch, struct strbuf
         return strbuf_puts(target, "refs/drover/head");
 }
 
-static const char checkout_body[] =
+static const char checkout_prelude[] =
     "set +e\n"
     "export GIT_TERMINAL_PROMPT=0\n"
     "err=\"/tmp/.drover-checkout-$$.err\"\n"
@@ -187,17 +187,15 @@ static const char checkout_body[] =
     "  [ -n \"$w\" ] || w=$(tail -n 1 \"$err\" 2>/dev/null)\n"
     "  echo \"${w% }\"\n"
     "}\n"
-    "g() { git \"$@\" 2>\"$err\"; rc=$?; cat \"$err\" >&2; return $rc; }\n"
+    "g() { git \"$@\" 2>\"$err\"; rc=$?; cat \"$err\" >&2; return $rc; }\n";
+
+static const char checkout_body[] =
     "command -v git >/dev/null 2>&1 || fail \"git is not installed in the job's image\"\n"
     "umask 077\n"
     "if [ \"$local\" = 1 ]; then\n"
-    "  # a repository on this host belongs to another user\n"
+    "  # a repository in the job's filesystem, maybe another user's: no ssh\n"
     "  git config --global --add safe.directory \"$url\"\n"
     "  git config --global --add safe.directory \"$url/.git\"\n"
-    "  if [ ! -r \"$url/.git/HEAD\" ] && [ ! -r \"$url/HEAD\" ]; then\n"
-    "    fail \"the repository cannot be read by the job user $(id -un); make it readable by "
-    "others (chmod -R o+rX)\"\n"
-    "  fi\n"
     "else\n"
     "  sshdir=\"$HOME/.ssh\"\n"
     "  mkdir -p \"$sshdir\" && chmod 0700 \"$sshdir\" || fail \"cannot create $sshdir\"\n"
@@ -246,17 +244,99 @@ static const char checkout_body[] =
     "fi\n"
     "git --no-pager log --no-color -n 1 --format='HEAD is now at %h %s'\n";
 
+/* `drover run`: $src is the snapshot of the local source (executor/localsrc.h) — a bare clone
+ * (repo.git, absent for a plain directory), the work tree's files (tree/, absent with
+ * --committed), the tracked files deleted in the work tree, and a clean origin URL. */
+static const char local_body[] =
+    "cat \"$src/describe\" 2>/dev/null\n"
+    "umask 022\n"
+    "if [ -d \"$src/repo.git\" ]; then\n"
+    "  command -v git >/dev/null 2>&1 || fail \"git is not installed in the job's image\"\n"
+    "  url=\"$src/repo.git\"\n"
+    "  git config --global --add safe.directory \"$url\"\n"
+    "  if [ -e \"$dir/.git\" ]; then\n"
+    "    echo \"Fetching into the existing repository in $dir\"\n"
+    "    cd \"$dir\" || fail \"cannot enter $dir\"\n"
+    "    git remote set-url origin \"$url\" 2>/dev/null || git remote add origin \"$url\" ||"
+    " fail \"cannot set the remote in $dir\"\n"
+    "  else\n"
+    "    mkdir -p \"$dir\" && cd \"$dir\" || fail \"cannot create $dir\"\n"
+    "    g init -q . || fail \"git init: $(why)\"\n"
+    "    git remote add origin \"$url\" || fail \"cannot add the remote in $dir\"\n"
+    "  fi\n"
+    "  git config gc.auto 0\n"
+    "  if [ -n \"$rev\" ]; then\n"
+    "    g fetch --force --tags origin '+refs/heads/*:refs/remotes/origin/*' ||"
+    " fail \"git fetch: $(why)\"\n"
+    "    git cat-file -e \"$rev^{commit}\" 2>/dev/null || g fetch --force origin \"$rev\" ||"
+    " fail \"git fetch $rev: $(why)\"\n"
+    "    if [ -n \"$branch\" ]; then\n"
+    "      g checkout --force -B \"$branch\" \"$rev\" || fail \"git checkout $rev: $(why)\"\n"
+    "    else\n"
+    "      g checkout --force --detach \"$rev\" || fail \"git checkout $rev: $(why)\"\n"
+    "    fi\n"
+    "  elif [ -n \"$branch\" ]; then\n"
+    "    git symbolic-ref HEAD \"refs/heads/$branch\"\n"
+    "  fi\n"
+    "  if [ -s \"$src/origin\" ]; then\n"
+    "    git remote set-url origin \"$(cat \"$src/origin\")\" || fail \"cannot set the remote\"\n"
+    "  fi\n"
+    "else\n"
+    "  mkdir -p \"$dir\" && cd \"$dir\" || fail \"cannot create $dir\"\n"
+    "fi\n"
+    "if [ -d \"$src/tree\" ]; then\n"
+    "  if [ -s \"$src/deleted\" ]; then\n"
+    "    xargs -0 rm -f -- <\"$src/deleted\" || fail \"cannot remove the deleted files\"\n"
+    "  fi\n"
+    "  cp -R -P \"$src/tree/.\" . 2>\"$err\" || fail \"cannot copy the work tree into $dir: "
+    "$(why)\"\n"
+    "fi\n"
+    "if [ -n \"$rev\" ]; then\n"
+    "  git --no-pager log --no-color -n 1 --format='HEAD is now at %h %s'\n"
+    "fi\n";
+
+static int local_script(const struct jobspec *spec, const char *dir, const char *src, char **script)
+{
+        const struct js_vcs *v = &spec->vcs;
+        _cleanup_free_ char *shown = url_for_humans(v->url ? v->url : "the local source");
+        struct strbuf sb = STRBUF_INIT;
+        int r = shown ? 0 : -ENOMEM;
+        r = r ?: strbuf_puts(&sb, "# drover checkout of the local source (docs/checkout.md)\n");
+        r = r ?: put_var(&sb, "src", src);
+        r = r ?: put_var(&sb, "shown", shown);
+        r = r ?: put_var(&sb, "dir", dir);
+        r = r ?: put_var(&sb, "rev", v->revision);
+        r = r ?: put_var(&sb, "branch", v->branch);
+        r = r ?: put_var(&sb, "key", NULL);
+        r = r ?: put_var(&sb, "kh", NULL);
+        r = r ?: strbuf_puts(&sb, checkout_prelude);
+        r = r ?: strbuf_puts(&sb, local_body);
+        if (r < 0) {
+                strbuf_release(&sb);
+                return -ENOMEM;
+        }
+        *script = strbuf_detach(&sb);
+        return 0;
+}
+
 int checkout_prepare(struct runtime *rt, const struct jobspec *spec, const struct js_step *st,
-                     const char *workdir, const char *home, const char *clone_url, char **script,
+                     const char *workdir, const char *home, const char *local_src, char **script,
                      struct drv_error *err)
 {
         const struct js_vcs *v = &spec->vcs;
+        if (local_src) {
+                _cleanup_free_ char *d =
+                    step_resolve_dir(st->path ? st->path : workdir, workdir, home);
+                if (!d || local_script(spec, d, local_src, script) < 0)
+                        return drv_err(err, ENOMEM, "out of memory");
+                return 0;
+        }
         if (!v->url)
                 return drv_err(err, EINVAL, "the job spec has no vcs.url to check out");
-        const char *url = clone_url ? clone_url : v->url;
+        const char *url = v->url;
         bool local = is_local_path(url);
         _cleanup_free_ char *dir = step_resolve_dir(st->path ? st->path : workdir, workdir, home);
-        _cleanup_free_ char *shown = url_for_humans(clone_url ? v->url : url);
+        _cleanup_free_ char *shown = url_for_humans(url);
         _cleanup_free_ char *key = NULL, *kh = NULL, *opts = NULL;
         if (!dir || !shown)
                 return drv_err(err, ENOMEM, "out of memory");
@@ -297,6 +377,7 @@ int checkout_prepare(struct runtime *rt, const struct jobspec *spec, const struc
         r = r ?: put_var(&sb, "kh", kh);
         r = r ?: put_var(&sb, "local", local ? "1" : "0");
         r = r ?: strbuf_printf(&sb, "set --%s\n", fetch.buf ? fetch.buf : "");
+        r = r ?: strbuf_puts(&sb, checkout_prelude);
         r = r ?: strbuf_puts(&sb, checkout_body);
         strbuf_release(&fetch);
         strbuf_release(&target);

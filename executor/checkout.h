@@ -8,10 +8,11 @@
 struct runtime;
 
 /* Stage the checkout key and known_hosts for a checkout step and return its script (caller
- * frees). clone_url, when not NULL, is fetched instead of vcs.url (`drover run`: the local work
- * tree bound inside). Fails when the spec has no vcs.url. */
+ * frees). Fails when the spec has no vcs.url. local_src, when not NULL (`drover run`), is the
+ * inside path of the local source's snapshot (executor/localsrc.h): the script checks that out
+ * instead, with no key and no network. */
 int checkout_prepare(struct runtime *rt, const struct jobspec *spec, const struct js_step *st,
-                     const char *workdir, const char *home, const char *clone_url, char **script,
+                     const char *workdir, const char *home, const char *local_src, char **script,
                      struct drv_error *err);
 /* Stage the keys an add_ssh_keys step names (all of spec->ssh_keys when it names none) and return
  * the script that installs them as ~/.ssh/id_rsa_<fingerprint> with ~/.ssh/config entries. An

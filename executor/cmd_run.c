@@ -4,10 +4,12 @@
 #include "executor/config/config.h"
 #include "executor/jobrunner.h"
 #include "executor/localrepo.h"
+#include "executor/localsrc.h"
 #include "executor/ssh/ssh.h"
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -24,7 +26,9 @@ struct run_opts {
         const char *ssh_key; /* --ssh=FILE; NULL: the user's public keys */
         char **ssh_keys;
         struct config_opts copts;
+        bool committed;        /* --committed: checkout gives exactly HEAD */
         struct localrepo repo; /* the git work tree around the config, for checkout */
+        struct localsrc src;   /* what checkout steps get (localsrc.h) */
 };
 
 /* What happened to one workflow job, for requires, workspaces and the summary. */
@@ -41,6 +45,7 @@ struct job_outcome {
 static void run_opts_release(struct run_opts *o)
 {
         localrepo_release(&o->repo);
+        localsrc_release(&o->src);
         drv_strv_free(o->ssh_keys);
 }
 
@@ -50,12 +55,16 @@ static void usage(FILE *f)
                 "usage: drover run [-c .circleci/config.yml] [JOB | --workflow NAME] [-e K=V]...\n"
                 "                  [--store DIR] [--branch B] [--tag T] [--revision SHA] [-j N]\n"
                 "                  [--pull never|missing|always] [--image-store DIR]\n"
-                "                  [--ssh[=PUBKEYFILE]]\n"
+                "                  [--ssh[=PUBKEYFILE]] [--committed]\n"
                 "Run a job (every parallelism index) or a whole workflow in requires order on\n"
                 "this machine, in drover's sandbox. Caches, workspaces and artifacts go to a\n"
                 "local directory (--store, default ~/.cache/drover/store). With -j N, up to N\n"
                 "job nodes (parallel indexes, independent jobs) run at once, each output line\n"
                 "prefixed with [job node]. Exit status 0 only when the job or workflow succeeded.\n"
+                "The config is found in the current directory or above it in the repository.\n"
+                "`checkout` gives the job a copy of the work tree as you see it (uncommitted\n"
+                "changes and untracked files, never git-ignored ones) and a .git without your\n"
+                "repository's config; --committed: exactly HEAD (see docs/checkout.md).\n"
                 "`docker:` jobs run on their images in the sandbox: pulled (--pull, default\n"
                 "missing) into the layer store (--image-store, default $DROVER_IMAGE_STORE or\n"
                 "/var/lib/drover/images).\n"
@@ -85,6 +94,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                                                  {"image-store", required_argument, 0, 'I'},
                                                  {"jobs", required_argument, 0, 'j'},
                                                  {"ssh", optional_argument, 0, 'S'},
+                                                 {"committed", no_argument, 0, 'C'},
                                                  {"help", no_argument, 0, 'h'},
                                                  {0, 0, 0, 0}};
         int c;
@@ -147,6 +157,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                 case 'S':
                         o->ssh = true;
                         o->ssh_key = optarg;
+                        break;
+                case 'C':
+                        o->committed = true;
                         break;
                 case 'h':
                         usage(stdout);
@@ -227,7 +240,7 @@ static int run_node(const struct run_opts *o, const struct config_job *j, unsign
                                     .events_fd = -1,
                                     .terminal_fd = STDOUT_FILENO,
                                     .events_out = &events,
-                                    .source_dir = o->repo.toplevel};
+                                    .source_dir = o->src.src};
         enum job_status status;
         r = jobrunner_run(&jo, &status, &err);
         if (r < 0) {
@@ -588,10 +601,80 @@ static int run_jobs(const struct run_opts *o, const struct config_job *jobs, siz
         return all_ok ? 0 : 1;
 }
 
+/* Without -c: .circleci/config.yml here, or in a parent directory up to the top of the
+ * repository around the current directory. NULL when there is none (caller frees). */
+static char *find_config(void)
+{
+        struct localrepo repo;
+        _cleanup_free_ char *cur = realpath(".", NULL);
+        if (!cur || localrepo_find(cur, &repo) <= 0)
+                return NULL;
+        char *found = NULL;
+        for (;;) {
+                _cleanup_free_ char *path = drv_path_join(cur, ".circleci/config.yml");
+                if (path && access(path, F_OK) == 0) {
+                        found = TAKE_PTR(path);
+                        break;
+                }
+                char *slash = strrchr(cur, '/');
+                if (strcmp(cur, repo.toplevel) == 0 || !slash || slash == cur)
+                        break;
+                *slash = '\0';
+        }
+        localrepo_release(&repo);
+        return found;
+}
+
+/* The project's directory: the repository's work tree, else the directory holding .circleci
+ * (cfg_dir is the config's directory). Caller frees. */
+static char *project_root(const char *cfg_dir, const char *toplevel)
+{
+        if (toplevel)
+                return strdup(toplevel);
+        const char *slash = strrchr(cfg_dir, '/');
+        if (slash && slash != cfg_dir && strcmp(slash, "/.circleci") == 0)
+                return strndup(cfg_dir, (size_t)(slash - cfg_dir));
+        return strdup(cfg_dir);
+}
+
+/* Lowercase hex SHA-256 of path into hash. */
+static int path_hash(const char *path, char *hash)
+{
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        if (!EVP_Digest(path, strlen(path), md, &n, EVP_sha256(), NULL))
+                return -EIO;
+        drv_hex(md, n, hash);
+        return 0;
+}
+
+/* Snapshot the source when one of the jobs to run checks out (localsrc.h). */
+static int prepare_source(struct run_opts *o, const char *root, const struct config_job *jobs,
+                          size_t n)
+{
+        bool checks_out = false;
+        for (size_t i = 0; i < n && !checks_out; i++) {
+                size_t k;
+                json_t *st;
+                json_array_foreach (json_object_get(jobs[i].spec, "steps"), k, st) {
+                        const char *type = json_string_value(json_object_get(st, "type"));
+                        checks_out = checks_out || (type && strcmp(type, "checkout") == 0);
+                }
+        }
+        if (!checks_out || !root)
+                return 0;
+        struct drv_error err = {0};
+        if (localsrc_prepare(root, o->repo.toplevel ? &o->repo : NULL, o->committed, &o->src,
+                             &err) < 0) {
+                fprintf(stderr, "drover run: checkout: %s\n", err.message);
+                return -1;
+        }
+        return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
-        _cleanup_(run_opts_release) struct run_opts o = {.config = ".circleci/config.yml",
-                                                         .max_parallel = 1};
+        _cleanup_(run_opts_release) struct run_opts o = {.max_parallel = 1};
         int r = parse_args(argc, argv, &o);
         _cleanup_strv_ char **env = o.env;
         if (r != 0)
@@ -612,33 +695,40 @@ int cmd_run(int argc, char **argv)
                 fprintf(stderr, "drover run: cannot resolve the store %s\n", store);
                 return 2;
         }
-        /* checkout steps clone the work tree around the config at its HEAD (committed state) */
+        /* checkout steps get a snapshot of the work tree around the config (or of the directory
+         * holding .circleci): docs/checkout.md */
+        _cleanup_free_ char *found = o.config ? NULL : find_config();
+        if (!o.config)
+                o.config = found ? found : ".circleci/config.yml";
         _cleanup_free_ char *cfg_abs = realpath(o.config, NULL);
+        _cleanup_free_ char *root = NULL;
         if (cfg_abs) {
                 char *slash = strrchr(cfg_abs, '/');
                 if (slash)
                         *slash = '\0';
                 if (localrepo_find(cfg_abs, &o.repo) > 0) {
-                        o.copts.repo_url = o.repo.toplevel;
                         if (!o.copts.revision && !o.copts.branch)
                                 o.copts.revision = o.repo.revision;
+                        else if (o.copts.revision)
+                                o.committed = true; /* another commit: the work tree is not it */
                         if (!o.copts.branch && !o.copts.tag)
                                 o.copts.branch = o.repo.branch;
                 }
+                root = project_root(cfg_abs, o.repo.toplevel);
+                o.copts.repo_url = root;
         }
-        /* the project (caches and timings in the store are per project): local/local/<name of the
-         * work tree, else of the directory holding .circleci> */
+        /* the project (caches and timings in the store are per project): its directory's name
+         * and a hash of its path, so that two repositories never share them */
         char project[320] = "local/local/project";
-        if (cfg_abs) {
-                const char *top = o.repo.toplevel;
-                _cleanup_free_ char *dir = top ? strdup(top) : strdup(cfg_abs);
-                char *slash = dir ? strrchr(dir, '/') : NULL;
-                if (slash && !top && slash != dir && strcmp(slash, "/.circleci") == 0) {
-                        *slash = '\0'; /* cfg_abs is the config's directory */
-                        slash = strrchr(dir, '/');
+        if (root) {
+                char hash[EVP_MAX_MD_SIZE * 2 + 1];
+                const char *base = strrchr(root, '/');
+                if (path_hash(root, hash) < 0) {
+                        fprintf(stderr, "drover run: cannot hash %s\n", root);
+                        return 2;
                 }
-                if (slash && slash[1])
-                        snprintf(project, sizeof(project), "local/local/%s", slash + 1);
+                snprintf(project, sizeof(project), "local/local/%.200s-%.12s",
+                         base && base[1] ? base + 1 : "root", hash);
         }
         char wfid[64];
         snprintf(wfid, sizeof(wfid), "local-%d", (int)getpid());
@@ -663,6 +753,8 @@ int cmd_run(int argc, char **argv)
                 struct config_job alone = *j;
                 char *none[] = {NULL};
                 alone.requires = none;
+                if (prepare_source(&o, root, &alone, 1) < 0)
+                        return 2;
                 block_cancel_signals();
                 return run_jobs(&o, &alone, 1, store_url);
         }
@@ -689,6 +781,8 @@ int cmd_run(int argc, char **argv)
                         wf->name);
                 return 1;
         }
+        if (prepare_source(&o, root, wf->jobs, wf->n_jobs) < 0)
+                return 2;
         block_cancel_signals();
         return run_jobs(&o, wf->jobs, wf->n_jobs, store_url);
 }

@@ -8,5 +8,6 @@
 /* Per-test timings of earlier runs, written before the first step when the store has any
  * ({"tests":[{"file","classname","name","time"}]}); read by `circleci tests split`. */
 #define INJOB_TIMINGS_FILE "/tmp/.drover-timings.json"
-/* `drover run`: the project's git work tree, bound read-only, cloned by `checkout` steps. */
+/* `drover run`: the snapshot of the local source (executor/localsrc.h), bound read-only into
+ * jobs with a checkout step; `checkout` copies it. */
 #define INJOB_SOURCE_DIR "/run/drover/source"

@@ -6,15 +6,16 @@
 
 struct jobrunner_opts {
         const struct jobspec *spec;
-        int events_fd;          /* JSON lines of job events, -1 none */
-        int terminal_fd;        /* terminal output when the spec's output is "terminal" */
-        json_t **events_out;    /* optional: receives all events (new reference) */
-        const char *source_dir; /* `drover run`: host work tree that vcs.url names (or NULL) */
-        const char *spool_dir;  /* output spool root: the job's spool is <spool_dir>/<job id>;
-                                   NULL = $DROVER_OUTPUT_SPOOL_DIR (the job's own dir) or
-                                   $TMPDIR/drover-spool-<job id> */
-        uint64_t spool_max;     /* bound of unacknowledged output; 0 = $DROVER_OUTPUT_SPOOL_MAX
-                                   or 256 MiB */
+        int events_fd;       /* JSON lines of job events, -1 none */
+        int terminal_fd;     /* terminal output when the spec's output is "terminal" */
+        json_t **events_out; /* optional: receives all events (new reference) */
+        const char
+            *source_dir;       /* `drover run`: the local source's snapshot (localsrc.h), or NULL */
+        const char *spool_dir; /* output spool root: the job's spool is <spool_dir>/<job id>;
+                                  NULL = $DROVER_OUTPUT_SPOOL_DIR (the job's own dir) or
+                                  $TMPDIR/drover-spool-<job id> */
+        uint64_t spool_max;    /* bound of unacknowledged output; 0 = $DROVER_OUTPUT_SPOOL_MAX
+                                  or 256 MiB */
 };
 
 /* Set up output (masking), events and cancellation signals, run the job, tear down.

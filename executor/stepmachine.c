@@ -465,11 +465,10 @@ static enum step_status run_step(struct machine *m, unsigned idx)
                 /* git and ssh run inside the job as its user; drover only stages the keys */
                 int r;
                 if (st->type == JS_STEP_CHECKOUT) {
-                        /* drover run: vcs.url is the host work tree, bound inside */
-                        bool local = m->o->source_dir && m->spec->vcs.url &&
-                                     strcmp(m->o->source_dir, m->spec->vcs.url) == 0;
+                        /* drover run: the snapshot of the local source, bound inside */
                         r = checkout_prepare(m->rt, m->spec, st, m->workdir, m->home,
-                                             local ? INJOB_SOURCE_DIR : NULL, &command, &err);
+                                             m->o->source_dir ? INJOB_SOURCE_DIR : NULL, &command,
+                                             &err);
                 } else {
                         r = sshkeys_prepare(m->rt, m->spec, st, m->home, &command, &err);
                 }
@@ -566,10 +565,13 @@ static bool halted(struct machine *m)
 static int machine_setup(struct machine *m, struct drv_error *err)
 {
         const struct jobspec *spec = m->spec;
+        bool checks_out = false; /* jobs without a checkout step see none of the source */
+        for (size_t i = 0; i < spec->n_steps; i++)
+                checks_out = checks_out || spec->steps[i].type == JS_STEP_CHECKOUT;
         struct runtime_config rc = {
             .spec = spec,
             .self_exe = m->o->self_exe,
-            .source_dir = m->o->source_dir,
+            .source_dir = checks_out ? m->o->source_dir : NULL,
             .hooks = {.notice = on_runtime_notice, .canceled = on_runtime_canceled, .ud = m}};
         uint64_t t0 = drv_now_ns();
         int r = runtime_open(&rc, &m->rt, err);

@@ -27,9 +27,10 @@ struct job_run_opts {
         const struct jobspec *spec;
         struct output *out;
         struct job_events *events;
-        const char *self_exe;   /* the drover binary, offered inside as `circleci` */
-        int cancel_signal_fd;   /* signalfd for SIGINT/SIGTERM (-1: none) */
-        const char *source_dir; /* `drover run`: host work tree that vcs.url names (or NULL) */
+        const char *self_exe; /* the drover binary, offered inside as `circleci` */
+        int cancel_signal_fd; /* signalfd for SIGINT/SIGTERM (-1: none) */
+        const char
+            *source_dir; /* `drover run`: the local source's snapshot (localsrc.h), or NULL */
 };
 
 /* Run the job; returns 0 and its status, or -errno on an infrastructure failure. */
