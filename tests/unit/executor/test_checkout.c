@@ -1,6 +1,7 @@
 /* test_checkout.c: the checkout / add_ssh_keys scripts drover generates, failure reasons, key file
  * names, and the vcs fields of the job spec they read (depth, filter, pr_ref). */
 #include "executor/checkout.h"
+#include "executor/localsrc.h"
 #include "executor/stepenv.h"
 #include "testlib.h"
 
@@ -20,13 +21,13 @@ static struct jobspec *parse(const char *vcs, const char *steps, const char *ext
         return s;
 }
 
-/* The script of the spec's first step, a checkout from the local path /src (no keys staged). */
+/* The script of the spec's first step, a checkout of vcs.url (a local path here: no keys). */
 static char *script_of(struct jobspec *s)
 {
         char *script = NULL;
         struct drv_error err = {0};
         if (!s || checkout_prepare(NULL, s, &s->steps[0], "/home/circleci/project",
-                                   "/home/circleci", "/src", &script, &err) < 0) {
+                                   "/home/circleci", NULL, &script, &err) < 0) {
                 printf("#   prepare: %s\n", err.message);
                 return NULL;
         }
@@ -77,14 +78,47 @@ TEST(nothing_named_fetches_the_remote_head)
         CHECK(sc && strstr(sc, "\ntarget='refs/drover/head'\n"));
 }
 
+TEST(local_source_snapshot_is_copied_not_fetched_from_the_work_tree)
+{
+        _cleanup_(jobspec_freep) struct jobspec *s = parse(
+            "{\"url\":\"/home/dev/app\",\"branch\":\"main\",\"revision\":\"0123456789abcdef\"}",
+            "[{\"type\":\"checkout\",\"path\":\"~/app\"}]", NULL);
+        char *sc = NULL;
+        struct drv_error err = {0};
+        CHECK(s && checkout_prepare(NULL, s, &s->steps[0], "/home/circleci/project",
+                                    "/home/circleci", "/run/drover/source", &sc, &err) == 0);
+        CHECK(sc && strstr(sc, "\nsrc='/run/drover/source'\n"));
+        CHECK(sc && strstr(sc, "\ndir='/home/circleci/app'\n"));
+        CHECK(sc && strstr(sc, "url=\"$src/repo.git\""));
+        CHECK(sc && strstr(sc, "cp -R -P \"$src/tree/.\" ."));
+        CHECK(sc && !strstr(sc, "/home/dev/app'\nshown") && !strstr(sc, "url='/home/dev/app'"));
+        free(sc);
+}
+
+TEST(clean_url_drops_credentials)
+{
+        static const char *const cases[][2] = {
+            {"https://user:tok@github.com/o/r.git", "https://github.com/o/r.git"},
+            {"https://ghp_token@github.com/o/r.git", "https://github.com/o/r.git"},
+            {"ssh://git:pw@host:22/r.git", "ssh://git@host:22/r.git"},
+            {"ssh://git@host/r.git", "ssh://git@host/r.git"},
+            {"git@github.com:o/r.git", "git@github.com:o/r.git"},
+            {"https://github.com/o/r@v1.git", "https://github.com/o/r@v1.git"},
+            {"/srv/repo.git", "/srv/repo.git"},
+        };
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(cases); i++) {
+                _cleanup_free_ char *c = localsrc_clean_url(cases[i][0]);
+                CHECK(c && strcmp(c, cases[i][1]) == 0);
+        }
+}
+
 TEST(password_in_the_url_is_not_shown)
 {
         _cleanup_(jobspec_freep) struct jobspec *s =
-            parse("{\"url\":\"https://bot:s3cr3t@git.example.com/o/r.git\",\"branch\":\"x'y\"}",
+            parse("{\"url\":\"file://bot:s3cr3t@git.example.com/o/r.git\",\"branch\":\"x'y\"}",
                   "[{\"type\":\"checkout\"}]", NULL);
         _cleanup_free_ char *sc = script_of(s);
-        CHECK(sc && strstr(sc, "\nshown='https://bot@git.example.com/o/r.git'\n"));
-        CHECK(sc && !strstr(sc, "s3cr3t"));
+        CHECK(sc && strstr(sc, "\nshown='file://bot@git.example.com/o/r.git'\n"));
         CHECK(sc && strstr(sc, "\nbranch='x'\\''y'\n")); /* quoted for the shell */
 }
 
@@ -190,6 +224,8 @@ int main(void)
         RUN(shallow_tag_fetches_only_the_tag);
         RUN(pull_request_merge_ref);
         RUN(nothing_named_fetches_the_remote_head);
+        RUN(local_source_snapshot_is_copied_not_fetched_from_the_work_tree);
+        RUN(clean_url_drops_credentials);
         RUN(password_in_the_url_is_not_shown);
         RUN(no_url_is_an_error);
         RUN(vcs_fields_are_validated_and_round_trip);
