@@ -668,6 +668,20 @@ static void agent_export_image_settings(const struct agent_config *c)
                 setenv("DROVER_IMAGE_MIRRORS", m.buf, 1);
 }
 
+/* The egress allow-list of the jobs' private networks, as their `drover job` reads it
+ * (sandbox/egress.c). */
+static void agent_export_egress(const struct agent_config *c)
+{
+        _cleanup_strbuf_ struct strbuf m = STRBUF_INIT;
+        for (char **v = c->egress_allow; v && *v; v++)
+                if (strbuf_printf(&m, "%s%s", v == c->egress_allow ? "" : ",", *v) < 0)
+                        return;
+        if (m.len)
+                setenv("DROVER_SANDBOX_EGRESS_ALLOW", m.buf, 1);
+        else
+                unsetenv("DROVER_SANDBOX_EGRESS_ALLOW");
+}
+
 int cmd_agent(int argc, char **argv)
 {
         struct agent a = {0};
@@ -737,6 +751,7 @@ int cmd_agent(int argc, char **argv)
                 setenv("DROVER_SSH_PORTS", a.cfg.ssh_ports, 1);
         /* ... and pull images for docker jobs in the sandbox with these settings */
         agent_export_image_settings(&a.cfg);
+        agent_export_egress(&a.cfg);
         agent_docker_load(&a);
         agent_docker_cleanup(&a);
         /* opt-in: on v1 hosts every job's pid 1 is moved into its cgroups, which some kernels

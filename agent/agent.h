@@ -51,8 +51,11 @@ struct agent_config {
         /* services a docker job may have (exported as DROVER_MAX_SERVICES): with max_jobs it
          * sizes the sandbox slots a node needs, (1 + this) per job (docs/agent.md) */
         uint64_t max_services_per_job;
-        bool rcu_expedited; /* sandbox.rcu_expedited: write 1 to /sys/kernel/rcu_expedited at start
-                               (opt-in; docs/sandbox.md "Start-up") */
+        bool rcu_expedited;  /* sandbox.rcu_expedited: write 1 to /sys/kernel/rcu_expedited at start
+                                (opt-in; docs/sandbox.md "Start-up") */
+        char **egress_allow; /* sandbox.egress_allow: ADDR[/BITS][:PORT] jobs may reach besides
+                                the internet (docs/sandbox.md "Egress"); exported to the jobs as
+                                DROVER_SANDBOX_EGRESS_ALLOW */
 };
 
 /* Effective config: defaults < file (--config PATH or /etc/drover/agent.yaml if present) < env

@@ -56,6 +56,7 @@ static const struct key keys[] = {
     K("image_ca_file", K_STR, image_ca_file, false, false),
     K("max_services_per_job", K_UINT, max_services_per_job, false, false),
     K("sandbox.rcu_expedited", K_BOOL, rcu_expedited, false, true),
+    K("sandbox.egress_allow", K_STRV, egress_allow, false, false),
 };
 
 static const struct key *find_key(const char *name)

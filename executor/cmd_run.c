@@ -55,7 +55,7 @@ static void usage(FILE *f)
                 "usage: drover run [-c .circleci/config.yml] [JOB | --workflow NAME] [-e K=V]...\n"
                 "                  [--store DIR] [--branch B] [--tag T] [--revision SHA] [-j N]\n"
                 "                  [--pull never|missing|always] [--image-store DIR]\n"
-                "                  [--ssh[=PUBKEYFILE]] [--committed]\n"
+                "                  [--ssh[=PUBKEYFILE]] [--committed] [--egress-allow ADDR]...\n"
                 "Run a job (every parallelism index) or a whole workflow in requires order on\n"
                 "this machine, in drover's sandbox. Caches, workspaces and artifacts go to a\n"
                 "local directory (--store, default ~/.cache/drover/store). With -j N, up to N\n"
@@ -65,6 +65,8 @@ static void usage(FILE *f)
                 "`checkout` gives the job a copy of the work tree as you see it (uncommitted\n"
                 "changes and untracked files, never git-ignored ones) and a .git without your\n"
                 "repository's config; --committed: exactly HEAD (see docs/checkout.md).\n"
+                "Jobs reach the internet, not private networks nor this machine; --egress-allow\n"
+                "ADDR[/BITS][:PORT] opens one (docs/sandbox.md \"Egress\").\n"
                 "`docker:` jobs run on their images in the sandbox: pulled (--pull, default\n"
                 "missing) into the layer store (--image-store, default $DROVER_IMAGE_STORE or\n"
                 "/var/lib/drover/images).\n"
@@ -95,6 +97,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                                                  {"jobs", required_argument, 0, 'j'},
                                                  {"ssh", optional_argument, 0, 'S'},
                                                  {"committed", no_argument, 0, 'C'},
+                                                 {"egress-allow", required_argument, 0, 'A'},
                                                  {"help", no_argument, 0, 'h'},
                                                  {0, 0, 0, 0}};
         int c;
@@ -161,6 +164,14 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                 case 'C':
                         o->committed = true;
                         break;
+                case 'A': { /* the sandbox reads it (docs/sandbox.md "Egress") */
+                        const char *was = getenv("DROVER_SANDBOX_EGRESS_ALLOW");
+                        _cleanup_free_ char *v =
+                            was && *was ? drv_asprintf("%s,%s", was, optarg) : strdup(optarg);
+                        if (!v || setenv("DROVER_SANDBOX_EGRESS_ALLOW", v, 1) < 0)
+                                return -ENOMEM;
+                        break;
+                }
                 case 'h':
                         usage(stdout);
                         return 1;
@@ -717,8 +728,9 @@ int cmd_run(int argc, char **argv)
                 root = project_root(cfg_abs, o.repo.toplevel);
                 o.copts.repo_url = root;
         }
-        /* the project (caches and timings in the store are per project): its directory's name
-         * and a hash of its path, so that two repositories never share them */
+        /* the project (caches and timings in the store are per project): local/local-<hash of
+         * its path>/<its directory's name> (CIRCLE_PROJECT_USERNAME and _REPONAME), so that two
+         * repositories never share them */
         char project[320] = "local/local/project";
         if (root) {
                 char hash[EVP_MAX_MD_SIZE * 2 + 1];
@@ -727,8 +739,8 @@ int cmd_run(int argc, char **argv)
                         fprintf(stderr, "drover run: cannot hash %s\n", root);
                         return 2;
                 }
-                snprintf(project, sizeof(project), "local/local/%.200s-%.12s",
-                         base && base[1] ? base + 1 : "root", hash);
+                snprintf(project, sizeof(project), "local/local-%.12s/%.200s", hash,
+                         base && base[1] ? base + 1 : "root");
         }
         char wfid[64];
         snprintf(wfid, sizeof(wfid), "local-%d", (int)getpid());

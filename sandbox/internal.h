@@ -116,6 +116,8 @@ struct sb_sync_msg {
 };
 
 /* ---- networking ---- */
+#define SB_EGRESS_MAX     64
+#define SB_EGRESS_DNS_MAX 3
 struct sb_net {
         bool private_net;
         int slot;
@@ -124,7 +126,16 @@ struct sb_net {
         char host_addr[20];   /* a.b.c.d */
         char inside_addr[20]; /* a.b.c.d */
         char subnet[24];      /* a.b.c.d/30 */
+        char base[24];        /* drover's whole job range: a.b.c.d/N */
         bool rules_added;
+        /* egress policy (egress.c): the operator's allow-list and the host's DNS servers */
+        struct sb_egress {
+                char cidr[48]; /* a.b.c.d/N */
+                char port[8];  /* "" = every port */
+        } allow[SB_EGRESS_MAX];
+        size_t n_allow;
+        char dns[SB_EGRESS_DNS_MAX][16];
+        size_t n_dns;
 };
 /* Address plan for slot: subnet base from $DROVER_SANDBOX_SUBNET (default 10.213.0.0/16). */
 int sb_net_plan(struct sb_net *n, int slot, struct drv_error *err);
@@ -132,5 +143,12 @@ int sb_net_plan(struct sb_net *n, int slot, struct drv_error *err);
 int sb_net_setup(struct sb_net *n, pid_t init_pid, struct drv_error *err);
 /* Remove what setup made (safe to call on a partial setup). */
 void sb_net_teardown(struct sb_net *n);
+/* Egress policy (egress.c). Parse allow ("ADDR[/BITS][:PORT]" entries separated by commas or
+ * blanks; $DROVER_SANDBOX_EGRESS_ALLOW) and the IPv4 nameservers of resolv_conf into n. */
+int sb_egress_plan(struct sb_net *n, const char *allow, const char *resolv_conf,
+                   struct drv_error *err);
+/* The filter rules of n's policy, top to bottom, each "CHAIN match... -j TARGET" (words
+ * separated by single spaces); base_subnet is drover's job range. Caller frees (strv). */
+int sb_egress_rules(const struct sb_net *n, const char *base_subnet, char ***out);
 /* Bring lo up in the current netns (init calls this). */
 int sb_net_loopback_up(void);

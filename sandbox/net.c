@@ -7,6 +7,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -61,12 +62,15 @@ int sb_net_plan(struct sb_net *n, int slot, struct drv_error *err)
         inet_ntop(AF_INET, &c, n->inside_addr, sizeof(n->inside_addr));
         inet_ntop(AF_INET, &s, addr, sizeof(addr));
         snprintf(n->subnet, sizeof(n->subnet), "%s/30", addr);
-        return 0;
+        struct in_addr b = {htonl(net)};
+        inet_ntop(AF_INET, &b, addr, sizeof(addr));
+        snprintf(n->base, sizeof(n->base), "%s/%d", addr, bits);
+        return sb_egress_plan(n, getenv("DROVER_SANDBOX_EGRESS_ALLOW"), "/etc/resolv.conf", err);
 }
 
-/* Run a tool with explicit argv, optionally inside netns_fd; stdout/stderr to /dev/null unless
- * it fails (then stderr is kept in err). */
-static int run(const char *const *argv, int netns_fd, struct drv_error *err)
+/* Run a tool with explicit argv, optionally inside netns_fd, its stdin from in_fd (-1:
+ * /dev/null); stdout/stderr to /dev/null unless it fails (then stderr is kept in err). */
+static int run_with(const char *const *argv, int netns_fd, int in_fd, struct drv_error *err)
 {
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)
@@ -79,7 +83,8 @@ static int run(const char *const *argv, int netns_fd, struct drv_error *err)
         }
         if (pid == 0) {
                 int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-                if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(p[1], 2) < 0)
+                if (nul < 0 || dup2(in_fd >= 0 ? in_fd : nul, 0) < 0 || dup2(nul, 1) < 0 ||
+                    dup2(p[1], 2) < 0)
                         _exit(126);
                 if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) < 0)
                         _exit(125);
@@ -103,6 +108,11 @@ static int run(const char *const *argv, int netns_fd, struct drv_error *err)
         return 0;
 }
 
+static int run(const char *const *argv, int netns_fd, struct drv_error *err)
+{
+        return run_with(argv, netns_fd, -1, err);
+}
+
 static const char *ip_tool(void)
 {
         return access("/usr/sbin/ip", X_OK) == 0 ? "/usr/sbin/ip" : "/sbin/ip";
@@ -112,38 +122,63 @@ static const char *iptables_tool(void)
         return access("/usr/sbin/iptables", X_OK) == 0 ? "/usr/sbin/iptables" : "/sbin/iptables";
 }
 
-/* The rules, inserted at the top of their chains (action "-I") or deleted ("-D"): NAT out of the
- * job's /30; forwarding out and back; but never to another job's network (drv+) nor to
- * link-local addresses (169.254.169.254: cloud metadata, the builder's own credentials). The
- * DROPs are inserted last so they come first. */
-static int rules(struct sb_net *n, const char *action, int *n_done, struct drv_error *err)
+/* The rules (nat and filter) as iptables-restore input, each line "ACTION CHAIN words...":
+ * NAT out of the job's /30, and the egress policy (egress.c: forwarding out and back, but never
+ * to another job's network, a private range or link-local address — 169.254.169.254 is cloud
+ * metadata, the builder's own credentials — nor to the host itself, except DNS and the
+ * operator's allow-list). With -I every rule goes to the top of its chain: the policy is
+ * written bottom-up, so it ends up in its order. */
+static int rules_text(const struct sb_net *n, const char *action, struct strbuf *sb)
 {
-        const char *ipt = iptables_tool();
-        const char *nat[] = {ipt,       "-w", "-t", "nat",      action, "POSTROUTING", "-s",
-                             n->subnet, "!",  "-o", n->host_if, "-j",   "MASQUERADE",  NULL};
-        const char *fwd_out[] = {ipt,        "-w", action,   "FORWARD", "-i",
-                                 n->host_if, "-j", "ACCEPT", NULL};
-        const char *fwd_in[] = {
-            ipt,        "-w",     action,      "FORWARD",   "-o",
-            n->host_if, "-m",     "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-            "-j",       "ACCEPT", NULL};
-        const char *no_jobs[] = {ipt,  "-w",   action, "FORWARD", "-i", n->host_if,
-                                 "-o", "drv+", "-j",   "DROP",    NULL};
-        const char *no_meta[] = {ipt,  "-w",       action, "FORWARD",
-                                 "-i", n->host_if, "-d",   "169.254.0.0/16",
-                                 "-j", "DROP",     NULL};
-        const char *const *all[] = {nat, fwd_out, fwd_in, no_jobs, no_meta};
-        int first = 0, done = 0;
-        for (size_t i = 0; i < DRV_ARRAY_SIZE(all); i++) {
-                int r = run(all[i], -1, first ? NULL : err);
-                if (r < 0 && !first)
-                        first = r;
-                if (r == 0)
-                        done++;
+        _cleanup_strv_ char **filter = NULL;
+        int r = sb_egress_rules(n, n->base, &filter);
+        r = r
+                ?: strbuf_printf(sb, "*nat\n%s POSTROUTING -s %s ! -o %s -j MASQUERADE\nCOMMIT\n",
+                                 action, n->subnet, n->host_if);
+        r = r ?: strbuf_puts(sb, "*filter\n");
+        for (size_t i = drv_strv_len(filter); r == 0 && i-- > 0;)
+                r = strbuf_printf(sb, "%s %s\n", action, filter[i]);
+        return r ?: strbuf_puts(sb, "COMMIT\n");
+}
+
+/* Insert ("-I") or delete ("-D") all the rules in one iptables-restore (one transaction: a
+ * delete fails as a whole when one rule is missing). */
+static int rules(const struct sb_net *n, const char *action, struct drv_error *err)
+{
+        _cleanup_strbuf_ struct strbuf sb = STRBUF_INIT;
+        if (rules_text(n, action, &sb) < 0)
+                return drv_err(err, ENOMEM, "out of memory");
+        _cleanup_close_ int fd = memfd_create("drover-rules", MFD_CLOEXEC);
+        if (fd < 0 || drv_write_all(fd, sb.buf, sb.len) < 0 || lseek(fd, 0, SEEK_SET) < 0)
+                return drv_err_errno(err, "iptables rules");
+        const char *restore = access("/usr/sbin/iptables-restore", X_OK) == 0
+                                  ? "/usr/sbin/iptables-restore"
+                                  : "/sbin/iptables-restore";
+        const char *argv[] = {restore, "-w", "--noflush", NULL};
+        return run_with(argv, -1, fd, err);
+}
+
+/* Delete the rules one by one, whatever is left of them. */
+static void remove_each(const struct sb_net *n)
+{
+        _cleanup_strbuf_ struct strbuf sb = STRBUF_INIT;
+        if (rules_text(n, "-D", &sb) < 0)
+                return;
+        const char *table = "filter";
+        for (char *line = strtok(sb.buf, "\n"); line; line = strtok(NULL, "\n")) {
+                if (line[0] == '*')
+                        table = line[1] == 'n' ? "nat" : "filter";
+                if (line[0] != '-')
+                        continue;
+                const char *argv[48] = {iptables_tool(), "-w", "-t", table};
+                size_t k = 4;
+                char *save = NULL;
+                for (char *w = strtok_r(line, " ", &save); w && k < DRV_ARRAY_SIZE(argv) - 1;
+                     w = strtok_r(NULL, " ", &save))
+                        argv[k++] = w;
+                argv[k] = NULL;
+                (void)run(argv, -1, NULL);
         }
-        if (n_done)
-                *n_done = done;
-        return first;
 }
 
 int sb_net_setup(struct sb_net *n, pid_t init_pid, struct drv_error *err)
@@ -169,19 +204,27 @@ int sb_net_setup(struct sb_net *n, pid_t init_pid, struct drv_error *err)
         const char *iup[] = {ip, "link", "set", n->inside_if, "up", NULL};
         const char *loup[] = {ip, "link", "set", "lo", "up", NULL};
         const char *route[] = {ip, "route", "add", "default", "via", n->host_addr, NULL};
-        if ((r = run(add, -1, err)) < 0 || (r = run(haddr, -1, err)) < 0 ||
-            (r = run(hup, -1, err)) < 0 || (r = run(iaddr, nsfd, err)) < 0 ||
-            (r = run(iup, nsfd, err)) < 0 || (r = run(loup, nsfd, err)) < 0 ||
-            (r = run(route, nsfd, err)) < 0)
+        if ((r = run(add, -1, err)) < 0)
+                return drv_err_prefix(err, "private network");
+        /* no IPv6 on the host's side: the job's link-local address reaches nothing there */
+        _cleanup_free_ char *v6 =
+            drv_asprintf("/proc/sys/net/ipv6/conf/%s/disable_ipv6", n->host_if);
+        struct drv_error e6;
+        if (!v6 || (drv_write_file(v6, "1", &e6) < 0 && e6.code != ENOENT))
+                return drv_err(err, v6 ? e6.code : ENOMEM, "private network: %s",
+                               v6 ? e6.message : "out of memory");
+        if ((r = run(haddr, -1, err)) < 0 || (r = run(hup, -1, err)) < 0 ||
+            (r = run(iaddr, nsfd, err)) < 0 || (r = run(iup, nsfd, err)) < 0 ||
+            (r = run(loup, nsfd, err)) < 0 || (r = run(route, nsfd, err)) < 0)
                 return drv_err_prefix(err, "private network");
         if (drv_write_file("/proc/sys/net/ipv4/ip_forward", "1", err) < 0)
                 return drv_err_prefix(err, "private network");
         /* rules of a crashed run with our slot (the slot lock makes them ours): remove them, or
          * the teardown below would leave a copy behind */
-        for (int i = 0, done = 1; i < 8 && done > 0; i++)
-                (void)rules(n, "-D", &done, NULL);
+        for (int i = 0; i < 8 && rules(n, "-D", NULL) == 0; i++)
+                ;
         n->rules_added = true;
-        if ((r = rules(n, "-I", NULL, err)) < 0)
+        if ((r = rules(n, "-I", err)) < 0)
                 return drv_err_prefix(err, "private network");
         return 0;
 }
@@ -190,8 +233,8 @@ void sb_net_teardown(struct sb_net *n)
 {
         if (!n->private_net)
                 return;
-        if (n->rules_added)
-                (void)rules(n, "-D", NULL, NULL);
+        if (n->rules_added && rules(n, "-D", NULL) < 0)
+                remove_each(n); /* some went missing: delete what is left */
         n->rules_added = false;
         const char *del[] = {ip_tool(), "link", "del", n->host_if, NULL};
         (void)run(del, -1, NULL); /* usually gone already with the netns */

@@ -347,6 +347,9 @@ def setup_remote_docker_with_the_real_docker_cli():
     # The engine listens on the host's loopback only (its certificate names 127.0.0.1), which a
     # sandbox job cannot reach: relays bridge that test-only gap; TLS and the CLI are real.
     port = tcp_relay(("0.0.0.0", 0), ("127.0.0.1", 2376))
+    # the host is closed to sandbox jobs but for the allow-list (docs/sandbox.md "Egress")
+    os.environ["DROVER_SANDBOX_EGRESS_ALLOW"] = (
+        os.environ.get("DROVER_SANDBOX_SUBNET", "10.213.0.0/16") + f":{port}")
     relay = IN_JOB_RELAY.replace("PORT", str(port))
     s = spec([{"type": "setup_remote_docker"},
               run(f"python3 -c '{relay}'", background=True, name="relay"),

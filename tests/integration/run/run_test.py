@@ -423,7 +423,7 @@ workflows:
 
 
 @test
-def checkout_clones_the_local_work_tree_at_head():
+def checkout_committed_gives_the_local_repository_at_head():
     d = project("""
 version: 2.1
 jobs:
@@ -434,7 +434,7 @@ jobs:
       - run: cat committed.txt; test ! -e uncommitted.txt && echo "branch=$CIRCLE_BRANCH sha=$CIRCLE_SHA1 repo=$CIRCLE_PROJECT_REPONAME"
 """)
     git = ["git", "-C", d, "-c", "user.email=t@example.com", "-c", "user.name=t"]
-    os.chmod(d, 0o755)  # the job user reads the work tree (mkdtemp made it 0700)
+    # the work tree stays 0700 (mkdtemp): the job gets drover's snapshot, not the tree itself
     subprocess.run(["git", "init", "-q", "-b", "topic", d], check=True)
     with open(os.path.join(d, "committed.txt"), "w") as f:
         f.write("from-the-repo\n")
@@ -444,9 +444,9 @@ jobs:
                          check=True).stdout.strip()
     with open(os.path.join(d, "uncommitted.txt"), "w") as f:
         f.write("x\n")
-    rc, out, err = drover(d, "build")
+    rc, out, err = drover(d, "--committed", "build")
     expect(rc == 0, f"rc={rc} {out[-2000:]} {err}")
-    expect("from-the-repo" in out, out)
+    expect("from-the-repo" in out and "as committed" in out, out)
     expect(f"branch=topic sha={sha} repo={os.path.basename(d)}" in out, out)
 
 
