@@ -33,7 +33,8 @@ TEST(file_env_flags_layer)
         const char *p = write_cfg("servers: [https://a:4647, https://b:4647]\n"
                                   "max_jobs: 3\nname: file\ntls:\n  ca: /ca.pem\n"
                                   "drain_grace: 1m30s\nresource_classes: small, medium\n"
-                                  "sandbox:\n  rcu_expedited: true\n");
+                                  "sandbox:\n  rcu_expedited: true\n"
+                                  "  egress_allow: [10.0.5.20:443, 10.0.6.0/24]\n");
         setenv("DROVER_NAME", "env", 1);
         setenv("DROVER_EXIT_AFTER_JOB", "true", 1);
         char *argv[] = {"agent", "--config",       (char *)p, "--max-jobs",
@@ -48,7 +49,9 @@ TEST(file_env_flags_layer)
         CHECK_INTEQ((int)c.max_jobs, 7); /* flag beats file */
         CHECK_STREQ(c.name, "env");      /* env beats file */
         CHECK(c.exit_after_job);
-        CHECK(c.rcu_expedited);           /* sandbox.rcu_expedited, opt-in */
+        CHECK(c.rcu_expedited);                            /* sandbox.rcu_expedited, opt-in */
+        CHECK_INTEQ((int)drv_strv_len(c.egress_allow), 2); /* sandbox.egress_allow */
+        CHECK_STREQ(c.egress_allow[1], "10.0.6.0/24");
         CHECK_STREQ(c.tls_ca, "/ca.pem"); /* nested key */
         CHECK_INTEQ((int)c.drain_grace, 90);
         CHECK_INTEQ((int)c.idle_timeout, 600);
