@@ -646,9 +646,23 @@ static int run(struct agent *a)
         return a->exit_code;
 }
 
+/* A list setting as the environment variable name (comma-separated; unset when empty). */
+static void export_list(const char *name, char *const *list)
+{
+        _cleanup_strbuf_ struct strbuf m = STRBUF_INIT;
+        for (char *const *v = list; v && *v; v++)
+                if (strbuf_printf(&m, "%s%s", v == list ? "" : ",", *v) < 0)
+                        return;
+        if (m.len)
+                setenv(name, m.buf, 1);
+        else
+                unsetenv(name);
+}
+
 /* The image settings of docker jobs in the sandbox, as the environment their `drover job`
- * reads (executor/runtime_image.h). */
-static void agent_export_image_settings(const struct agent_config *c)
+ * reads (executor/runtime_image.h), and the egress allow-list of the jobs' private networks
+ * (sandbox/egress.c). */
+static void agent_export_job_settings(const struct agent_config *c)
 {
         char max[32];
         snprintf(max, sizeof(max), "%llu", (unsigned long long)c->image_store_max);
@@ -659,27 +673,8 @@ static void agent_export_image_settings(const struct agent_config *c)
         for (size_t i = 0; i < DRV_ARRAY_SIZE(vals); i++)
                 if (vals[i][1] && *vals[i][1])
                         setenv(vals[i][0], vals[i][1], 1);
-
-        _cleanup_strbuf_ struct strbuf m = STRBUF_INIT;
-        for (char **v = c->image_mirrors; v && *v; v++)
-                if (strbuf_printf(&m, "%s%s", v == c->image_mirrors ? "" : ",", *v) < 0)
-                        return;
-        if (m.len)
-                setenv("DROVER_IMAGE_MIRRORS", m.buf, 1);
-}
-
-/* The egress allow-list of the jobs' private networks, as their `drover job` reads it
- * (sandbox/egress.c). */
-static void agent_export_egress(const struct agent_config *c)
-{
-        _cleanup_strbuf_ struct strbuf m = STRBUF_INIT;
-        for (char **v = c->egress_allow; v && *v; v++)
-                if (strbuf_printf(&m, "%s%s", v == c->egress_allow ? "" : ",", *v) < 0)
-                        return;
-        if (m.len)
-                setenv("DROVER_SANDBOX_EGRESS_ALLOW", m.buf, 1);
-        else
-                unsetenv("DROVER_SANDBOX_EGRESS_ALLOW");
+        export_list("DROVER_IMAGE_MIRRORS", c->image_mirrors);
+        export_list("DROVER_SANDBOX_EGRESS_ALLOW", c->egress_allow);
 }
 
 int cmd_agent(int argc, char **argv)
@@ -750,8 +745,7 @@ int cmd_agent(int argc, char **argv)
         if (a.cfg.ssh_ports && *a.cfg.ssh_ports)
                 setenv("DROVER_SSH_PORTS", a.cfg.ssh_ports, 1);
         /* ... and pull images for docker jobs in the sandbox with these settings */
-        agent_export_image_settings(&a.cfg);
-        agent_export_egress(&a.cfg);
+        agent_export_job_settings(&a.cfg);
         agent_docker_load(&a);
         agent_docker_cleanup(&a);
         /* opt-in: on v1 hosts every job's pid 1 is moved into its cgroups, which some kernels

@@ -89,8 +89,13 @@ static int git(const char *const *args, int out_fd, struct drv_error *err)
                 while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
                         msg[--len] = 0;
                 char *last = strrchr(msg, '\n');
-                return drv_err(err, EIO, "git %s failed: %s", args[0] ? args[0] : "",
-                               last ? last + 1 : msg);
+                const char *cmd = "";
+                for (size_t i = 0; args[i] && !cmd[0]; i++) /* the subcommand, after -C DIR */
+                        if (strcmp(args[i], "-C") == 0 && args[i + 1])
+                                i++;
+                        else if (args[i][0] != '-')
+                                cmd = args[i];
+                return drv_err(err, EIO, "git %s failed: %s", cmd, last ? last + 1 : msg);
         }
         return 0;
 }
