@@ -5,8 +5,6 @@
  * list calls are filtered by the label; everything created gets the labels. */
 #include "executor/docker/docker_proxy_int.h"
 
-#include <fcntl.h>
-
 /* ---- small helpers ---- */
 
 static int refuse(struct dproxy_req *rq, int status, const char *fmt, ...) DRV_PRINTF(3, 4);
@@ -24,6 +22,8 @@ static int refuse(struct dproxy_req *rq, int status, const char *fmt, ...)
 /* null, false, 0, "", [], {} (the CLI sends every field, most of them empty) */
 static bool empty(json_t *v)
 {
+        if (!v)
+                return true; /* absent */
         switch (json_typeof(v)) {
         case JSON_NULL:
         case JSON_FALSE:
@@ -43,243 +43,9 @@ static bool empty(json_t *v)
         }
 }
 
-static bool in_list(const char *s, const char *const *list)
-{
-        for (; *list; list++)
-                if (strcmp(s, *list) == 0)
-                        return true;
-        return false;
-}
-
-/* A container, network or volume name or id; an image reference. */
-static bool ref_ok(const char *s, bool image)
-{
-        const char *chars =
-            image ? "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-:/@"
-                  : "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
-        return s && s[0] && s[0] != '.' && s[0] != '-' && strlen(s) < 256 &&
-               strspn(s, chars) == strlen(s) && !strstr(s, "..");
-}
-
-static bool labelled(const struct dproxy *px, json_t *labels)
-{
-        const char *v = json_string_value(json_object_get(labels, DOCKER_LABEL_JOB));
-        return v && strcmp(v, px->label) == 0;
-}
-
-static int add_labels(const struct dproxy *px, json_t *obj, const char *key)
-{
-        json_t *l = json_object_get(obj, key);
-        if (!json_is_object(l)) {
-                l = json_object();
-                if (!l || json_object_set_new(obj, key, l) < 0)
-                        return -ENOMEM;
-        }
-        if (json_object_set_new(l, DOCKER_LABEL_MANAGED, json_string("true")) < 0 ||
-            json_object_set_new(l, DOCKER_LABEL_JOB, json_string(px->label)) < 0 ||
-            (px->node[0] && json_object_set_new(l, DOCKER_LABEL_NODE, json_string(px->node)) < 0))
-                return -ENOMEM;
-        return 0;
-}
-
-/* ---- ownership: 1 the job's (*id: its full id, malloc'd), 0 not (or missing), <0 error ---- */
-
-static int lookup(struct docker *d, const char *fmt, const char *ref, json_t **out,
-                  struct drv_error *err)
-{
-        _cleanup_free_ char *path = drv_asprintf(fmt, ref);
-        if (!path)
-                return drv_err(err, ENOMEM, "out of memory");
-        struct drv_error e = {0};
-        int r = docker_call(d, "GET", path, NULL, out, NULL, &e);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return drv_err(err, e.code, "%s", e.message);
-        return 1;
-}
-
-static int own_obj(const struct dproxy *px, struct docker *d, const char *fmt, const char *ref,
-                   const char *labels_at, const char *id_key, char **id, struct drv_error *err)
-{
-        if (!ref_ok(ref, false))
-                return 0;
-        json_t *j = NULL;
-        int r = lookup(d, fmt, ref, &j, err);
-        if (r <= 0)
-                return r;
-        json_t *labels = labels_at ? json_object_get(json_object_get(j, labels_at), "Labels")
-                                   : json_object_get(j, "Labels");
-        const char *full = json_string_value(json_object_get(j, id_key));
-        r = labelled(px, labels) && full;
-        if (r && id && !(*id = strdup(full)))
-                r = drv_err(err, ENOMEM, "out of memory");
-        json_decref(j);
-        return r;
-}
-
-static int own_container(const struct dproxy *px, struct docker *d, const char *ref, char **id,
-                         struct drv_error *err)
-{
-        return own_obj(px, d, "/containers/%s/json", ref, "Config", "Id", id, err);
-}
-static int own_network(const struct dproxy *px, struct docker *d, const char *ref, char **id,
-                       struct drv_error *err)
-{
-        return own_obj(px, d, "/networks/%s", ref, NULL, "Id", id, err);
-}
-static int own_volume(const struct dproxy *px, struct docker *d, const char *ref, char **id,
-                      struct drv_error *err)
-{
-        return own_obj(px, d, "/volumes/%s", ref, NULL, "Name", id, err);
-}
-
-static int own_exec(const struct dproxy *px, struct docker *d, const char *ref, char **id,
-                    struct drv_error *err)
-{
-        if (!ref_ok(ref, false))
-                return 0;
-        json_t *j = NULL;
-        int r = lookup(d, "/exec/%s/json", ref, &j, err);
-        if (r <= 0)
-                return r;
-        const char *ctr = json_string_value(json_object_get(j, "ContainerID"));
-        const char *full = json_string_value(json_object_get(j, "ID"));
-        r = ctr && full ? own_container(px, d, ctr, NULL, err) : 0;
-        if (r > 0 && !(*id = strdup(full)))
-                r = drv_err(err, ENOMEM, "out of memory");
-        json_decref(j);
-        return r;
-}
-
-/* Is "<kind> <value>" a line of the shared file (images pulled, tags made)? */
-static bool own_line(const struct dproxy *px, char kind, const char *value)
-{
-        char buf[65536];
-        ssize_t n = pread(px->own_fd, buf, sizeof(buf) - 1, 0);
-        if (n <= 0)
-                return false;
-        buf[n] = 0;
-        size_t vl = strlen(value);
-        for (char *p = buf; (p = strstr(p, value)); p += vl)
-                if (p >= buf + 2 && p[-1] == ' ' && p[-2] == kind &&
-                    (p == buf + 2 || p[-3] == '\n') && p[vl] == '\n')
-                        return true;
-        return false;
-}
-
-static void own_add(const struct dproxy *px, char kind, const char *value)
-{
-        _cleanup_free_ char *line = drv_asprintf("%c %s\n", kind, value);
-        if (line && drv_write_all(px->own_fd, line, strlen(line)) < 0)
-                log_warn("docker_proxy_record_failed", "value=%s", value);
-}
-
-/* An image is the job's when it built it (label) or pulled it through this proxy. */
-static int own_image(const struct dproxy *px, struct docker *d, const char *ref, char **id,
-                     struct drv_error *err)
-{
-        if (!ref_ok(ref, true))
-                return 0;
-        json_t *j = NULL;
-        int r = lookup(d, "/images/%s/json", ref, &j, err);
-        if (r <= 0)
-                return r;
-        const char *full = json_string_value(json_object_get(j, "Id"));
-        r = full && (labelled(px, json_object_get(json_object_get(j, "Config"), "Labels")) ||
-                     own_line(px, 'i', full));
-        if (r && id && !(*id = strdup(full)))
-                r = drv_err(err, ENOMEM, "out of memory");
-        json_decref(j);
-        return r;
-}
-
-void dproxy_record_pull(const struct dproxy *px, struct docker *d, const char *ref)
-{
-        json_t *j = NULL;
-        struct drv_error e = {0};
-        if (lookup(d, "/images/%s/json", ref, &j, &e) > 0) {
-                const char *id = json_string_value(json_object_get(j, "Id"));
-                if (id && !own_line(px, 'i', id))
-                        own_add(px, 'i', id);
-        }
-        json_decref(j);
-}
-
-/* ---- query strings ---- */
-
-static int unhex(char c)
-{
-        return c >= '0' && c <= '9'   ? c - '0'
-               : c >= 'a' && c <= 'f' ? c - 'a' + 10
-               : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                      : -1;
-}
-
-/* The decoded value of key in query (malloc'd), NULL when absent. */
-static char *qget(const char *query, const char *key)
-{
-        size_t kl = strlen(key);
-        for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
-                if (strncmp(p, key, kl) != 0 || (p[kl] != '=' && p[kl] != '&' && p[kl]))
-                        continue;
-                const char *v = p[kl] == '=' ? p + kl + 1 : p + kl;
-                size_t n = strcspn(v, "&");
-                char *out = malloc(n + 1), *o = out;
-                if (!out)
-                        return NULL;
-                for (size_t i = 0; i < n; i++) {
-                        int a, b;
-                        if (v[i] == '%' && i + 2 < n + 1 && (a = unhex(v[i + 1])) >= 0 &&
-                            (b = unhex(v[i + 2])) >= 0) {
-                                *o++ = (char)(a * 16 + b);
-                                i += 2;
-                        } else {
-                                *o++ = v[i] == '+' ? ' ' : v[i];
-                        }
-                }
-                *o = 0;
-                return out;
-        }
-        return NULL;
-}
-
-/* The query's keys must all be in allowed (deny what is not known). */
-static const char *qunknown(const char *query, const char *const *allowed)
-{
-        static char key[64];
-        for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
-                size_t n = strcspn(p, "=&");
-                snprintf(key, sizeof(key), "%.*s", (int)(n < 63 ? n : 63), p);
-                if (n && !in_list(key, allowed))
-                        return key;
-        }
-        return NULL;
-}
-
-/* query with key's value replaced by (or set to) value (encoded here); malloc'd path?query. */
-static char *qset(struct docker *d, const char *path, const char *query, const char *key,
-                  const char *value)
-{
-        _cleanup_strbuf_ struct strbuf sb = STRBUF_INIT;
-        _cleanup_free_ char *enc = docker_escape(d, value);
-        size_t kl = strlen(key);
-        if (!enc || strbuf_puts(&sb, path) < 0 || strbuf_printf(&sb, "?%s=%s", key, enc) < 0)
-                return NULL;
-        for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
-                size_t n = strcspn(p, "&");
-                if (strncmp(p, key, kl) == 0 && (p[kl] == '=' || p[kl] == '&' || !p[kl]))
-                        continue;
-                if (n && strbuf_printf(&sb, "&%.*s", (int)n, p) < 0)
-                        return NULL;
-        }
-        return strbuf_detach(&sb);
-}
-
-/* List calls: the label filter joins whatever filters the job gave. */
 static int filter_mine(const struct dproxy *px, struct docker *d, struct dproxy_req *rq)
 {
-        _cleanup_free_ char *f = qget(rq->query, "filters");
+        _cleanup_free_ char *f = dproxy_qget(rq->query, "filters");
         json_t *j = f && f[0] ? json_loads(f, 0, NULL) : json_object();
         if (!json_is_object(j)) {
                 json_decref(j);
@@ -300,7 +66,7 @@ static int filter_mine(const struct dproxy *px, struct docker *d, struct dproxy_
                 json_array_append_new(cur, json_string(lbl));
         _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
         json_decref(j);
-        if (!text || !(rq->target = qset(d, rq->path, rq->query, "filters", text)))
+        if (!text || !(rq->target = dproxy_qset(d, rq->path, rq->query, "filters", text)))
                 return -ENOMEM;
         return 0;
 }
@@ -311,28 +77,28 @@ static int filter_mine(const struct dproxy *px, struct docker *d, struct dproxy_
 static int network_mode(const struct dproxy *px, struct docker *d, json_t *hc, const char *key,
                         bool allow_none, struct dproxy_req *rq, struct drv_error *err)
 {
-        const char *m = json_string_value(json_object_get(hc, key)) ?: "";
+        const char *m = json_string_value(dproxy_jget(hc, key)) ?: "";
         _cleanup_free_ char *id = NULL;
         int r;
         bool net = strcmp(key, "NetworkMode") == 0;
         if (net && (!m[0] || strcmp(m, "default") == 0 || strcmp(m, "bridge") == 0))
-                return json_object_set_new(hc, key, json_string(px->net)) < 0 ? -ENOMEM : 0;
+                return dproxy_jset(hc, key, json_string(px->net)) < 0 ? -ENOMEM : 0;
         if (!m[0])
                 return 0;
         if (allow_none &&
             (strcmp(m, "none") == 0 || strcmp(m, "private") == 0 || strcmp(m, "shareable") == 0))
                 return 0;
         if (drv_startswith(m, "container:")) {
-                if ((r = own_container(px, d, m + 10, &id, err)) < 0)
+                if ((r = dproxy_own_container(px, d, m + 10, &id, err)) < 0)
                         return r;
                 if (!r)
                         return refuse(rq, 403, "HostConfig.%s %s: not a container of this job", key,
                                       m);
                 _cleanup_free_ char *v = drv_asprintf("container:%s", id);
-                return !v || json_object_set_new(hc, key, json_string(v)) < 0 ? -ENOMEM : 0;
+                return !v || dproxy_jset(hc, key, json_string(v)) < 0 ? -ENOMEM : 0;
         }
         if (net) {
-                if ((r = own_network(px, d, m, NULL, err)) < 0)
+                if ((r = dproxy_own_network(px, d, m, NULL, err)) < 0)
                         return r;
                 if (r)
                         return 0;
@@ -344,19 +110,19 @@ static int network_mode(const struct dproxy *px, struct docker *d, json_t *hc, c
 static int volume_named(const struct dproxy *px, struct docker *d, const char *name,
                         struct dproxy_req *rq, struct drv_error *err)
 {
-        if (!ref_ok(name, false))
+        if (!dproxy_ref_ok(name, false))
                 return refuse(rq, 403,
                               "volume %s: only named volumes of this job can be mounted "
                               "(no host paths)",
                               name);
         json_t *j = NULL;
-        int r = lookup(d, "/volumes/%s", name, &j, err);
-        bool mine = r > 0 && labelled(px, json_object_get(j, "Labels"));
+        int r = dproxy_lookup(d, "/volumes/%s", name, &j, err);
+        bool mine = r > 0 && dproxy_labelled(px, dproxy_jget(j, "Labels"));
         json_decref(j);
         if (r != 0)
                 return r < 0 ? r : mine ? 0 : refuse(rq, 403, "volume %s is not this job's", name);
         json_t *body = json_pack("{s:s}", "Name", name);
-        if (!body || add_labels(px, body, "Labels") < 0) {
+        if (!body || dproxy_add_labels(px, body, "Labels") < 0) {
                 json_decref(body);
                 return -ENOMEM;
         }
@@ -370,7 +136,7 @@ static int binds(const struct dproxy *px, struct docker *d, json_t *hc, struct d
 {
         size_t i;
         json_t *b;
-        json_array_foreach (json_object_get(hc, "Binds"), i, b) {
+        json_array_foreach (dproxy_jget(hc, "Binds"), i, b) {
                 const char *s = json_string_value(b);
                 if (!s)
                         return refuse(rq, 400, "HostConfig.Binds: not a string");
@@ -379,12 +145,12 @@ static int binds(const struct dproxy *px, struct docker *d, json_t *hc, struct d
                 if (r != 0)
                         return r;
         }
-        json_array_foreach (json_object_get(hc, "Mounts"), i, b) {
-                const char *type = json_string_value(json_object_get(b, "Type")) ?: "";
-                const char *src = json_string_value(json_object_get(b, "Source")) ?: "";
-                json_t *vo = json_object_get(b, "VolumeOptions");
-                if (!empty(json_object_get(b, "BindOptions")) ||
-                    !empty(json_object_get(vo, "DriverConfig")))
+        json_array_foreach (dproxy_jget(hc, "Mounts"), i, b) {
+                const char *type = json_string_value(dproxy_jget(b, "Type")) ?: "";
+                const char *src = json_string_value(dproxy_jget(b, "Source")) ?: "";
+                json_t *vo = dproxy_jget(b, "VolumeOptions");
+                if (!empty(dproxy_jget(b, "BindOptions")) ||
+                    !empty(dproxy_jget(vo, "DriverConfig")))
                         return refuse(rq, 403,
                                       "HostConfig.Mounts: bind and driver options are "
                                       "not allowed on a shared engine");
@@ -399,10 +165,10 @@ static int binds(const struct dproxy *px, struct docker *d, json_t *hc, struct d
                 if (r != 0)
                         return r;
         }
-        json_array_foreach (json_object_get(hc, "VolumesFrom"), i, b) {
+        json_array_foreach (dproxy_jget(hc, "VolumesFrom"), i, b) {
                 const char *s = json_string_value(b) ?: "";
                 _cleanup_free_ char *c = strndup(s, strcspn(s, ":"));
-                int r = c ? own_container(px, d, c, NULL, err) : -ENOMEM;
+                int r = c ? dproxy_own_container(px, d, c, NULL, err) : -ENOMEM;
                 if (r <= 0)
                         return r
                                    ?: refuse(rq, 403,
@@ -464,31 +230,31 @@ static int host_config(const struct dproxy *px, struct docker *d, json_t *hc, st
         /* an empty list here unmasks /proc and /sys paths (systempaths=unconfined): only null */
         static const char *const null_only[] = {"MaskedPaths", "ReadonlyPaths", NULL};
         json_object_foreach (hc, k, v)
-                if ((in_list(k, null_only) ? !json_is_null(v) : !empty(v)) && !in_list(k, hc_free))
+                if ((dproxy_in_list(k, null_only) ? !json_is_null(v) : !empty(v)) &&
+                    !dproxy_in_list(k, hc_free))
                         return refuse(rq, 403, "HostConfig.%s is not allowed on a shared engine",
                                       k);
         const char *s;
-        if ((s = json_string_value(json_object_get(hc, "CgroupnsMode"))) && s[0] &&
+        if ((s = json_string_value(dproxy_jget(hc, "CgroupnsMode"))) && s[0] &&
             strcmp(s, "private") != 0)
                 return refuse(rq, 403, "HostConfig.CgroupnsMode %s is not allowed", s);
-        if ((s = json_string_value(json_object_get(hc, "Runtime"))) && s[0] &&
-            strcmp(s, "runc") != 0)
+        if ((s = json_string_value(dproxy_jget(hc, "Runtime"))) && s[0] && strcmp(s, "runc") != 0)
                 return refuse(rq, 403, "HostConfig.Runtime %s is not allowed", s);
-        if ((s = json_string_value(json_object_get(hc, "Isolation"))) && s[0] &&
+        if ((s = json_string_value(dproxy_jget(hc, "Isolation"))) && s[0] &&
             strcmp(s, "default") != 0)
                 return refuse(rq, 403, "HostConfig.Isolation %s is not allowed", s);
-        s = json_string_value(json_object_get(json_object_get(hc, "LogConfig"), "Type"));
+        s = json_string_value(dproxy_jget(dproxy_jget(hc, "LogConfig"), "Type"));
         static const char *const logs[] = {"", "json-file", "local", "none", NULL};
-        if (s && !in_list(s, logs))
+        if (s && !dproxy_in_list(s, logs))
                 return refuse(rq, 403,
                               "HostConfig.LogConfig.Type %s is not allowed (the engine "
                               "would send logs where the job says)",
                               s);
         size_t i;
-        json_array_foreach (json_object_get(hc, "SecurityOpt"), i, v) {
+        json_array_foreach (dproxy_jget(hc, "SecurityOpt"), i, v) {
                 static const char *const nnp[] = {"no-new-privileges", "no-new-privileges:true",
                                                   "no-new-privileges=true", NULL};
-                if (!json_is_string(v) || !in_list(json_string_value(v), nnp))
+                if (!json_is_string(v) || !dproxy_in_list(json_string_value(v), nnp))
                         return refuse(rq, 403,
                                       "HostConfig.SecurityOpt %s is not allowed on a "
                                       "shared engine",
@@ -496,9 +262,9 @@ static int host_config(const struct dproxy *px, struct docker *d, json_t *hc, st
         }
         int r = binds(px, d, hc, rq, err);
         r = r ?: network_mode(px, d, hc, "NetworkMode", true, rq, err);
-        if (!r && !empty(json_object_get(hc, "PidMode")))
+        if (!r && !empty(dproxy_jget(hc, "PidMode")))
                 r = network_mode(px, d, hc, "PidMode", false, rq, err);
-        if (!r && !empty(json_object_get(hc, "IpcMode")))
+        if (!r && !empty(dproxy_jget(hc, "IpcMode")))
                 r = network_mode(px, d, hc, "IpcMode", true, rq, err);
         return r;
 }
@@ -542,37 +308,41 @@ static int container_create(const struct dproxy *px, struct docker *d, struct dp
         if (!json_is_object(b))
                 return refuse(rq, 400, "a container needs a JSON body");
         json_object_foreach (b, k, v)
-                if (!empty(v) && !in_list(k, create_keys))
+                if (!empty(v) && !dproxy_in_list(k, create_keys))
                         return refuse(rq, 403, "%s is not allowed on a shared engine", k);
-        const char *image = json_string_value(json_object_get(b, "Image"));
-        int r = image ? own_image(px, d, image, NULL, err) : 0;
+        const char *image = json_string_value(dproxy_jget(b, "Image"));
+        int r = image ? dproxy_own_image(px, d, image, NULL, err) : 0;
         if (r < 0)
                 return r;
         if (!r) /* the CLI then pulls it: with the job's own registry credentials */
                 return refuse(rq, 404, "No such image: %s", image ?: "(none)");
-        json_t *hc = json_object_get(b, "HostConfig");
+        json_t *hc = dproxy_jget(b, "HostConfig");
         if (!hc) {
-                if (json_object_set_new(b, "HostConfig", hc = json_object()) < 0)
+                if (dproxy_jset(b, "HostConfig", hc = json_object()) < 0)
                         return -ENOMEM;
         }
         if ((r = host_config(px, d, hc, rq, err)) != 0)
                 return r;
         /* networks named for the endpoints: the job's; the default one is its own network */
-        json_t *ec = json_object_get(json_object_get(b, "NetworkingConfig"), "EndpointsConfig");
+        json_t *nc = dproxy_jget(b, "NetworkingConfig");
+        json_object_foreach (nc, k, v)
+                if (!empty(v) && strcasecmp(k, "EndpointsConfig") != 0)
+                        return refuse(rq, 403, "NetworkingConfig.%s is not allowed", k);
+        json_t *ec = dproxy_jget(nc, "EndpointsConfig");
         void *tmp;
         json_object_foreach_safe (ec, tmp, k, v) {
                 if (strcmp(k, "default") == 0 || strcmp(k, "bridge") == 0) {
                         json_incref(v);
                         json_object_del(ec, k);
-                        json_object_set_new(ec, px->net, v);
+                        dproxy_jset(ec, px->net, v);
                         continue;
                 }
                 if (strcmp(k, px->net) == 0)
                         continue;
-                if ((r = own_network(px, d, k, NULL, err)) <= 0)
+                if ((r = dproxy_own_network(px, d, k, NULL, err)) <= 0)
                         return r ?: refuse(rq, 403, "network %s is not this job's", k);
         }
-        return add_labels(px, b, "Labels");
+        return dproxy_add_labels(px, b, "Labels");
 }
 
 static int exec_create(struct dproxy_req *rq)
@@ -585,7 +355,7 @@ static int exec_create(struct dproxy_req *rq)
         if (!json_is_object(rq->body))
                 return refuse(rq, 400, "an exec needs a JSON body");
         json_object_foreach (rq->body, k, v)
-                if (!empty(v) && !in_list(k, keys))
+                if (!empty(v) && !dproxy_in_list(k, keys))
                         return refuse(rq, 403, "%s execs are not allowed on a shared engine", k);
         return 0;
 }
@@ -600,19 +370,23 @@ static int network_create(const struct dproxy *px, struct dproxy_req *rq)
         if (!json_is_object(rq->body))
                 return refuse(rq, 400, "a network needs a JSON body");
         json_object_foreach (rq->body, k, v)
-                if (!empty(v) && !in_list(k, keys))
+                if (!empty(v) && !dproxy_in_list(k, keys))
                         return refuse(rq, 403, "network %s is not allowed on a shared engine", k);
-        const char *drv = json_string_value(json_object_get(rq->body, "Driver"));
-        json_t *ipam = json_object_get(rq->body, "IPAM");
-        const char *idrv = json_string_value(json_object_get(ipam, "Driver"));
+        const char *drv = json_string_value(dproxy_jget(rq->body, "Driver"));
+        json_t *ipam = dproxy_jget(rq->body, "IPAM");
+        static const char *const ipam_keys[] = {"Driver", "Config", "Options", NULL};
+        json_object_foreach (ipam, k, v)
+                if (!dproxy_in_list(k, ipam_keys))
+                        return refuse(rq, 403, "network IPAM.%s is not allowed", k);
+        const char *idrv = json_string_value(dproxy_jget(ipam, "Driver"));
         if (drv && drv[0] && strcmp(drv, "bridge") != 0)
                 return refuse(rq, 403, "network driver %s is not allowed (bridge is)", drv);
         if ((idrv && idrv[0] && strcmp(idrv, "default") != 0) ||
-            !empty(json_object_get(ipam, "Config")) || !empty(json_object_get(ipam, "Options")))
+            !empty(dproxy_jget(ipam, "Config")) || !empty(dproxy_jget(ipam, "Options")))
                 return refuse(rq, 403,
                               "network IPAM settings are not allowed on a shared engine "
                               "(a subnet could collide with the engine host's)");
-        return add_labels(px, rq->body, "Labels");
+        return dproxy_add_labels(px, rq->body, "Labels");
 }
 
 static int volume_create(const struct dproxy *px, struct dproxy_req *rq)
@@ -628,21 +402,21 @@ static int volume_create(const struct dproxy *px, struct dproxy_req *rq)
                                       "volume %s is not allowed on a shared engine (a "
                                       "driver option can mount a host path)",
                                       k);
-        return add_labels(px, rq->body, "Labels");
+        return dproxy_add_labels(px, rq->body, "Labels");
 }
 
 /* A tag the job makes (build -t, tag): never over a name that holds another's image. */
 static int tag_free(const struct dproxy *px, struct docker *d, const char *ref,
                     struct dproxy_req *rq, struct drv_error *err)
 {
-        if (!ref_ok(ref, true))
+        if (!dproxy_ref_ok(ref, true))
                 return refuse(rq, 400, "bad image reference %s", ref);
         json_t *j = NULL;
-        int r = lookup(d, "/images/%s/json", ref, &j, err);
+        int r = dproxy_lookup(d, "/images/%s/json", ref, &j, err);
         json_decref(j);
         if (r <= 0)
                 return r;
-        r = own_image(px, d, ref, NULL, err);
+        r = dproxy_own_image(px, d, ref, NULL, err);
         return r != 0 ? (r < 0 ? r : 0)
                       : refuse(rq, 403, "%s names an image this job did not make or pull", ref);
 }
@@ -656,15 +430,15 @@ static int build(const struct dproxy *px, struct docker *d, struct dproxy_req *r
             "cpushares", "cpusetcpus", "cpuperiod", "cpuquota",    "buildargs",
             "shmsize",   "squash",     "labels",    "networkmode", "platform",
             "target",    "extrahosts", "version",   "ulimits",     NULL};
-        const char *bad = qunknown(rq->query, keys);
+        const char *bad = dproxy_qunknown(rq->query, keys);
         if (bad)
                 return refuse(rq, 403,
                               "build parameter %s is not allowed on a shared engine "
                               "(BuildKit sessions and remote contexts are not served)",
                               bad);
-        _cleanup_free_ char *ver = qget(rq->query, "version");
-        _cleanup_free_ char *nm = qget(rq->query, "networkmode");
-        _cleanup_free_ char *lbl = qget(rq->query, "labels");
+        _cleanup_free_ char *ver = dproxy_qget(rq->query, "version");
+        _cleanup_free_ char *nm = dproxy_qget(rq->query, "networkmode");
+        _cleanup_free_ char *lbl = dproxy_qget(rq->query, "labels");
         if (ver && strcmp(ver, "1") != 0)
                 return refuse(rq, 403, "BuildKit builds are not served (DOCKER_BUILDKIT=0)");
         if (nm && nm[0] && strcmp(nm, "default") != 0 && strcmp(nm, "bridge") != 0 &&
@@ -674,25 +448,25 @@ static int build(const struct dproxy *px, struct docker *d, struct dproxy_req *r
                 if (!drv_startswith(p, "t="))
                         continue;
                 _cleanup_free_ char *one = strndup(p, strcspn(p, "&"));
-                _cleanup_free_ char *t = one ? qget(one, "t") : NULL;
+                _cleanup_free_ char *t = one ? dproxy_qget(one, "t") : NULL;
                 int r = t ? tag_free(px, d, t, rq, err) : -ENOMEM;
                 if (r != 0)
                         return r;
         }
         json_t *l = lbl && lbl[0] ? json_loads(lbl, 0, NULL) : json_object();
         json_t *wrap = json_pack("{s:o}", "l", l ? l : json_null());
-        if (!json_is_object(l) || add_labels(px, wrap, "l") < 0) {
+        if (!json_is_object(l) || dproxy_add_labels(px, wrap, "l") < 0) {
                 json_decref(wrap);
                 return refuse(rq, 400, "build labels are not a JSON object");
         }
-        _cleanup_free_ char *text = json_dumps(json_object_get(wrap, "l"), JSON_COMPACT);
+        _cleanup_free_ char *text = json_dumps(dproxy_jget(wrap, "l"), JSON_COMPACT);
         json_decref(wrap);
-        _cleanup_free_ char *q1 = text ? qset(d, rq->path, rq->query, "labels", text) : NULL;
+        _cleanup_free_ char *q1 = text ? dproxy_qset(d, rq->path, rq->query, "labels", text) : NULL;
         /* base images come from their registry with the job's credentials, never from the
          * shared cache (another job's private image); the build runs on the job's network */
-        _cleanup_free_ char *q2 = q1 ? qset(d, "", strchr(q1, '?') + 1, "pull", "1") : NULL;
+        _cleanup_free_ char *q2 = q1 ? dproxy_qset(d, "", strchr(q1, '?') + 1, "pull", "1") : NULL;
         rq->target = q2 && (!nm || strcmp(nm, "none") != 0)
-                         ? qset(d, rq->path, q2 + 1, "networkmode", px->net)
+                         ? dproxy_qset(d, rq->path, q2 + 1, "networkmode", px->net)
                          : (q2 ? drv_asprintf("%s%s", rq->path, q2) : NULL);
         return rq->target ? 0 : -ENOMEM;
 }
@@ -716,11 +490,11 @@ static bool op_allowed(const char *method, const char *op, const char *const *ge
                        const char *const *post)
 {
         if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
-                return in_list(op, get);
+                return dproxy_in_list(op, get);
         if (strcmp(method, "POST") == 0)
-                return in_list(op, post);
+                return dproxy_in_list(op, post);
         if (strcmp(method, "PUT") == 0)
-                return strcmp(op, "archive") == 0 && in_list(op, get);
+                return strcmp(op, "archive") == 0 && dproxy_in_list(op, get);
         return strcmp(method, "DELETE") == 0 && !op[0];
 }
 
@@ -747,7 +521,7 @@ static int container_call(const struct dproxy *px, struct docker *d, struct dpro
         if (!op_allowed(rq->method, op, get, post))
                 return refuse(rq, 403, "%s %s is not served to jobs on a shared engine", rq->method,
                               rq->path);
-        int r = own_container(px, d, ref, &id, err);
+        int r = dproxy_own_container(px, d, ref, &id, err);
         if (r <= 0)
                 return r ?: refuse(rq, 404, "No such container: %s", ref);
         if (strcmp(op, "exec") == 0 && (r = exec_create(rq)) != 0)
@@ -768,7 +542,7 @@ static int exec_call(const struct dproxy *px, struct docker *d, struct dproxy_re
         if (!op_allowed(rq->method, op, get, post) || strcmp(rq->method, "DELETE") == 0)
                 return refuse(rq, 403, "%s %s is not served to jobs on a shared engine", rq->method,
                               rq->path);
-        int r = own_exec(px, d, ref, &id, err);
+        int r = dproxy_own_exec(px, d, ref, &id, err);
         if (r <= 0)
                 return r ?: refuse(rq, 404, "No such exec instance: %s", ref);
         rq->hijack = strcmp(op, "start") == 0;
@@ -778,15 +552,15 @@ static int exec_call(const struct dproxy *px, struct docker *d, struct dproxy_re
 static int pull(struct dproxy_req *rq)
 {
         static const char *const keys[] = {"fromImage", "tag", "platform", NULL};
-        const char *bad = qunknown(rq->query, keys);
+        const char *bad = dproxy_qunknown(rq->query, keys);
         if (bad)
                 return refuse(rq, 403,
                               "image parameter %s is not allowed on a shared engine "
                               "(pulls only)",
                               bad);
-        _cleanup_free_ char *from = qget(rq->query, "fromImage");
-        _cleanup_free_ char *tag = qget(rq->query, "tag");
-        if (!from || !ref_ok(from, true) || (tag && tag[0] && !ref_ok(tag, true)))
+        _cleanup_free_ char *from = dproxy_qget(rq->query, "fromImage");
+        _cleanup_free_ char *tag = dproxy_qget(rq->query, "tag");
+        if (!from || !dproxy_ref_ok(from, true) || (tag && tag[0] && !dproxy_ref_ok(tag, true)))
                 return refuse(rq, 400, "bad image reference");
         rq->pulled =
             strchr(from, '@')
@@ -811,26 +585,26 @@ static int image_call(const struct dproxy *px, struct docker *d, struct dproxy_r
                 return refuse(rq, 403, "%s %s is not served to jobs on a shared engine", rq->method,
                               rq->path);
         _cleanup_free_ char *name = strndup(rest, strlen(rest) - strlen(op));
-        _cleanup_free_ char *tag = qget(rq->query, "tag");
+        _cleanup_free_ char *tag = dproxy_qget(rq->query, "tag");
         _cleanup_free_ char *full = name && strcmp(op, "/push") == 0 && tag && tag[0]
                                         ? drv_asprintf("%s:%s", name, tag)
                                         : NULL;
         if (!name)
                 return -ENOMEM;
-        int r = own_image(px, d, full ?: name, NULL, err);
-        if (r == 0 && strcmp(rq->method, "DELETE") == 0 && own_line(px, 't', name))
+        int r = dproxy_own_image(px, d, full ?: name, NULL, err);
+        if (r == 0 && strcmp(rq->method, "DELETE") == 0 && dproxy_own_line(px, 't', name))
                 r = 1; /* a tag it made */
         if (r <= 0)
                 return r ?: refuse(rq, 404, "No such image: %s", full ?: name);
         if (strcmp(op, "/tag") == 0) {
-                _cleanup_free_ char *repo = qget(rq->query, "repo");
+                _cleanup_free_ char *repo = dproxy_qget(rq->query, "repo");
                 _cleanup_free_ char *to =
                     repo ? drv_asprintf("%s:%s", repo, tag && tag[0] ? tag : "latest") : NULL;
                 if (!to)
                         return refuse(rq, 400, "a tag needs repo");
                 if ((r = tag_free(px, d, to, rq, err)) != 0)
                         return r;
-                own_add(px, 't', to);
+                dproxy_own_add(px, 't', to);
         }
         return 0;
 }
@@ -848,14 +622,14 @@ static int network_call(const struct dproxy *px, struct docker *d, struct dproxy
         if (!op_allowed(rq->method, op, get, post))
                 return refuse(rq, 403, "%s %s is not served to jobs on a shared engine", rq->method,
                               rq->path);
-        int r = own_network(px, d, ref, &id, err);
+        int r = dproxy_own_network(px, d, ref, &id, err);
         if (r <= 0)
                 return r ?: refuse(rq, 404, "network %s not found", ref);
         if (op[0]) {
-                const char *c = json_string_value(json_object_get(rq->body, "Container"));
-                if ((r = c ? own_container(px, d, c, &cid, err) : 0) <= 0)
+                const char *c = json_string_value(dproxy_jget(rq->body, "Container"));
+                if ((r = c ? dproxy_own_container(px, d, c, &cid, err) : 0) <= 0)
                         return r ?: refuse(rq, 404, "No such container: %s", c ?: "(none)");
-                if (json_object_set_new(rq->body, "Container", json_string(cid)) < 0)
+                if (dproxy_jset(rq->body, "Container", json_string(cid)) < 0)
                         return -ENOMEM;
         }
         return retarget(rq, "networks", id, op);
@@ -868,7 +642,7 @@ static int volume_call(const struct dproxy *px, struct docker *d, struct dproxy_
         if (strcmp(rq->method, "GET") != 0 && strcmp(rq->method, "DELETE") != 0)
                 return refuse(rq, 403, "%s %s is not served to jobs on a shared engine", rq->method,
                               rq->path);
-        int r = own_volume(px, d, name, NULL, err);
+        int r = dproxy_own_volume(px, d, name, NULL, err);
         return r <= 0 ? (r ?: refuse(rq, 404, "get %s: no such volume", name)) : 0;
 }
 
@@ -888,6 +662,10 @@ int dproxy_route(const struct dproxy *px, struct docker *d, struct dproxy_req *r
                  struct drv_error *err)
 {
         const char *p = rq->path;
+        /* the engine matches JSON field names case-insensitively (Go): one spelling per name,
+         * and every check above reads them the same way (dproxy_jget) */
+        if (rq->body && dproxy_ci_dups(rq->body))
+                return refuse(rq, 400, "a JSON object names a field twice (in different cases)");
         if (is(rq, "GET", "/_ping") || is(rq, "HEAD", "/_ping") || is(rq, "GET", "/version") ||
             is(rq, "GET", "/info") || is(rq, "POST", "/auth"))
                 return 0;

@@ -182,6 +182,71 @@ def a_job_cannot_make_a_container_that_reaches_the_engine_host():
     expect(not shadow, f"the engine host's /etc/shadow was read: {shadow}")
 
 
+RAW_TRICKS = r"""
+import json, os, socket
+S = os.environ["DOCKER_HOST"][len("unix://"):]
+IMG = "REGIMG"
+
+
+def req(raw):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(S)
+    s.sendall(raw)
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return out.decode(errors="replace")
+        out += d
+
+
+def post(path, body):
+    b = json.dumps(body).encode()
+    return req(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % (path.encode(), len(b)) + b)
+
+
+bind = {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}
+for name, body in [
+        ("mount-two-cases", {"Image": IMG, "HostConfig": {"Mounts": [
+            {"Type": "volume", "type": "bind", "Source": "/", "Target": "/host"}]}}),
+        ("binds-lower", {"Image": IMG, "HostConfig": {"binds": ["/:/host"]}}),
+        ("privileged-lower", {"Image": IMG, "hostconfig": {"privileged": True}}),
+        ("driverconfig-lower", {"Image": IMG, "HostConfig": {"Mounts": [
+            {"Type": "volume", "Source": "v1", "Target": "/host",
+             "volumeoptions": {"driverconfig": bind}}]}})]:
+    print("trick", name, post("/v1.41/containers/create", body).split("\r\n")[0])
+bad = json.dumps({"Image": IMG, "HostConfig": {"Privileged": True}}).encode()
+second = (b"POST /v1.41/containers/create?name=smuggled-PID HTTP/1.1\r\nHost: x\r\n"
+          b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(bad) + bad)
+print("trick pipelined answers", req(b"GET /v1.41/_ping HTTP/1.1\r\nHost: x\r\n\r\n" + second)
+      .count("HTTP/1.1 "))
+print("trick cl-te", req(b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 5"
+                         b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").split("\r\n")[0])
+print("trick encoded", req(b"GET /v1.41/containers/%2e%2e/json HTTP/1.1\r\nHost: x\r\n\r\n")
+      .split("\r\n")[0])
+"""
+
+
+@test
+def raw_api_tricks_are_refused():
+    """What the CLI never sends: field names in other cases (the engine reads them), a second
+    request behind an allowed one, Content-Length with chunked, escaped paths."""
+    script = RAW_TRICKS.replace("REGIMG", REGIMG).replace("PID", str(PID))
+    rc, out, err = job(run(f"docker pull -q {REGIMG}"),
+                       run(f"cat > /tmp/tricks.py <<'EOF'\n{script}\nEOF\npython3 /tmp/tricks.py"))
+    need(rc == 0, f"rc={rc}\n{out}\n{err}", "rc == 0")
+    for name, status in [("mount-two-cases", 400), ("binds-lower", 403), ("privileged-lower", 403),
+                         ("driverconfig-lower", 403)]:
+        need(said(out, f"trick {name} HTTP/1.1 {status} " + ("Forbidden" if status == 403 else "Error")),
+             out, f"{name} answered {status}")
+    need(said(out, "trick pipelined answers 1"), out, "one answer on a pipelined connection")
+    need(said(out, "trick cl-te HTTP/1.1 400 Error"), out, "Content-Length with chunked: 400")
+    need(said(out, "trick encoded HTTP/1.1 400 Error"), out, "escaped path: 400")
+    status, _ = api("GET", f"/containers/smuggled-{PID}/json")
+    expect(status == 404, "the smuggled privileged container exists")
+
+
 @test
 def everything_a_job_made_on_the_engine_is_gone_after_it():
     rc, out, err = job(
