@@ -294,6 +294,7 @@ int cmd_docker_proxy(int argc, char **argv)
                 return 2;
         }
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL); /* the supervisor died: so does the proxy */
+        (void)prctl(PR_SET_DUMPABLE, 0);        /* it holds the engine's key */
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
         struct drv_error e = {0};

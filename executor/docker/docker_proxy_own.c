@@ -3,6 +3,8 @@
  * query-string helpers the rules use. */
 #include "executor/docker/docker_proxy_int.h"
 
+#include <sys/stat.h>
+
 bool dproxy_in_list(const char *s, const char *const *list)
 {
         for (; *list; list++)
@@ -115,11 +117,20 @@ int dproxy_own_exec(const struct dproxy *px, struct docker *d, const char *ref, 
 /* Is "<kind> <value>" a line of the shared file (images pulled, tags made)? */
 bool dproxy_own_line(const struct dproxy *px, char kind, const char *value)
 {
-        char buf[65536];
-        ssize_t n = pread(px->own_fd, buf, sizeof(buf) - 1, 0);
-        if (n <= 0)
+        struct stat st;
+        if (fstat(px->own_fd, &st) < 0 || st.st_size <= 0 || st.st_size > (16 << 20))
                 return false;
-        buf[n] = 0;
+        _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
+        size_t len = 0;
+        while (buf && len < (size_t)st.st_size) {
+                ssize_t n = pread(px->own_fd, buf + len, (size_t)st.st_size - len, (off_t)len);
+                if (n <= 0)
+                        break;
+                len += (size_t)n;
+        }
+        if (!buf)
+                return false;
+        buf[len] = 0;
         size_t vl = strlen(value);
         for (char *p = buf; (p = strstr(p, value)); p += vl)
                 if (p >= buf + 2 && p[-1] == ' ' && p[-2] == kind &&
