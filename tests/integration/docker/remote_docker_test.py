@@ -276,6 +276,41 @@ def everything_a_job_made_on_the_engine_is_gone_after_it():
 
 
 @test
+def a_docker_image_job_gets_its_endpoint_too():
+    """A docker-executor job run on its image in drover's sandbox (busybox + the host's docker
+    CLI): the same socket, the same refusals."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "images_run"))
+    import ocilib
+    image, _ = ocilib.push_image(
+        f"rd/{PID}/docker-cli", "1",
+        [ocilib.busybox_layer(users=(("circleci", 3434, 3434, "/home/circleci"),)),
+         ocilib.host_tools_layer(["/usr/bin/docker"])],
+        {"Env": ["PATH=/usr/bin:/bin"], "User": "circleci", "Cmd": ["/bin/sh"]})
+    auth = {"username": RG["REGISTRY_USER"], "password": RG["REGISTRY_PASSWORD"]}
+    s = {"version": 1, "id": {"job": f"rd{PID}-image", "name": "remote-docker-test", "build_num": 1},
+         "executor": {"runtime": "sandbox", "kind": "docker", "network": "private",
+                      "images": [{"image": image, "auth": auth}], "resources": {"memory_mb": 1024},
+                      "docker_host": {"url": DK["DOCKER_URL"], **PEM}},
+         "steps": [{"type": "setup_remote_docker"},
+                   # the CLI's login checks the registry itself, which this job's network does
+                   # not reach (it is the engine host's loopback): its credentials file instead
+                   run("mkdir -p ~/.docker && printf '{\"auths\":{\"%s\":{\"auth\":\"%s\"}}}' "
+                       f"{RG['REGISTRY_ADDR']} \"$(printf %s \"$U:$PW\" | base64)\" "
+                       "> ~/.docker/config.json",
+                       environment=[{"name": "PW", "value": RG["REGISTRY_PASSWORD"], "secret": True},
+                                    {"name": "U", "value": RG["REGISTRY_USER"]}]),
+                   # busybox sh does not read $BASH_ENV by itself (as on CircleCI)
+                   run(f". \"$BASH_ENV\"; docker run --rm {REGIMG} echo hi-from-an-image-job"),
+                   run(f". \"$BASH_ENV\"; if docker run --rm -v /:/host {REGIMG} true; then "
+                       "echo ESCAPE; else echo REFUSED; fi")]}
+    rc, out = ocilib.run_job(os.environ.get("DROVER", "drover"), s,
+                             tempfile.mkdtemp(prefix="rd-images-"), timeout=300)
+    need(rc == 0, f"rc={rc}\n{out}", "rc == 0")
+    need(said(out, "hi-from-an-image-job"), out, "the container ran")
+    need(said(out, "REFUSED") and not escapes(out), out, "-v /:/host refused")
+
+
+@test
 def setup_remote_docker_with_a_wrong_certificate_fails_naming_the_refusal():
     s = {"version": 1, "id": {"job": f"rd{PID}-wrong", "name": "remote-docker-test", "build_num": 1},
          "executor": {"runtime": "sandbox", "kind": "machine", "resources": {"memory_mb": 512},
