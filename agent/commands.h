@@ -16,3 +16,6 @@ int cmd_image(int argc, char **argv);    /* executor/images/cmd_image.c: drover 
 /* executor/docker/runtime_docker_pump.c: drover __docker-pump KIND, the docker runtime's pump
  * process (internal: not in the help; refused without the fds the runtime gives it). */
 int cmd_docker_pump(int argc, char **argv);
+/* executor/docker/docker_proxy.c: drover __docker-proxy, setup_remote_docker's Docker API proxy
+ * (internal: refused without the fds the supervisor gives it). */
+int cmd_docker_proxy(int argc, char **argv);

@@ -59,6 +59,8 @@ int main(int argc, char **argv)
         }
         if (strcmp(argv[1], "__docker-pump") == 0) /* internal, hence not in commands[] */
                 return cmd_docker_pump(argc - 1, argv + 1);
+        if (strcmp(argv[1], "__docker-proxy") == 0) /* internal too: setup_remote_docker's */
+                return cmd_docker_proxy(argc - 1, argv + 1);
         for (size_t i = 0; i < DRV_ARRAY_SIZE(commands); i++) {
                 if (strcmp(argv[1], commands[i].name) == 0)
                         return commands[i].fn(argc - 1, argv + 1);

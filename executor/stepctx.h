@@ -7,6 +7,7 @@
 #include "executor/output.h"
 
 struct objstore;
+struct docker_proxy;
 
 struct step_ctx {
         const struct jobspec *spec;
@@ -19,6 +20,8 @@ struct step_ctx {
         struct objstore *store; /* the job's object store (NULL when the spec has no storage) */
         struct output *out;     /* progress lines: output_step_printf(out, step_index, ...) */
         unsigned step_index;
-        struct job_events *events; /* artifact and test-result records */
-        char *const *envp;         /* the step's environment (for {{ .Environment.X }}) */
+        struct job_events *events;          /* artifact and test-result records */
+        char *const *envp;                  /* the step's environment (for {{ .Environment.X }}) */
+        struct docker_proxy **docker_proxy; /* setup_remote_docker's: started once, stopped at
+                                               the job's end (docker_proxy.h) */
 };

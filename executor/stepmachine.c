@@ -6,6 +6,7 @@
 #include "executor/runtime.h"
 #include "executor/stepenv.h"
 #include "executor/stepctx.h"
+#include "executor/docker/docker_proxy.h"
 #include "executor/ssh/ssh.h"
 #include "artifacts/artifacts.h"
 #include "artifacts/objstore.h"
@@ -56,9 +57,10 @@ struct machine {
         bool canceled;
         bool job_timed_out;
         uint64_t job_deadline_ns;
-        struct sshd *ssh;         /* SSH rerun server, when the spec enables it */
-        int64_t runtime_start_ms; /* runtime_open took this long (-1: not opened) */
-        uint64_t env_begin_ns[2]; /* "Spin up environment", "Service containers" begun */
+        struct sshd *ssh;            /* SSH rerun server, when the spec enables it */
+        int64_t runtime_start_ms;    /* runtime_open took this long (-1: not opened) */
+        struct docker_proxy *dproxy; /* setup_remote_docker's API proxy (NULL: none) */
+        uint64_t env_begin_ns[2];    /* "Spin up environment", "Service containers" begun */
 };
 
 /* The runtime's notices (image pulls, services) have streams of their own after the SSH ones:
@@ -492,7 +494,8 @@ static enum step_status run_step(struct machine *m, unsigned idx)
                                        .gid = runtime_host_gid(m->rt),
                                        .out = m->o->out,
                                        .step_index = idx,
-                                       .events = m->o->events};
+                                       .events = m->o->events,
+                                       .docker_proxy = &m->dproxy};
                 int r = stepbuiltin_run(&ctx, st, &err);
                 status = r < 0 ? STEP_FAILED : STEP_SUCCESS;
                 if (r < 0) {
@@ -715,6 +718,14 @@ static void ssh_wait(struct machine *m)
                 log_warn("output_end_failed", "step=%u error=\"%s\"", idx, e.message);
 }
 
+/* The job's API proxy ends with its steps: what the job made on the engine goes too. */
+static void stop_docker_proxy(struct machine *m)
+{
+        struct drv_error e = {0};
+        if (docker_proxy_stop(TAKE_PTR(m->dproxy), &e) < 0)
+                log_warn("docker_proxy_cleanup_failed", "error=\"%s\"", e.message);
+}
+
 int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_error *err)
 {
         struct machine m = {.o = o, .spec = o->spec, .ep = -1, .runtime_start_ms = -1};
@@ -753,6 +764,7 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                 finish_background(&m);
         }
         sshd_stop(m.ssh);
+        stop_docker_proxy(&m);
         bool setup_canceled = r < 0 && !m.rt && m.canceled; /* e.g. during an image pull */
         *status = job_classify(r < 0 && !setup_canceled, m.job_timed_out, m.canceled, failed);
         json_t *fin = json_pack("{s:s, s:I}", "status", job_status_name(*status), "duration_ms",

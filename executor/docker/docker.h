@@ -140,6 +140,9 @@ int docker_exec_run(struct docker *d, const char *container, char *const *argv, 
  * (docker_demux_feed). Stream bytes that came with the answer go to early. */
 int docker_attach_start(struct docker *d, const char *exec_id, bool tty, struct strbuf *early,
                         struct drv_error *err);
+/* Open a raw connection to the engine on d's own handle (TLS when d has it; d is then used for
+ * nothing else): bytes go with docker_attach_send*, come with docker_attach_recv. */
+int docker_raw_connect(struct docker *d, struct drv_error *err);
 /* The stream's socket (for poll), -1 if none. */
 int docker_attach_fd(struct docker *d);
 /* Receive: > 0 bytes, 0 at the end of the stream, -EAGAIN, or -EIO. */

@@ -670,7 +670,8 @@ int docker_cleanup(struct docker *d, const char *job, unsigned *removed, struct 
             f ? drv_asprintf("/containers/json?all=1&filters=%s", f) : NULL;
         _cleanup_free_ char *npath = f ? drv_asprintf("/networks?filters=%s", f) : NULL;
         _cleanup_free_ char *vpath = f ? drv_asprintf("/volumes?filters=%s", f) : NULL;
-        if (!cpath || !npath || !vpath)
+        _cleanup_free_ char *ipath = f ? drv_asprintf("/images/json?filters=%s", f) : NULL;
+        if (!cpath || !npath || !vpath || !ipath)
                 return drv_err(err, ENOMEM, "out of memory");
         unsigned n = 0;
         int first = 0;
@@ -685,6 +686,21 @@ int docker_cleanup(struct docker *d, const char *job, unsigned *removed, struct 
                 if (id && (r = docker_container_remove(d, id, &e)) < 0 && !first)
                         first = drv_err(err, e.code, "%s", e.message);
                 else if (id)
+                        n++;
+        }
+        json_decref(list);
+        list = NULL;
+        /* images a job built through the API proxy (docker_proxy.h) carry the labels too */
+        if ((r = docker_call(d, "GET", ipath, NULL, &list, NULL, err)) < 0)
+                return r;
+        json_array_foreach (list, i, it) {
+                const char *id = json_string_value(json_object_get(it, "Id"));
+                _cleanup_free_ char *p = id ? drv_asprintf("/images/%s?force=1", id) : NULL;
+                struct drv_error e = {0};
+                if (p && (r = docker_call(d, "DELETE", p, NULL, NULL, NULL, &e)) < 0 && !first &&
+                    e.code != ENOENT)
+                        first = drv_err(err, e.code, "%s", e.message);
+                else if (p)
                         n++;
         }
         json_decref(list);

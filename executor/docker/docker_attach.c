@@ -72,8 +72,7 @@ void docker_attach_close_write(struct docker *d)
                 shutdown(fd, SHUT_WR); /* the engine reads EOF: stdin ends */
 }
 
-int docker_attach_start(struct docker *d, const char *exec_id, bool tty, struct strbuf *early,
-                        struct drv_error *err)
+int docker_raw_connect(struct docker *d, struct drv_error *err)
 {
         CURL *c = d->curl;
         curl_easy_reset(c);
@@ -86,8 +85,17 @@ int docker_attach_start(struct docker *d, const char *exec_id, bool tty, struct 
         d->errbuf[0] = 0;
         CURLcode cc = curl_easy_perform(c);
         if (cc != CURLE_OK)
-                return drv_err(err, EHOSTUNREACH, "docker %s: attach: %s", d->host,
+                return drv_err(err, EHOSTUNREACH, "docker %s: connect: %s", d->host,
                                d->errbuf[0] ? d->errbuf : curl_easy_strerror(cc));
+        return 0;
+}
+
+int docker_attach_start(struct docker *d, const char *exec_id, bool tty, struct strbuf *early,
+                        struct drv_error *err)
+{
+        int r = docker_raw_connect(d, err);
+        if (r < 0)
+                return drv_err_prefix(err, "attach");
         char body[64];
         snprintf(body, sizeof(body), "{\"Detach\":false,\"Tty\":%s}", tty ? "true" : "false");
         _cleanup_free_ char *req = drv_asprintf(

@@ -111,6 +111,20 @@ struct rtdocker_pump {
         size_t fail_len;
         const char *fail_out;
 };
+/* Descriptions (the pump's fd 3; also the API proxy's): append one record "NAME LEN\n", LEN
+ * bytes, "\n" (a NULL value is left out); split a description in place into records (0 or
+ * -EINVAL); a record's value by name (NULL when absent). */
+struct rtdocker_desc_rec {
+        const char *name, *value;
+};
+int rtdocker_desc_put(struct strbuf *sb, const char *name, const char *value);
+int rtdocker_desc_parse(char *text, size_t len, struct rtdocker_desc_rec *rec, size_t cap,
+                        size_t *n);
+const char *rtdocker_desc_get(const struct rtdocker_desc_rec *rec, size_t n, const char *name);
+/* The engine connection as records (base, host, sock, ca, cert, key, api, engine, arch, node) and
+ * back (strings borrowed from rec). */
+int rtdocker_desc_put_conn(struct strbuf *sb, const struct docker *d);
+void rtdocker_desc_conn(const struct rtdocker_desc_rec *rec, size_t n, struct docker_conn *c);
 /* drover's own image as an O_PATH fd (rt->self_fd), or -errno. */
 int rtdocker_self_open(struct drv_error *err);
 /* Fork and exec a pump process for p; *pid is the child's. Any thread. */

@@ -24,8 +24,7 @@ int rtdocker_self_open(struct drv_error *err)
         return fd;
 }
 
-/* One record: "NAME LEN\n", LEN bytes, "\n". NULL values are left out. */
-static int put(struct strbuf *sb, const char *name, const char *value)
+int rtdocker_desc_put(struct strbuf *sb, const char *name, const char *value)
 {
         if (!value)
                 return 0;
@@ -36,10 +35,22 @@ static int put(struct strbuf *sb, const char *name, const char *value)
         return 0;
 }
 
-static int describe(const struct docker *d, const struct rtdocker_pump *p, struct strbuf *sb)
+int rtdocker_desc_put_conn(struct strbuf *sb, const struct docker *d)
 {
         struct docker_conn c;
         docker_describe(d, &c);
+        const char *rec[][2] = {{"base", c.base}, {"host", c.host},     {"sock", c.sock},
+                                {"ca", c.ca_pem}, {"cert", c.cert_pem}, {"key", c.key_pem},
+                                {"api", c.api},   {"engine", c.engine}, {"arch", c.arch},
+                                {"node", c.node}};
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(rec); i++)
+                if (rtdocker_desc_put(sb, rec[i][0], rec[i][1]) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+static int describe(const struct docker *d, const struct rtdocker_pump *p, struct strbuf *sb)
+{
         char proc[16], tty[4], rows[8], cols[8], lvl[4], fds[4];
         snprintf(proc, sizeof(proc), "%d", p->proc);
         snprintf(tty, sizeof(tty), "%d", p->tty ? 1 : 0);
@@ -49,26 +60,13 @@ static int describe(const struct docker *d, const struct rtdocker_pump *p, struc
         /* which of PUMP_FD_REPORT..PUMP_FD_ERR are given (bit 0: report) */
         snprintf(fds, sizeof(fds), "%d",
                  (p->report >= 0) | (p->in >= 0) << 1 | (p->out >= 0) << 2 | (p->err >= 0) << 3);
-        const char *rec[][2] = {{"base", c.base},
-                                {"host", c.host},
-                                {"sock", c.sock},
-                                {"ca", c.ca_pem},
-                                {"cert", c.cert_pem},
-                                {"key", c.key_pem},
-                                {"api", c.api},
-                                {"engine", c.engine},
-                                {"arch", c.arch},
-                                {"node", c.node},
-                                {"proc", proc},
-                                {"exec", p->exec_id},
-                                {"container", p->container},
-                                {"tty", tty},
-                                {"rows", rows},
-                                {"cols", cols},
-                                {"log", lvl},
-                                {"fds", fds}};
+        const char *rec[][2] = {{"proc", proc}, {"exec", p->exec_id}, {"container", p->container},
+                                {"tty", tty},   {"rows", rows},       {"cols", cols},
+                                {"log", lvl},   {"fds", fds}};
+        if (rtdocker_desc_put_conn(sb, d) < 0)
+                return -ENOMEM;
         for (size_t i = 0; i < DRV_ARRAY_SIZE(rec); i++)
-                if (put(sb, rec[i][0], rec[i][1]) < 0)
+                if (rtdocker_desc_put(sb, rec[i][0], rec[i][1]) < 0)
                         return -ENOMEM;
         return 0;
 }
@@ -118,12 +116,8 @@ int rtdocker_pump_spawn(struct rtdocker *rt, const struct rtdocker_pump *p, pid_
 
 /* ---- the pump process: `drover __docker-pump KIND` ---- */
 
-struct desc_rec {
-        const char *name, *value;
-};
-
-/* Split the description (in place) into records; 0 or -EINVAL. */
-static int parse(char *text, size_t len, struct desc_rec *rec, size_t cap, size_t *n)
+int rtdocker_desc_parse(char *text, size_t len, struct rtdocker_desc_rec *rec, size_t cap,
+                        size_t *n)
 {
         char *p = text, *end = text + len;
         *n = 0;
@@ -138,18 +132,28 @@ static int parse(char *text, size_t len, struct desc_rec *rec, size_t cap, size_
                     nl[1 + vlen] != '\n')
                         return -EINVAL;
                 nl[1 + vlen] = '\0';
-                rec[(*n)++] = (struct desc_rec){p, nl + 1};
+                rec[(*n)++] = (struct rtdocker_desc_rec){p, nl + 1};
                 p = nl + 2 + vlen;
         }
         return *n ? 0 : -EINVAL;
 }
 
-static const char *get(const struct desc_rec *rec, size_t n, const char *name)
+const char *rtdocker_desc_get(const struct rtdocker_desc_rec *rec, size_t n, const char *name)
 {
         for (size_t i = 0; i < n; i++)
                 if (strcmp(rec[i].name, name) == 0)
                         return rec[i].value;
         return NULL;
+}
+
+void rtdocker_desc_conn(const struct rtdocker_desc_rec *rec, size_t n, struct docker_conn *c)
+{
+        *c = (struct docker_conn){
+            rtdocker_desc_get(rec, n, "base"), rtdocker_desc_get(rec, n, "host"),
+            rtdocker_desc_get(rec, n, "sock"), rtdocker_desc_get(rec, n, "ca"),
+            rtdocker_desc_get(rec, n, "cert"), rtdocker_desc_get(rec, n, "key"),
+            rtdocker_desc_get(rec, n, "api"),  rtdocker_desc_get(rec, n, "engine"),
+            rtdocker_desc_get(rec, n, "arch"), rtdocker_desc_get(rec, n, "node")};
 }
 
 /* PUMP_FD_REPORT + i when the description says it was given and it is open, else -1. */
@@ -168,25 +172,25 @@ static int refuse(const char *why)
         return 2;
 }
 
-static int pump_run(const char *kind, const struct desc_rec *rec, size_t n)
+static int pump_run(const char *kind, const struct rtdocker_desc_rec *rec, size_t n)
 {
-        struct docker_conn c = {get(rec, n, "base"), get(rec, n, "host"),   get(rec, n, "sock"),
-                                get(rec, n, "ca"),   get(rec, n, "cert"),   get(rec, n, "key"),
-                                get(rec, n, "api"),  get(rec, n, "engine"), get(rec, n, "arch"),
-                                get(rec, n, "node")};
-        const char *proc = get(rec, n, "proc"), *lvl = get(rec, n, "log");
-        unsigned fds = (unsigned)atoi(get(rec, n, "fds") ?: "0");
-        struct rtdocker_pump p = {.kind = kind,
-                                  .proc = proc ? atoi(proc) : 0,
-                                  .exec_id = get(rec, n, "exec"),
-                                  .container = get(rec, n, "container"),
-                                  .tty = drv_startswith(get(rec, n, "tty") ?: "", "1"),
-                                  .rows = (unsigned short)atoi(get(rec, n, "rows") ?: "0"),
-                                  .cols = (unsigned short)atoi(get(rec, n, "cols") ?: "0"),
-                                  .report = given_fd(fds, 0),
-                                  .in = given_fd(fds, 1),
-                                  .out = given_fd(fds, 2),
-                                  .err = given_fd(fds, 3)};
+        struct docker_conn c;
+        rtdocker_desc_conn(rec, n, &c);
+        const char *proc = rtdocker_desc_get(rec, n, "proc"),
+                   *lvl = rtdocker_desc_get(rec, n, "log");
+        unsigned fds = (unsigned)atoi(rtdocker_desc_get(rec, n, "fds") ?: "0");
+        struct rtdocker_pump p = {
+            .kind = kind,
+            .proc = proc ? atoi(proc) : 0,
+            .exec_id = rtdocker_desc_get(rec, n, "exec"),
+            .container = rtdocker_desc_get(rec, n, "container"),
+            .tty = drv_startswith(rtdocker_desc_get(rec, n, "tty") ?: "", "1"),
+            .rows = (unsigned short)atoi(rtdocker_desc_get(rec, n, "rows") ?: "0"),
+            .cols = (unsigned short)atoi(rtdocker_desc_get(rec, n, "cols") ?: "0"),
+            .report = given_fd(fds, 0),
+            .in = given_fd(fds, 1),
+            .out = given_fd(fds, 2),
+            .err = given_fd(fds, 3)};
         if (lvl)
                 drv_log_set_level((enum drv_log_level)atoi(lvl));
         void (*fn)(struct docker *, const struct rtdocker_pump *) =
@@ -220,9 +224,9 @@ int cmd_docker_pump(int argc, char **argv)
         if (drv_read_fd(PUMP_FD_DESC, &text, &len, DESC_MAX, &e) < 0)
                 return refuse(e.message);
         close(PUMP_FD_DESC);
-        struct desc_rec rec[32];
+        struct rtdocker_desc_rec rec[32];
         size_t n = 0;
-        if (parse(text, len, rec, DRV_ARRAY_SIZE(rec), &n) < 0)
+        if (rtdocker_desc_parse(text, len, rec, DRV_ARRAY_SIZE(rec), &n) < 0)
                 return refuse("fd 3 holds no pump description");
         int r = pump_run(argv[1], rec, n);
         explicit_bzero(text, len); /* the client key */

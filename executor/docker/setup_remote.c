@@ -2,36 +2,17 @@
 #include "executor/docker/setup_remote.h"
 #include "cache/jobfs.h"
 #include "executor/docker/docker.h"
+#include "executor/docker/docker_proxy.h"
+#include "executor/docker/runtime_docker.h"
 
 #include <fcntl.h>
 #include <linux/openat2.h>
-#include <sys/fsuid.h>
+#include <sys/random.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
 #define CERT_DIR_NAME ".drover-remote-docker"
-
-static int write_pem(int dirfd, const char *name, const char *pem, mode_t mode, uid_t uid,
-                     gid_t gid, struct drv_error *err)
-{
-        (void)unlinkat(dirfd, name, 0);
-        /* a sandbox job's files belong to its user namespace: create them as the job user */
-        int ofsuid = setfsuid(uid), ofsgid = setfsgid(gid);
-        _cleanup_close_ int fd =
-            openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-        int saved = errno;
-        setfsuid((uid_t)ofsuid);
-        setfsgid((gid_t)ofsgid);
-        errno = saved;
-        if (fd < 0)
-                return drv_err_errno(err, "setup_remote_docker: cannot create ~/%s/%s",
-                                     CERT_DIR_NAME, name);
-        int r = drv_write_all(fd, pem, strlen(pem));
-        if (r < 0 || fchmod(fd, mode) < 0)
-                return drv_err_errno(err, "setup_remote_docker: cannot write ~/%s/%s",
-                                     CERT_DIR_NAME, name);
-        return 0;
-}
 
 static const char *env_get(char *const *envp, const char *name)
 {
@@ -42,15 +23,26 @@ static const char *env_get(char *const *envp, const char *name)
         return NULL;
 }
 
-/* The engine's address for the docker CLI: tcp://HOST:PORT. */
-static char *cli_host(const char *url)
+/* Start the job's API proxy (once per job) with its socket in dfd. */
+static int start_proxy(const struct step_ctx *ctx, struct docker *d, int dfd, struct drv_error *err)
 {
-        const char *rest = drv_startswith(url, "https://") ? url + 8
-                           : drv_startswith(url, "tcp://") ? url + 6
-                                                           : NULL;
-        if (!rest)
-                return strdup(url);
-        return drv_asprintf("tcp://%.*s", (int)strcspn(rest, "/"), rest);
+        if (*ctx->docker_proxy)
+                return 0;
+        const char *node = getenv(RTDOCKER_NODE_ENV);
+        if (node && docker_set_node(d, node) < 0)
+                return drv_err(err, EINVAL, "%s too long for a label", RTDOCKER_NODE_ENV);
+        uint32_t rnd = 0;
+        if (getrandom(&rnd, sizeof(rnd), 0) < 0)
+                rnd = (uint32_t)getpid() ^ (uint32_t)drv_now_ns();
+        const struct jobspec *spec = ctx->spec;
+        _cleanup_free_ char *label = drv_asprintf(
+            "%s.%u.rd%08x", spec->job_id ? spec->job_id : "job", spec->node_index, rnd);
+        if (!label)
+                return drv_err(err, ENOMEM, "out of memory");
+        struct docker_proxy_opts o = {
+            .engine = d, .label = label, .dirfd = dfd, .uid = ctx->uid, .gid = ctx->gid};
+        int r = docker_proxy_start(&o, ctx->docker_proxy, err);
+        return r < 0 ? drv_err_prefix(err, "setup_remote_docker") : 0;
 }
 
 int docker_setup_remote(const struct step_ctx *ctx, const struct js_step *step,
@@ -62,7 +54,12 @@ int docker_setup_remote(const struct step_ctx *ctx, const struct js_step *step,
                 return drv_err(err, EINVAL,
                                "setup_remote_docker: this job has no remote Docker engine "
                                "(executor.docker_host with url, ca, cert and key)");
-        if (ctx->root_fd < 0)
+        if (ctx->spec->executor.runtime == JS_RUNTIME_DOCKER)
+                return drv_err(err, ENOTSUP,
+                               "setup_remote_docker: not served to jobs of the docker runtime yet "
+                               "(their containers run on the engine; the job's API proxy socket "
+                               "cannot reach them there; docs/docker.md)");
+        if (ctx->root_fd < 0 || !ctx->docker_proxy)
                 return drv_err(err, ENOTSUP, "setup_remote_docker: the job has no file access");
         struct docker_endpoint ep = {h->url, h->ca_pem, h->cert_pem, h->key_pem};
         _cleanup_(docker_closep) struct docker *d = NULL;
@@ -75,17 +72,20 @@ int docker_setup_remote(const struct step_ctx *ctx, const struct js_step *step,
                     docker_host_name(d), docker_engine_version(d), docker_api_version(d));
         struct jobfs fs = {ctx->root_fd, ctx->uid, ctx->gid};
         _cleanup_free_ char *dir = drv_path_join(ctx->home, CERT_DIR_NAME);
-        _cleanup_free_ char *host = cli_host(h->url);
-        if (!dir || !host)
+        _cleanup_free_ char *sock = dir ? drv_path_join(dir, "docker.sock") : NULL;
+        if (!dir || !sock)
                 return drv_err(err, ENOMEM, "out of memory");
+        if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+                return drv_err(err, ENAMETOOLONG,
+                               "setup_remote_docker: %s is too long for a "
+                               "socket",
+                               sock);
         _cleanup_close_ int dfd = -1;
         if ((r = jobfs_open_dir(&fs, dir, true, &dfd, err)) < 0)
                 return drv_err_prefix(err, "setup_remote_docker");
         if (fchmod(dfd, 0700) < 0)
                 return drv_err_errno(err, "setup_remote_docker: ~/%s", CERT_DIR_NAME);
-        if ((r = write_pem(dfd, "ca.pem", h->ca_pem, 0644, ctx->uid, ctx->gid, err)) < 0 ||
-            (r = write_pem(dfd, "cert.pem", h->cert_pem, 0644, ctx->uid, ctx->gid, err)) < 0 ||
-            (r = write_pem(dfd, "key.pem", h->key_pem, 0600, ctx->uid, ctx->gid, err)) < 0)
+        if ((r = start_proxy(ctx, d, dfd, err)) < 0)
                 return r;
         const char *bash_env = env_get(ctx->envp, "BASH_ENV");
         if (!bash_env)
@@ -101,9 +101,12 @@ int docker_setup_remote(const struct step_ctx *ctx, const struct js_step *step,
         _cleanup_close_ int efd = (int)syscall(SYS_openat2, ctx->root_fd, rel, &how, sizeof(how));
         if (efd < 0)
                 return drv_err_errno(err, "setup_remote_docker: cannot open %s", bash_env);
-        _cleanup_free_ char *lines = drv_asprintf(
-            "export DOCKER_HOST=%s\nexport DOCKER_TLS_VERIFY=1\nexport DOCKER_CERT_PATH=%s\n", host,
-            dir);
+        /* the job's own socket: no key, no certificate; the classic builder (BuildKit's session
+         * is not served) */
+        _cleanup_free_ char *lines =
+            drv_asprintf("export DOCKER_HOST=unix://%s\nexport DOCKER_BUILDKIT=0\n"
+                         "unset DOCKER_TLS_VERIFY DOCKER_CERT_PATH\n",
+                         sock);
         if (!lines)
                 return drv_err(err, ENOMEM, "out of memory");
         if ((r = drv_write_all(efd, lines, strlen(lines))) < 0) {
@@ -112,8 +115,9 @@ int docker_setup_remote(const struct step_ctx *ctx, const struct js_step *step,
         }
         if (ctx->out)
                 output_step_printf(ctx->out, ctx->step_index,
-                                   "DOCKER_HOST=%s DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=%s\n", host,
-                                   dir);
-        log_info("setup_remote_docker", "host=%s cert_path=%s", docker_host_name(d), dir);
+                                   "DOCKER_HOST=unix://%s (this job's own API endpoint: its "
+                                   "containers, images, networks and volumes only)\n",
+                                   sock);
+        log_info("setup_remote_docker", "host=%s socket=%s", docker_host_name(d), sock);
         return 0;
 }

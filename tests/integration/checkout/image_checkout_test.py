@@ -4,7 +4,6 @@ in drover's own sandbox (no Docker): the image — busybox plus the host's git a
 libraries, user circleci — is pushed to the registry peer here, and the job checks out from the
 test's sshd (sshfixture.py) over the sandbox's private network."""
 import os
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -20,34 +19,10 @@ ADDR, USER, PASSWORD = ocilib.registry()
 STORE = tempfile.mkdtemp(prefix="images-", dir=T)
 
 
-def tools_layer():
-    """/usr/bin/git, /usr/bin/ssh and the libraries ldd names; every busybox applet in /bin."""
-    ly = ocilib.Layer()
-    files = {"/usr/bin/git", "/usr/bin/ssh"}
-    for b in ("/usr/bin/git", "/usr/bin/ssh"):
-        out = subprocess.run(["ldd", b], check=True, capture_output=True, text=True).stdout
-        files.update(w for line in out.splitlines() for w in line.split() if w.startswith("/"))
-    dirs = set()
-    for f in sorted(files):
-        parts = os.path.dirname(f).strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if d not in dirs and d not in ("bin", "etc", "tmp", "root", "home"):
-                dirs.add(d)
-                ly.dir(d)
-        with open(os.path.realpath(f), "rb") as fh:
-            ly.file(f, fh.read(), 0o755)
-    applets = subprocess.run([ocilib.BUSYBOX, "--list"], check=True, capture_output=True,
-                             text=True).stdout.split()
-    for a in applets:
-        if a not in ocilib.APPLETS and a != "busybox":
-            ly.symlink("bin/" + a, "busybox")
-    return ly
-
-
 IMAGE, _ = ocilib.push_image(
     f"checkout/{uuid.uuid4().hex[:10]}/git", "1",
-    [ocilib.busybox_layer(users=(("circleci", 3434, 3434, "/home/circleci"),)), tools_layer()],
+    [ocilib.busybox_layer(users=(("circleci", 3434, 3434, "/home/circleci"),)),
+     ocilib.host_tools_layer(["/usr/bin/git", "/usr/bin/ssh"])],
     {"Env": ["PATH=/usr/bin:/bin"], "User": "circleci", "Cmd": ["/bin/sh"]})
 
 

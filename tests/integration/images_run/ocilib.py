@@ -99,6 +99,33 @@ def run_job(drover, spec, store, env=None, timeout=90):
     return p.returncode, p.stdout + p.stderr
 
 
+def host_tools_layer(binaries):
+    """The host's binaries with the libraries ldd names; every busybox applet in /bin (for
+    images that run host tools: git, ssh, the docker CLI)."""
+    import subprocess
+    ly = Layer()
+    files = set(binaries)
+    for b in binaries:
+        out = subprocess.run(["ldd", b], check=True, capture_output=True, text=True).stdout
+        files.update(w for line in out.splitlines() for w in line.split() if w.startswith("/"))
+    dirs = set()
+    for f in sorted(files):
+        parts = os.path.dirname(f).strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in dirs and d not in ("bin", "etc", "tmp", "root", "home"):
+                dirs.add(d)
+                ly.dir(d)
+        with open(os.path.realpath(f), "rb") as fh:
+            ly.file(f, fh.read(), 0o755)
+    applets = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True,
+                             text=True).stdout.split()
+    for a in applets:
+        if a not in APPLETS and a != "busybox":
+            ly.symlink("bin/" + a, "busybox")
+    return ly
+
+
 def tls_registries():
     """(htpasswd addr, bearer-token addr, user, password, CA file) of the TLS registry peer."""
     e = envfile("registry-tls")
