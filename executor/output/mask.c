@@ -45,14 +45,30 @@ void masker_free(struct masker *m)
         free(m);
 }
 
+static struct masker *masker_build(char *const *pats, size_t n_values);
+
 struct masker *masker_new(const char *const *secrets)
 {
-        size_t total = 1, count = 0;
-        for (size_t i = 0; secrets && secrets[i]; i++)
-                if (mask_value_maskable(secrets[i])) {
-                        total += strlen(secrets[i]);
-                        count++;
-                }
+        _cleanup_strv_ char **pats = mask_patterns(secrets);
+        if (!pats) {
+                errno = ENOMEM;
+                return NULL;
+        }
+        size_t values = 0; /* mask_patterns: each distinct value once, before its forms */
+        for (size_t i = 0; secrets && secrets[i]; i++) {
+                bool seen = !mask_value_maskable(secrets[i]);
+                for (size_t k = 0; k < i && !seen; k++)
+                        seen = strcmp(secrets[k], secrets[i]) == 0;
+                values += !seen;
+        }
+        return masker_build(pats, values);
+}
+
+static struct masker *masker_build(char *const *pats, size_t n_values)
+{
+        size_t total = 1;
+        for (size_t i = 0; pats[i]; i++)
+                total += strlen(pats[i]);
         if (total > MASK_MAX_STATES) {
                 errno = E2BIG;
                 return NULL;
@@ -60,6 +76,7 @@ struct masker *masker_new(const char *const *secrets)
         struct masker *m = calloc(1, sizeof(*m));
         if (!m)
                 return NULL;
+        m->n_secrets = n_values;
         m->delta = calloc(total * 256, sizeof(uint32_t));
         m->depth = calloc(total, sizeof(uint32_t));
         m->outlen = calloc(total, sizeof(uint32_t));
@@ -70,10 +87,8 @@ struct masker *masker_new(const char *const *secrets)
                 goto oom;
         /* trie: delta entries 0 mean "no child" while building (state 0 is the root) */
         m->n_states = 1;
-        for (size_t i = 0; secrets && secrets[i]; i++) {
-                if (!mask_value_maskable(secrets[i]))
-                        continue;
-                const unsigned char *p = (const unsigned char *)secrets[i];
+        for (size_t i = 0; pats[i]; i++) {
+                const unsigned char *p = (const unsigned char *)pats[i];
                 uint32_t s = 0;
                 for (; *p; p++) {
                         uint32_t *t = &m->delta[(size_t)s * 256 + *p];
@@ -83,8 +98,6 @@ struct masker *masker_new(const char *const *secrets)
                         }
                         s = *t;
                 }
-                if (!m->outlen[s])
-                        m->n_secrets++;
                 m->outlen[s] = m->depth[s];
         }
         for (uint32_t s = 0; s < m->n_states; s++) {
@@ -118,23 +131,22 @@ struct masker *masker_new(const char *const *secrets)
                 }
         }
         m->wm = 32;
-        for (size_t i = 0; secrets && secrets[i]; i++)
-                if (mask_value_maskable(secrets[i]) && strlen(secrets[i]) < m->wm)
-                        m->wm = (unsigned)strlen(secrets[i]); /* maskable: >= 4 bytes */
+        for (size_t i = 0; pats[i]; i++)
+                if (strlen(pats[i]) < m->wm)
+                        m->wm = (unsigned)strlen(pats[i]); /* every pattern: >= 4 bytes */
         memset(m->shift, (int)m->wm - 1, sizeof(m->shift));
-        for (size_t i = 0; secrets && secrets[i]; i++)
-                if (mask_value_maskable(secrets[i])) {
-                        const unsigned char *p = (const unsigned char *)secrets[i];
-                        unsigned k = p[0] | (unsigned)p[1] << 8;
-                        m->pair[k >> 3] |= (uint8_t)(1u << (k & 7));
-                        for (unsigned j = 1; j < m->wm; j++) {
-                                k = p[j - 1] | (unsigned)p[j] << 8;
-                                if (m->shift[k] > m->wm - 1 - j)
-                                        m->shift[k] = (uint8_t)(m->wm - 1 - j);
-                        }
+        for (size_t i = 0; pats[i]; i++) {
+                const unsigned char *p = (const unsigned char *)pats[i];
+                unsigned k = p[0] | (unsigned)p[1] << 8;
+                m->pair[k >> 3] |= (uint8_t)(1u << (k & 7));
+                for (unsigned j = 1; j < m->wm; j++) {
+                        k = p[j - 1] | (unsigned)p[j] << 8;
+                        if (m->shift[k] > m->wm - 1 - j)
+                                m->shift[k] = (uint8_t)(m->wm - 1 - j);
                 }
-        /* encode for the hot loop: entry = next state * 256 (its row), bit 0 = has an output,
-         * bit 1 = shallow (depth <= 1: the state depends on the last byte only) */
+        }
+        /* encode for the hot loop: entry = next state * 256 (its row), bit 0 = has an
+         * output, bit 1 = shallow (depth <= 1: the state depends on the last byte only) */
         for (size_t i = 0; i < (size_t)m->n_states * 256; i++) {
                 uint32_t t = m->delta[i];
                 m->delta[i] = (t << 8) | (m->outlen[t] ? 1u : 0u) | (m->depth[t] <= 1 ? 2u : 0u);
@@ -161,7 +173,8 @@ void mask_stream_release(struct mask_stream *s)
         strbuf_release(&s->held);
 }
 
-/* The stream is the held bytes [base, base+held.len) followed by the new input [in0, in0+n). */
+/* The stream is the held bytes [base, base+held.len) followed by the new input [in0,
+ * in0+n). */
 struct view {
         const struct mask_stream *s;
         const unsigned char *in;
@@ -224,8 +237,8 @@ static inline const unsigned char *skip(const struct masker *m, const unsigned c
         return q;
 }
 
-/* Scan [s->pos, end) of the view; commit matches as soon as they are final; then keep as held
- * only the bytes from the first one that could still belong to a secret. */
+/* Scan [s->pos, end) of the view; commit matches as soon as they are final; then keep as
+ * held only the bytes from the first one that could still belong to a secret. */
 static int scan(const struct masker *m, struct mask_stream *s, struct view *v, uint64_t end,
                 bool final, mask_emit_fn emit, void *ctx)
 {
@@ -241,10 +254,10 @@ static int scan(const struct masker *m, struct mask_stream *s, struct view *v, u
                         const unsigned char *e = v->in + (end - v->in0);
                         uint32_t ev = st << 8 | (m->depth[st] <= 1 ? 2u : 0u);
                         while (p < e) {
-                                /* shallow: the state is the root at q (depth 0) or the root's
-                                 * step on q[0] (depth 1). Every secret is >= 4 bytes, so a
-                                 * position where no secret can start is passed over at the root:
-                                 * skip those (Wu-Manber, pair filter) */
+                                /* shallow: the state is the root at q (depth 0) or the
+                                 * root's step on q[0] (depth 1). Every secret is >= 4
+                                 * bytes, so a position where no secret can start is passed
+                                 * over at the root: skip those (Wu-Manber, pair filter) */
                                 const unsigned char *q = ev >> 8 ? p - 1 : p;
                                 if ((ev & 2) && q >= p0) {
                                         q = skip(m, q, e);

@@ -11,16 +11,17 @@ static int sink_emit(void *ctx, const void *buf, size_t n)
         return strbuf_append(&((struct sink *)ctx)->sb, buf, n);
 }
 
-/* Reference: leftmost-longest non-overlapping replacement, the obvious quadratic way. */
+/* Reference: leftmost-longest non-overlapping replacement of every pattern (the values and their
+ * encoded forms), the obvious quadratic way. */
 static void reference(const char *const *secrets, const char *in, size_t n, struct strbuf *out)
 {
+        char **pats = mask_patterns(secrets);
         size_t i = 0;
         while (i < n) {
                 size_t best = 0;
-                for (size_t k = 0; secrets[k]; k++) {
-                        size_t l = strlen(secrets[k]);
-                        if (mask_value_maskable(secrets[k]) && l > best && l <= n - i &&
-                            memcmp(in + i, secrets[k], l) == 0)
+                for (size_t k = 0; pats[k]; k++) {
+                        size_t l = strlen(pats[k]);
+                        if (l > best && l <= n - i && memcmp(in + i, pats[k], l) == 0)
                                 best = l;
                 }
                 if (best) {
@@ -30,6 +31,7 @@ static void reference(const char *const *secrets, const char *in, size_t n, stru
                         strbuf_putc(out, in[i++]);
                 }
         }
+        drv_strv_free(pats);
 }
 
 /* Mask in with the input cut at the given cut points (sorted, within [0, n]). */
@@ -260,6 +262,143 @@ TEST(big_line_and_nul)
         masker_free(m);
 }
 
+/* Independent of mask_forms.c: plain base64 of n bytes. */
+static void b64(const unsigned char *s, size_t n, struct strbuf *out)
+{
+        static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (size_t i = 0; i < n; i += 3) {
+                unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
+                             (i + 2 < n ? s[i + 2] : 0);
+                strbuf_putc(out, al[v >> 18 & 63]);
+                strbuf_putc(out, al[v >> 12 & 63]);
+                strbuf_putc(out, i + 1 < n ? al[v >> 6 & 63] : '=');
+                strbuf_putc(out, i + 2 < n ? al[v & 63] : '=');
+        }
+}
+
+/* in masked with every single split point and byte by byte: all give want */
+static void check_every_split(const struct masker *m, const char *in, const char *want)
+{
+        size_t n = strlen(in);
+        int bad = 0;
+        for (size_t a = 0; a <= n; a++) {
+                struct strbuf got;
+                size_t cuts[1] = {a};
+                masked_cut(m, in, n, cuts, 1, &got);
+                if (strcmp(got.buf ? got.buf : "", want) != 0 && bad++ < 3)
+                        printf("# cut %zu of '%s': got '%s' want '%s'\n", a, in, got.buf, want);
+                strbuf_release(&got);
+        }
+        size_t *cuts = calloc(n + 1, sizeof(size_t));
+        for (size_t i = 0; i < n; i++)
+                cuts[i] = i;
+        struct strbuf got;
+        masked_cut(m, in, n, cuts, n, &got);
+        if (strcmp(got.buf ? got.buf : "", want) != 0 && bad++ < 3)
+                printf("# bytewise '%s': got '%s' want '%s'\n", in, got.buf, want);
+        strbuf_release(&got);
+        free(cuts);
+        CHECK_INTEQ(bad, 0);
+}
+
+/* The stable inner part of the base64 encoding at each alignment (values checked with Python's
+ * base64 module), masked wherever the secret sits in the encoded data and however it is split. */
+TEST(base64_three_alignments)
+{
+        const char *const sec[] = {"hunter2secret", NULL};
+        struct masker *m = masker_new(sec);
+        CHECK_INTEQ(masker_count(m), 1);
+        char **pats = mask_patterns(sec);
+        static const char *const inner[3] = {"aHVudGVyMnNlY3Jld", "h1bnRlcjJzZWNyZX",
+                                             "odW50ZXIyc2VjcmV0"};
+        for (int a = 0; a < 3; a++) {
+                bool found = false;
+                for (char **p = pats; *p; p++)
+                        found = found || strcmp(*p, inner[a]) == 0;
+                CHECK(found);
+        }
+        drv_strv_free(pats);
+        /* echo "$S" | base64, with 0..5 bytes before and after (every alignment, with padding
+         * and without, a newline after as echo adds) */
+        const char *around[] = {"", "x", "ab", "XYZ", "\n", "1234", "qrstu"};
+        for (size_t b = 0; b < DRV_ARRAY_SIZE(around); b++)
+                for (size_t e = 0; e < DRV_ARRAY_SIZE(around); e++) {
+                        struct strbuf raw = STRBUF_INIT, enc = STRBUF_INIT, got;
+                        strbuf_printf(&raw, "%shunter2secret%s", around[b], around[e]);
+                        b64((const unsigned char *)raw.buf, raw.len, &enc);
+                        strbuf_puts(&enc, "\n");
+                        masked_cut(m, enc.buf, enc.len, NULL, 0, &got);
+                        const char *stable = inner[strlen(around[b]) % 3];
+                        if (!strstr(got.buf, MASK_TEXT) || strstr(got.buf, stable))
+                                printf("# %s -> %s\n", enc.buf, got.buf);
+                        CHECK(strstr(got.buf, MASK_TEXT) != NULL);
+                        CHECK(strstr(got.buf, stable) == NULL);
+                        strbuf_release(&got);
+                        strbuf_release(&raw);
+                        strbuf_release(&enc);
+                }
+        /* split across chunk boundaries, each alignment */
+        check_every_split(m, "token: aHVudGVyMnNlY3JldA==\n", "token: ********A==\n");
+        check_every_split(m, "AGh1bnRlcjJzZWNyZXQ=", "AG********Q=");
+        check_every_split(m, "AABodW50ZXIyc2VjcmV0 end", "AAB******** end");
+        masker_free(m);
+}
+
+TEST(url_encoded_form)
+{
+        const char *const sec[] = {"p@ss w/rd:1~", NULL};
+        struct masker *m = masker_new(sec);
+        /* urllib.parse.quote(s, safe='-._~') */
+        check_every_split(m, "GET /login?pw=p%40ss%20w%2Frd%3A1~&x=1",
+                          "GET /login?pw=********&x=1");
+        check_every_split(m, "raw p@ss w/rd:1~.", "raw ********.");
+        masker_free(m);
+}
+
+TEST(json_escaped_form)
+{
+        const char *const sec[] = {"ln1\nq\"b\\x\x01", NULL};
+        struct masker *m = masker_new(sec);
+        /* json.dumps of the value: "ln1\nq\"b\\x\u0001" */
+        check_every_split(m, "{\"token\": \"ln1\\nq\\\"b\\\\x\\u0001\"}",
+                          "{\"token\": \"********\"}");
+        masker_free(m);
+}
+
+/* Short or trivial values give no forms either; a form shorter than 4 bytes is never a pattern. */
+TEST(forms_follow_the_rule)
+{
+        const char *const sec[] = {"abc", "true", "a b", NULL};
+        char **pats = mask_patterns(sec);
+        CHECK_INTEQ(drv_strv_len(pats), 0);
+        drv_strv_free(pats);
+        struct masker *m = masker_new(sec);
+        check_every_split(m, "a%20b YWJj dHJ1ZQ== abc true", "a%20b YWJj dHJ1ZQ== abc true");
+        masker_free(m);
+        /* 4 bytes: base64 inner parts of 5 characters are masked */
+        const char *const four[] = {"k3y!", NULL};
+        m = masker_new(four);
+        check_every_split(m, "azN5IQ==", "********Q==");
+        masker_free(m);
+}
+
+/* The one-shot form used for step names, reasons and events. */
+TEST(mask_text_whole_string)
+{
+        const char *const sec[] = {"hunter2secret", "abcd", NULL};
+        struct masker *m = masker_new(sec);
+        char *t = mask_text(m, "deploy with hunter2secret (aHVudGVyMnNlY3JldA==) abc");
+        CHECK_STREQ(t, "deploy with ******** (********A==) abc");
+        free(t);
+        t = mask_text(m, "ends in abcd");
+        CHECK_STREQ(t, "ends in ********");
+        free(t);
+        t = mask_text(NULL, "no masker");
+        CHECK_STREQ(t, "no masker");
+        free(t);
+        masker_free(m);
+}
+
 int main(void)
 {
         RUN(rule_short_and_trivial);
@@ -268,5 +407,10 @@ int main(void)
         RUN(hold_back_minimal);
         RUN(many_secrets_binary_random);
         RUN(big_line_and_nul);
+        RUN(base64_three_alignments);
+        RUN(url_encoded_form);
+        RUN(json_escaped_form);
+        RUN(forms_follow_the_rule);
+        RUN(mask_text_whole_string);
         TEST_DONE();
 }
