@@ -5,6 +5,7 @@
 #include "executor/jobrunner.h"
 #include "executor/localrepo.h"
 #include "executor/localsrc.h"
+#include "executor/runsecrets.h"
 #include "executor/ssh/ssh.h"
 
 #include <fcntl.h>
@@ -22,6 +23,7 @@ struct run_opts {
         const char *store;
         unsigned max_parallel; /* -j: job nodes at once, >= 1 */
         char **env;
+        char **secrets;      /* -s, --secret-env, --secret-file: "K=V", masked */
         bool ssh;            /* --ssh: rerun with SSH (docs/ssh.md) */
         const char *ssh_key; /* --ssh=FILE; NULL: the user's public keys */
         char **ssh_keys;
@@ -47,12 +49,14 @@ static void run_opts_release(struct run_opts *o)
         localrepo_release(&o->repo);
         localsrc_release(&o->src);
         drv_strv_free(o->ssh_keys);
+        drv_strv_free(o->secrets);
 }
 
 static void usage(FILE *f)
 {
         fprintf(f,
                 "usage: drover run [-c .circleci/config.yml] [JOB | --workflow NAME] [-e K=V]...\n"
+                "                  [-s K=V]... [--secret-env K]... [--secret-file FILE]...\n"
                 "                  [--store DIR] [--branch B] [--tag T] [--revision SHA] [-j N]\n"
                 "                  [--pull never|missing|always] [--image-store DIR]\n"
                 "                  [--ssh[=PUBKEYFILE]] [--committed] [--egress-allow ADDR]...\n"
@@ -70,6 +74,12 @@ static void usage(FILE *f)
                 "`docker:` jobs run on their images in the sandbox: pulled (--pull, default\n"
                 "missing) into the layer store (--image-store, default $DROVER_IMAGE_STORE or\n"
                 "/var/lib/drover/images).\n"
+                "-e K=V sets a variable for every job; -s/--secret K=V sets one whose value is\n"
+                "secret: masked as ******** (also base64, URL- and JSON-encoded) in the output,\n"
+                "step names, reasons, events and the summary. --secret-env K takes the value of\n"
+                "K from drover's own environment; --secret-file FILE reads K=V lines (# comments,\n"
+                "blank lines, optional export, optional quotes). Values of fewer than 4\n"
+                "characters and true/True/false/False are not masked (CircleCI's rule).\n"
                 "--ssh: rerun with SSH — the job stays up after its steps for SSH sessions with\n"
                 "your public keys (~/.ssh/*.pub, or PUBKEYFILE); see docs/ssh.md.\n");
 }
@@ -88,7 +98,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         static const struct option longopts[] = {{"config", required_argument, 0, 'c'},
                                                  {"workflow", required_argument, 0, 'w'},
                                                  {"env", required_argument, 0, 'e'},
-                                                 {"store", required_argument, 0, 's'},
+                                                 {"secret", required_argument, 0, 's'},
+                                                 {"secret-env", required_argument, 0, 'E'},
+                                                 {"secret-file", required_argument, 0, 'F'},
+                                                 {"store", required_argument, 0, 'O'},
                                                  {"branch", required_argument, 0, 'b'},
                                                  {"tag", required_argument, 0, 't'},
                                                  {"revision", required_argument, 0, 'r'},
@@ -102,7 +115,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                                                  {0, 0, 0, 0}};
         int c;
         optind = 1;
-        while ((c = getopt_long(argc, argv, "c:e:w:j:h", longopts, NULL)) != -1) {
+        while ((c = getopt_long(argc, argv, "c:e:s:w:j:h", longopts, NULL)) != -1) {
                 switch (c) {
                 case 'c':
                         o->config = optarg;
@@ -120,6 +133,19 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                                 return -ENOMEM;
                         break;
                 case 's':
+                case 'E':
+                case 'F': {
+                        struct drv_error e;
+                        int r = c == 's'   ? runsecrets_add_arg(&o->secrets, optarg, &e)
+                                : c == 'E' ? runsecrets_add_env(&o->secrets, optarg, &e)
+                                           : runsecrets_add_file(&o->secrets, optarg, &e);
+                        if (r < 0) {
+                                fprintf(stderr, "drover run: %s\n", e.message);
+                                return r;
+                        }
+                        break;
+                }
+                case 'O':
                         o->store = optarg;
                         break;
                 case 'b':
@@ -745,6 +771,7 @@ int cmd_run(int argc, char **argv)
         char wfid[64];
         snprintf(wfid, sizeof(wfid), "local-%d", (int)getpid());
         o.copts.env = (const char *const *)env;
+        o.copts.secret_env = (const char *const *)o.secrets;
         o.copts.workflow_id = wfid;
         o.copts.build_num = 1;
         o.copts.project = project;

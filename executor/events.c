@@ -1,11 +1,13 @@
 /* events.c: job event sink — numbered JSON lines for the agent, kept in memory for summaries. */
 #include "executor/events.h"
+#include "executor/output.h"
 
 #include <pthread.h>
 
 struct job_events {
         pthread_mutex_t lock; /* the SSH rerun server emits from its own threads */
         int fd;
+        const struct output *mask; /* secrets masked in every string (may be NULL) */
         char *job_id;
         int64_t seq;
         json_t *all;
@@ -30,6 +32,38 @@ int job_events_open(int fd, const char *job_id, struct job_events **out, struct 
 
 static int64_t emit_locked(struct job_events *ev, const char *type, json_t *obj, const char *ts);
 
+void job_events_mask_with(struct job_events *ev, const struct output *o)
+{
+        ev->mask = o;
+}
+
+/* Mask the string values of j, in objects and arrays at any depth. */
+static int mask_json(const struct output *o, json_t *j)
+{
+        if (json_is_string(j)) {
+                _cleanup_free_ char *m = output_mask(o, json_string_value(j));
+                if (!m)
+                        return -ENOMEM;
+                if (strcmp(m, json_string_value(j)) != 0 && json_string_set(j, m) < 0 &&
+                    json_string_set(j, "********") < 0)
+                        return -ENOMEM; /* not UTF-8 once masked: the whole value goes */
+                return 0;
+        }
+        const char *key;
+        json_t *v;
+        size_t i;
+        int r = 0;
+        if (json_is_object(j))
+                json_object_foreach (j, key, v)
+                        if (r == 0)
+                                r = mask_json(o, v);
+        if (json_is_array(j))
+                json_array_foreach (j, i, v)
+                        if (r == 0)
+                                r = mask_json(o, v);
+        return r;
+}
+
 int64_t job_events_emit(struct job_events *ev, const char *type, json_t *data)
 {
         char ts[40];
@@ -37,10 +71,23 @@ int64_t job_events_emit(struct job_events *ev, const char *type, json_t *data)
         if (!obj)
                 return -ENOMEM;
         drv_time_rfc3339(ts, sizeof(ts));
+        /* the data only, and not its "status": "type", "job" and the statuses are drover's own
+         * vocabulary (a secret "success" must not change what the agent reads) */
+        const char *key;
+        json_t *v;
+        int r = 0;
+        if (ev->mask)
+                json_object_foreach (obj, key, v)
+                        if (r == 0 && strcmp(key, "status") != 0)
+                                r = mask_json(ev->mask, v);
+        if (r < 0) {
+                json_decref(obj);
+                return r;
+        }
         pthread_mutex_lock(&ev->lock);
-        int64_t r = emit_locked(ev, type, obj, ts);
+        int64_t seq = emit_locked(ev, type, obj, ts);
         pthread_mutex_unlock(&ev->lock);
-        return r;
+        return seq;
 }
 
 static int64_t emit_locked(struct job_events *ev, const char *type, json_t *obj, const char *ts)

@@ -53,6 +53,7 @@ int jobrunner_run(const struct jobrunner_opts *o, enum job_status *status, struc
                 output_free(out);
                 return r;
         }
+        job_events_mask_with(events, out); /* the same secrets as the step output */
         sigset_t mask, old;
         sigemptyset(&mask);
         sigaddset(&mask, SIGINT);

@@ -24,13 +24,19 @@ struct output_step_end {
         int exit_code;      /* -1 when killed by a signal */
         int signal;         /* 0 or the signal */
         const char *status; /* "success", "failed", "timedout", "oom", "canceled", "skipped" */
-        const char *reason; /* human text such as "out of memory (limit 512 MiB)", may be NULL */
+        const char *reason; /* human text such as "out of memory (limit 512 MiB)", may be NULL
+                               (masked before it is shown or spooled) */
         uint64_t duration_ms;
 };
 
 /* Open the pipeline (spool, masking tables, shipper). Returns 0 and a new output. */
 int output_open(const struct output_config *cfg, struct output **out, struct drv_error *err);
-/* Start step number idx (0-based, unique within the job) named name. */
+/* The one masking function for everything drover prints or sends besides step output (which
+ * output_step_write masks as a stream): text with every secret of the job and its encoded forms
+ * replaced by "********" (docs/executor.md "Secret masking"). o may be NULL (a plain copy).
+ * Returns a new string the caller frees, NULL on ENOMEM. */
+char *output_mask(const struct output *o, const char *text);
+/* Start step number idx (0-based, unique within the job) named name (masked). */
 int output_step_begin(struct output *o, unsigned idx, const char *name, bool background,
                       struct drv_error *err);
 /* Raw bytes the step wrote (any bytes: binary, invalid UTF-8, huge lines). Masking is applied

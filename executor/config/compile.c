@@ -269,11 +269,18 @@ static json_t *job_spec(struct cctx *c, const char *name, const struct ynode *jo
         json_object_set_new(spec, "vcs", vcs_json(c->opts));
         job_executor(c, job, spec);
         json_t *env = json_array();
-        for (size_t i = 0; c->opts->env && c->opts->env[i]; i++) {
-                const char *kv = c->opts->env[i], *eq = strchr(kv, '=');
-                if (eq)
-                        json_array_append_new(env, json_pack("{s:s#, s:s}", "name", kv,
-                                                             (int)(eq - kv), "value", eq + 1));
+        for (int secret = 0; secret < 2; secret++) {
+                const char *const *kvs = secret ? c->opts->secret_env : c->opts->env;
+                for (size_t i = 0; kvs && kvs[i]; i++) {
+                        const char *kv = kvs[i], *eq = strchr(kv, '=');
+                        json_t *e = eq ? json_pack("{s:s#, s:s}", "name", kv, (int)(eq - kv),
+                                                   "value", eq + 1)
+                                       : NULL;
+                        if (e && secret)
+                                json_object_set_new(e, "secret", json_true());
+                        if (e)
+                                json_array_append_new(env, e);
+                }
         }
         json_t *jenv = config_env(c, ynode_get(job, "environment"));
         json_array_extend(env, jenv);

@@ -15,7 +15,9 @@ struct config_opts {
         uint64_t build_num;      /* first build number to hand out */
         const char *workflow_id; /* may be NULL: generated */
         const char *const *env;  /* extra "K=V" for every job (drover run -e); NULL-terminated */
-        json_t *pipeline_parameters; /* object, may be NULL */
+        const char *const *secret_env; /* the same, marked secret (drover run -s, --secret-env,
+                                          --secret-file); NULL-terminated, may be NULL */
+        json_t *pipeline_parameters;   /* object, may be NULL */
 };
 
 /* One job as it runs in a workflow (after matrix expansion and parameter binding). */

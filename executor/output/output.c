@@ -491,6 +491,11 @@ int output_open(const struct output_config *cfg, struct output **out, struct drv
         return 0;
 }
 
+char *output_mask(const struct output *o, const char *text)
+{
+        return mask_text(o ? o->masker : NULL, text ? text : "");
+}
+
 int output_step_begin(struct output *o, unsigned idx, const char *name, bool background,
                       struct drv_error *err)
 {
@@ -499,7 +504,7 @@ int output_step_begin(struct output *o, unsigned idx, const char *name, bool bac
                 return drv_err(err, ENOMEM, "output: cannot open step %u", idx);
         if (s->open || s->name)
                 return drv_err(err, EEXIST, "output: step %u was already begun", idx);
-        s->name = strdup(name ? name : "");
+        s->name = output_mask(o, name); /* shown in headers, prefixes, footers and the spool */
         if (!s->name)
                 return drv_err(err, ENOMEM, "out of memory");
         s->open = true;
@@ -578,12 +583,17 @@ int output_step_printf(struct output *o, unsigned idx, const char *fmt, ...)
         return r;
 }
 
-int output_step_end(struct output *o, unsigned idx, const struct output_step_end *res,
+int output_step_end(struct output *o, unsigned idx, const struct output_step_end *given,
                     struct drv_error *err)
 {
         struct stream *s = stream_get(o, idx, false);
         if (!s || !s->open)
                 return drv_err(err, EINVAL, "output: step %u is not open", idx);
+        struct output_step_end masked = *given, *res = &masked;
+        _cleanup_free_ char *reason = given->reason ? output_mask(o, given->reason) : NULL;
+        if (given->reason && !reason)
+                return drv_err(err, ENOMEM, "out of memory");
+        masked.reason = reason;
         struct emit_ctx e = {o, idx, 0};
         int r = mask_flush(o->masker, &s->ms, emit_masked, &e);
         if (r == 0)
