@@ -8,7 +8,8 @@
 #     side costs little of the 2 cores and the same for both. SINK=python uses the Python double
 #     and a Python discard server instead (the earlier setup). RUNS=N repeats both N times
 #     (interleaved) and reports each run and the median ratio.
-#  2. latency: the same pipeline paced at RATE MB/s (default 20); the receiver measures, per frame,
+#  2. masking alone: output_step_write with no terminal and no processor (user CPU).
+#  3. latency: the same pipeline paced at RATE MB/s (default 20); the receiver measures, per frame,
 #     arrival time minus the writer's timestamp: p50/p99/max.
 # Not a timed test. Needs `ninja -C build` first.
 set -euo pipefail
@@ -103,13 +104,16 @@ for i in $(seq 1 "$RUNS"); do
 done
 full_stats=$(cat "$tmp/full.json")
 
+# --- masking alone (user CPU: each secret and its base64/URL/JSON forms, one automaton) ---
+mask_line=$("$BENCH" mask "$tmp/in")
+
 # --- latency at a steady rate ---
 head -c "$LAT_BYTES" "$tmp/in" > "$tmp/lat"
 start_sink
 "$BENCH" run "$tmp/lat" "http://127.0.0.1:$port" "$RATE" > /dev/null
 lat_stats=$(stats)
 
-python3 - "$bytes" "$runs" "$full_stats" "$lat_stats" "$RATE" "$SINK" <<'PY'
+python3 - "$bytes" "$runs" "$full_stats" "$lat_stats" "$RATE" "$SINK" "$mask_line" <<'PY'
 import json, statistics, sys
 b, runs = int(sys.argv[1]), [tuple(map(float, r.split(":"))) for r in sys.argv[2].split()]
 full, lat, rate, sink = json.loads(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5], sys.argv[6]
@@ -127,6 +131,8 @@ print("drover mask+spool+ship+ack     median %d ms  %.0f MiB/s" % (d_ms, mib / d
 print("ratio drover/cat per run       %s" % " ".join("%.2f" % r for r in ratios))
 print("ratio drover/cat (median)      %.2f  (goal >= 0.5)" % med)
 print("CPU s, sender + receiver       cat %.2f  drover %.2f  (medians; ratio %.2f)" % (c_cpu, d_cpu, c_cpu / d_cpu if d_cpu else 0))
+mcpu = float(sys.argv[7].split()[0].split("=")[1])
+print("masking alone (user CPU)       %.3f s  %.0f MiB/s (raw + base64/URL/JSON forms)" % (mcpu, mib / mcpu if mcpu else 0))
 print("receiver got (last run)        %d bytes in %d batches" % (full["bytes"], full["batches"]))
 fl = full.get("latency_ms", {})
 print("latency at full speed          p50 %.0f ms  p99 %.0f ms (spool backlog)" % (fl.get("p50", -1), fl.get("p99", -1)))

@@ -65,6 +65,11 @@ static const char *file_line(char ***kv, const char *p, size_t n, int *r)
                 return "expected NAME=VALUE with NAME a variable name";
         const char *v = eq + 1;
         size_t vlen = n - (size_t)(v - p);
+        while (vlen && (*v == ' ' || *v == '\t'))
+                v++, vlen--;
+        if (vlen && *v != '"' && *v != '\'')
+                while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+                        vlen--;
         if (vlen && (*v == '"' || *v == '\'')) {
                 if (vlen < 2 || v[vlen - 1] != *v)
                         return "a quoted value has no closing quote on its line";

@@ -2,7 +2,11 @@
  *   bench_output gen FILE BYTES           write BYTES of log-like text with 100 secrets in it
  *   bench_output run FILE URL [RATE_MBps] stream FILE through masking (100 secrets) and the
  *                                         shipper to URL in 64 KiB reads; RATE paces the writes.
- * Prints "seconds=S bytes=N pauses=P writer_cpu=W shipper_cpu=C" (CPU seconds). */
+ *                                         Prints "seconds=S bytes=N pauses=P writer_cpu=W
+ *                                         shipper_cpu=C" (CPU seconds).
+ *   bench_output mask FILE                masking alone: FILE through output_step_write in
+ *                                         64 KiB reads, terminal output off, no processor.
+ *                                         Prints "mask_cpu=S secrets=N" (user CPU seconds). */
 #include "executor/output.h"
 
 #include <fcntl.h>
@@ -134,6 +138,34 @@ static int run(const char *path, const char *url, double rate_mbps)
         return 0;
 }
 
+static int mask_only(const char *path)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct output *o = NULL;
+        struct drv_error err;
+        struct output_config oc = {.job_id = "bench-mask", .secrets = secrets, .terminal_fd = -1};
+        if (fd < 0 || output_open(&oc, &o, &err) < 0 ||
+            output_step_begin(o, 0, "m", false, &err) < 0)
+                return 1;
+        static char buf[65536];
+        struct rusage r0, r1;
+        getrusage(RUSAGE_SELF, &r0);
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof(buf))) > 0)
+                if (output_step_write(o, 0, buf, (size_t)n, &err) < 0)
+                        return 1;
+        struct output_step_end end = {.status = "success"};
+        if (output_step_end(o, 0, &end, &err) < 0)
+                return 1;
+        getrusage(RUSAGE_SELF, &r1);
+        double u = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
+                   (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) / 1e6;
+        printf("mask_cpu=%.3f secrets=%d\n", u, NSEC);
+        output_free(o);
+        close(fd);
+        return 0;
+}
+
 int main(int argc, char **argv)
 {
         mk_secrets();
@@ -141,6 +173,9 @@ int main(int argc, char **argv)
                 return gen(argv[2], strtoull(argv[3], NULL, 10));
         if ((argc == 4 || argc == 5) && strcmp(argv[1], "run") == 0)
                 return run(argv[2], argv[3], argc == 5 ? atof(argv[4]) : 0);
-        fprintf(stderr, "usage: bench_output gen FILE BYTES | run FILE URL [RATE_MBps]\n");
+        if (argc == 3 && strcmp(argv[1], "mask") == 0)
+                return mask_only(argv[2]);
+        fprintf(stderr,
+                "usage: bench_output gen FILE BYTES | run FILE URL [RATE_MBps] | mask FILE\n");
         return 2;
 }

@@ -139,6 +139,7 @@ jobs:
           name: use arg-Secret-11 and env-Secret-22
           command: |
             echo "arg=$ARG env=$FROMENV file=$FROMFILE quoted=$QUOTED plain=$PLAIN short=$SHORT"
+            echo "lengths ${#ARG} ${#FROMENV} ${#FROMFILE} ${#QUOTED} ${#SPACED}"
             printf %s "$ARG" | base64
             printf 'x%s' "$FROMENV" | base64
             printf 'xy%s' "$FROMFILE" | base64
@@ -156,7 +157,7 @@ def drover_run_secret_flags_mask_the_terminal_and_the_summary():
         f.write(CONFIG)
     with open(os.path.join(d, "secrets.env"), "w") as f:
         f.write("# deploy secrets\n\nexport FROMFILE=file-Secret-33\n"
-                "QUOTED = 'quoted secret 44'\nSHORT=abc\n")
+                "QUOTED = 'quoted secret 44'\nSHORT=abc\r\n  SPACED =  spaced-Secret-55 \t\n")
     env = dict(os.environ, FROMENV="env-Secret-22")
     p = subprocess.run([DROVER, "run", "--store", os.path.join(d, "store"), "build",
                         "-s", "ARG=arg-Secret-11", "--secret-env", "FROMENV",
@@ -165,7 +166,8 @@ def drover_run_secret_flags_mask_the_terminal_and_the_summary():
     expect(p.returncode == 1, "rc=%d %s" % (p.returncode, p.stderr))
     both = p.stdout + p.stderr
     # step names hold the values literally (a name is not expanded): masked all the same
-    for s in ("arg-Secret-11", "env-Secret-22", "file-Secret-33", "quoted secret 44"):
+    for s in ("arg-Secret-11", "env-Secret-22", "file-Secret-33", "quoted secret 44",
+              "spaced-Secret-55"):
         expect(not leaks(both, s), "%s leaks %s:\n%s" % (s, leaks(both, s), both))
     expect("arg=******** env=******** file=******** quoted=******** plain=plain-value-55 short=abc"
            in p.stdout, p.stdout)
@@ -173,6 +175,7 @@ def drover_run_secret_flags_mask_the_terminal_and_the_summary():
     summary = p.stdout[p.stdout.index("== summary =="):]
     expect("fail with ********" in summary and "use ******** and ********" in summary, summary)
     expect(p.stdout.count("********") >= 10, p.stdout)
+    expect("lengths 13 13 14 16 16" in p.stdout, p.stdout)
 
 
 @test
