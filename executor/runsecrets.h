@@ -10,6 +10,6 @@ int runsecrets_add_arg(char ***kv, const char *arg, struct drv_error *err);
 int runsecrets_add_env(char ***kv, const char *name, struct drv_error *err);
 /* --secret-file FILE: push every K=V line of a dotenv-style file: blank lines and lines starting
  * with # are skipped, an optional "export " prefix, blanks around NAME and V dropped, V taken
- * as is (a trailing \r dropped) or between matching single or double quotes (kept whole). A bad line is an error
- * naming FILE:LINE (never the line's text: it may hold a secret). */
+ * as is (a trailing \r dropped) or between matching single or double quotes (kept whole). A bad
+ * line is an error naming FILE:LINE (never the line's text: it may hold a secret). */
 int runsecrets_add_file(char ***kv, const char *path, struct drv_error *err);
