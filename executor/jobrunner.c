@@ -67,6 +67,11 @@ int jobrunner_run(const struct jobrunner_opts *o, enum job_status *status, struc
                                   .cancel_signal_fd = sfd,
                                   .source_dir = o->source_dir};
         r = job_run(&jo, status, err);
+        if (r < 0) { /* printed by drover job / drover run: masked like everything else */
+                _cleanup_free_ char *m = output_mask(out, err->message);
+                if (m)
+                        snprintf(err->message, sizeof(err->message), "%s", m);
+        }
         struct drv_error e2;
         if (output_close(out, 30000, &e2) < 0)
                 log_warn("output_close_failed", "error=\"%s\"", e2.message);

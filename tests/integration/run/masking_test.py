@@ -94,6 +94,25 @@ def drover_job_terminal_names_prefixes_reasons_and_events_are_masked():
     expect([e["status"] for e in ev if e["type"] == "finished"] == ["failed"], ev[-1])
 
 
+@test
+def a_job_that_cannot_start_reports_a_masked_reason():
+    d = tempfile.mkdtemp(prefix="mask-setup-")
+    spec = {"version": 1, "id": {"job": "mask-s-%d" % os.getpid(), "name": "m", "build_num": 1},
+            "executor": {"runtime": "sandbox", "kind": "docker",
+                         "images": [{"image": "127.0.0.1:1/%s:latest" % SECRET}]},
+            "environment": [{"name": "TOKEN", "value": SECRET, "secret": True}],
+            "output": {"url": "terminal"},
+            "steps": [{"type": "run", "name": "x", "command": "true"}]}
+    rc, out, err, ev = run_job(spec, env=dict(os.environ, TMPDIR=d,
+                                              DROVER_IMAGE_STORE=os.path.join(d, "images")))
+    expect(rc != 0, "rc=%d" % rc)
+    expect("127.0.0.1:1/********:latest" in err, err)
+    expect(not leaks(out + err), "leaks %s: %s %s" % (leaks(out + err), out, err))
+    fin = [e for e in ev if e["type"] == "finished"]
+    expect(fin and "/********:latest" in fin[0].get("reason", ""), fin)
+    expect(not leaks(json.dumps(ev)), ev)
+
+
 def start_processor(d):
     pf = os.path.join(d, "port")
     p = subprocess.Popen([sys.executable, os.path.join(SRC, "tests/doubles/output_processor.py"),
