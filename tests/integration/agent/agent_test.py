@@ -437,6 +437,39 @@ def jobs_of_a_killed_agent_are_canceled_not_orphaned():
 
 
 @test
+def secrets_are_masked_in_what_reaches_the_control_plane():
+    # issue 18: step names, reasons drover builds (cache key, shell path), artifact keys: the
+    # events the agent forwards, and the agent's own log, never hold a secret value
+    secret = "cp-Secret-Value-77"
+    cp = ControlPlane(CERTS)
+    store = tempfile.mkdtemp(prefix="agent-mask-", dir=TMP)
+    ag = Agent(cp.urls, "masking", fake=False)
+    try:
+        s = spec("mk1", storage={"url": f"file://{store}"},
+                 environment=[{"name": "TOKEN", "value": secret, "secret": True}],
+                 steps=[{"type": "run", "name": "deploy " + secret,
+                         "command": "mkdir -p out && echo $TOKEN > out/t"},
+                        {"type": "store_artifacts", "path": "out", "destination": "a-" + secret},
+                        {"type": "save_cache", "key": "{{ .Environment.TOKEN }}/",
+                         "paths": ["out"]},
+                        {"type": "run", "name": "sh", "shell": "/bin/" + secret,
+                         "command": "true", "when": "always"}])
+        del s["fake"]
+        cp.queue(s)
+        expect(cp.wait(lambda: cp.outcome("mk1"), 60), "no outcome: " + ag.logtext()[-2000:])
+        evs = seqs_once(cp, "mk1")
+        text = json.dumps(evs)
+        expect(secret not in text, text)
+        expect(secret not in ag.logtext(), ag.logtext()[-2000:])
+        expect("deploy ********" in text and "a-********" in text, text)
+        expect("cache key '********/'" in text and "/bin/********" in text, text)
+        expect(evs[-1]["status"] == "failed", evs[-1])
+    finally:
+        ag.stop()
+        cp.close()
+
+
+@test
 def job_that_cannot_start_is_reported():
     cp = ControlPlane(CERTS)
     ag = Agent(cp.urls, "nostart", extra=["--work-dir", "/proc/no-such-dir"])
