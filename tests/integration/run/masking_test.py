@@ -168,15 +168,21 @@ jobs:
 """
 
 
-@test
-def drover_run_secret_flags_mask_the_terminal_and_the_summary():
+def project(files):
+    """A directory with .circleci/config.yml (CONFIG) and files {name: text}."""
     d = tempfile.mkdtemp(prefix="mask-run-")
     os.makedirs(os.path.join(d, ".circleci"))
-    with open(os.path.join(d, ".circleci", "config.yml"), "w") as f:
-        f.write(CONFIG)
-    with open(os.path.join(d, "secrets.env"), "w") as f:
-        f.write("# deploy secrets\n\nexport FROMFILE=file-Secret-33\n"
-                "QUOTED = 'quoted secret 44'\nSHORT=abc\r\n  SPACED =  spaced-Secret-55 \t\n")
+    for name, text in dict(files, **{".circleci/config.yml": CONFIG}).items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+    return d
+
+
+@test
+def drover_run_secret_flags_mask_the_terminal_and_the_summary():
+    d = project({"secrets.env": "# deploy secrets\n\nexport FROMFILE=file-Secret-33\n"
+                                "QUOTED = 'quoted secret 44'\nSHORT=abc\r\n"
+                                "  SPACED =  spaced-Secret-55 \t\n"})
     env = dict(os.environ, FROMENV="env-Secret-22")
     p = subprocess.run([DROVER, "run", "--store", os.path.join(d, "store"), "build",
                         "-s", "ARG=arg-Secret-11", "--secret-env", "FROMENV",
@@ -199,16 +205,9 @@ def drover_run_secret_flags_mask_the_terminal_and_the_summary():
 
 @test
 def drover_run_secret_flags_reject_bad_input_without_echoing_it():
-    d = tempfile.mkdtemp(prefix="mask-bad-")
-    os.makedirs(os.path.join(d, ".circleci"))
-    with open(os.path.join(d, ".circleci", "config.yml"), "w") as f:
-        f.write(CONFIG)
-    with open(os.path.join(d, "bad.env"), "w") as f:
-        f.write("OK=fine-value\n# c\nthis line has no-equals-Secret-99\n")
-    with open(os.path.join(d, "badname.env"), "w") as f:
-        f.write("1BAD=x-Secret-98\n")
-    with open(os.path.join(d, "quote.env"), "w") as f:
-        f.write("\n\nQ=\"unterminated-Secret-97\n")
+    d = project({"bad.env": "OK=fine-value\n# c\nthis line has no-equals-Secret-99\n",
+                 "badname.env": "1BAD=x-Secret-98\n",
+                 "quote.env": "\n\nQ=\"unterminated-Secret-97\n"})
 
     def run(*args):
         return subprocess.run([DROVER, "run", "--store", os.path.join(d, "store"), "build", *args],
