@@ -6,6 +6,11 @@
 #include <signal.h>
 #include <sys/signalfd.h>
 
+static char *mask_log_line(const void *out, const char *line)
+{
+        return output_mask(out, line);
+}
+
 int jobrunner_run(const struct jobrunner_opts *o, enum job_status *status, struct drv_error *err)
 {
         const struct jobspec *spec = o->spec;
@@ -53,7 +58,8 @@ int jobrunner_run(const struct jobrunner_opts *o, enum job_status *status, struc
                 output_free(out);
                 return r;
         }
-        job_events_mask_with(events, out); /* the same secrets as the step output */
+        job_events_mask_with(events, out);      /* the same secrets as the step output */
+        drv_log_set_filter(mask_log_line, out); /* and in drover's own log lines */
         sigset_t mask, old;
         sigemptyset(&mask);
         sigaddset(&mask, SIGINT);
@@ -73,6 +79,7 @@ int jobrunner_run(const struct jobrunner_opts *o, enum job_status *status, struc
                         snprintf(err->message, sizeof(err->message), "%s", m);
         }
         struct drv_error e2;
+        drv_log_set_filter(NULL, NULL); /* the job's threads (SSH) have ended in job_run */
         if (output_close(out, 30000, &e2) < 0)
                 log_warn("output_close_failed", "error=\"%s\"", e2.message);
         if (o->events_out)

@@ -96,6 +96,12 @@ enum drv_log_level drv_log_get_level(void);
 int drv_log_parse_level(const char *s, enum drv_log_level *out);
 /* Log one event: msg is a short event name, fmt carries key=value fields (may be NULL). */
 void drv_log(enum drv_log_level level, const char *msg, const char *fmt, ...) DRV_PRINTF(3, 4);
+/* A filter every log line passes through before it is written: returns a new string (the logger
+ * frees it) or NULL to write the line as is. `drover job` masks the job's secrets with it
+ * (jobrunner.c). Like the level, set once — around the one job a process runs, before its threads
+ * start and after they end; fn NULL clears it. */
+typedef char *(*drv_log_filter_fn)(const void *ctx, const char *line);
+void drv_log_set_filter(drv_log_filter_fn fn, const void *ctx);
 #define log_debug(msg, ...) drv_log(DRV_LOG_DEBUG, msg, __VA_ARGS__)
 #define log_info(msg, ...)  drv_log(DRV_LOG_INFO, msg, __VA_ARGS__)
 #define log_warn(msg, ...)  drv_log(DRV_LOG_WARN, msg, __VA_ARGS__)

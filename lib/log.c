@@ -2,6 +2,14 @@
 #include "drv.h"
 
 static enum drv_log_level log_level = DRV_LOG_INFO;
+static drv_log_filter_fn log_filter;
+static const void *log_filter_ctx;
+
+void drv_log_set_filter(drv_log_filter_fn fn, const void *ctx)
+{
+        log_filter = fn;
+        log_filter_ctx = ctx;
+}
 
 void drv_log_set_level(enum drv_log_level level)
 {
@@ -49,6 +57,16 @@ void drv_log(enum drv_log_level level, const char *msg, const char *fmt, ...)
                 n = 0;
         if ((size_t)n > sizeof(line) - 2)
                 n = (int)sizeof(line) - 2;
+        line[n] = '\0';
+        char *filtered = log_filter ? log_filter(log_filter_ctx, line) : NULL;
+        if (filtered) {
+                n = snprintf(line, sizeof(line) - 1, "%s", filtered);
+                free(filtered);
+                if (n < 0)
+                        n = 0;
+                if ((size_t)n > sizeof(line) - 2)
+                        n = (int)sizeof(line) - 2;
+        }
         line[n++] = '\n';
         (void)drv_write_all(STDERR_FILENO, line, (size_t)n);
         errno = saved;

@@ -104,6 +104,41 @@ TEST(tcp_connect_reaches_a_listener_and_names_what_failed)
         CHECK_INTEQ(fd, -1);
 }
 
+static char *mask_word(const void *ctx, const char *line)
+{
+        const char *hit = strstr(line, (const char *)ctx);
+        if (!hit)
+                return NULL;
+        return drv_asprintf("%.*s********%s", (int)(hit - line), line,
+                            hit + strlen((const char *)ctx));
+}
+
+/* drover job masks its log lines through the filter (issue 18): every line passes it, and
+ * clearing it writes lines as they are again. */
+TEST(log_filter_rewrites_every_line_until_cleared)
+{
+        int p[2];
+        CHECK(pipe(p) == 0);
+        int saved = dup(STDERR_FILENO);
+        dup2(p[1], STDERR_FILENO);
+        drv_log_set_filter(mask_word, "s3cr3t-value");
+        log_warn("cache_failed", "key=%s error=\"%s\"", "k-s3cr3t-value", "no");
+        log_info("plain", "x=%d", 1);
+        drv_log_set_filter(NULL, NULL);
+        log_warn("after", "key=%s", "s3cr3t-value");
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+        close(p[1]);
+        char buf[4096];
+        ssize_t n = read(p[0], buf, sizeof(buf) - 1);
+        close(p[0]);
+        buf[n > 0 ? n : 0] = 0;
+        CHECK(strstr(buf, "event=cache_failed key=k-******** error=\"no\"\n") != NULL);
+        CHECK(strstr(buf, "event=plain x=1\n") != NULL);
+        CHECK(strstr(buf, "event=after key=s3cr3t-value\n") != NULL);
+        CHECK(strstr(buf, "k-s3cr3t") == NULL);
+}
+
 int main(void)
 {
         RUN(parse_duration_accepts_circleci_forms);
@@ -114,5 +149,6 @@ int main(void)
         RUN(strv_push_and_copy);
         RUN(hex_is_lowercase_and_terminated);
         RUN(tcp_connect_reaches_a_listener_and_names_what_failed);
+        RUN(log_filter_rewrites_every_line_until_cleared);
         TEST_DONE();
 }
