@@ -54,7 +54,7 @@ struct masker *masker_new(const char *const *secrets)
                 errno = ENOMEM;
                 return NULL;
         }
-        size_t values = 0; /* mask_patterns: each distinct value once, before its forms */
+        size_t values = 0; /* mask_patterns: each distinct value once, then the forms */
         for (size_t i = 0; secrets && secrets[i]; i++) {
                 bool seen = !mask_value_maskable(secrets[i]);
                 for (size_t k = 0; k < i && !seen; k++)

@@ -31,8 +31,10 @@ bool mask_value_maskable(const char *v);
  * (the value at offset 0, 1 or 2 of a 3-byte group: the characters that depend on its bytes
  * only); its percent-encoding (RFC 3986: all but A-Z a-z 0-9 - . _ ~ as %XX, upper-case hex);
  * its JSON string escaping (\" \\ \b \f \n \r \t, other control bytes \u00xx). A form is
- * added when it differs from the value and has at least 4 bytes. Returns a vector the caller
- * frees (drv_strv_free), NULL on ENOMEM. */
+ * added when it differs from the value and has at least 4 bytes. The values come first (each
+ * distinct one once, in order), then the forms, shortest value first, while all forms together
+ * stay within 64 KiB (the DFA's memory: a long key or many large values get their raw form
+ * only). Returns a vector the caller frees (drv_strv_free), NULL on ENOMEM. */
 char **mask_patterns(const char *const *secrets);
 /* Build the automaton over mask_patterns(secrets).
  * Returns NULL on ENOMEM or when the total size is too large (errno set). */

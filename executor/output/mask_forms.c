@@ -3,6 +3,9 @@
 #include "executor/output/mask.h"
 
 #define MASK_MIN_PATTERN 4 /* no pattern shorter than the shortest maskable value */
+/* Bytes of encoded forms at most: each is a DFA state of 1 KiB (mask.c), so the forms cost at
+ * most 64 MiB; the values themselves are always masked (up to MASK_MAX_STATES). */
+#define MASK_FORMS_BUDGET 65536
 
 static int push_form(char ***v, struct strbuf *sb, const char *raw)
 {
@@ -110,11 +113,44 @@ static int add_forms(char ***v, const char *raw)
         return r;
 }
 
+static int by_length(const void *a, const void *b)
+{
+        size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+        return la < lb ? -1 : la > lb;
+}
+
+/* The forms of the values (shortest first) while their bytes stay within MASK_FORMS_BUDGET. */
+static int add_forms_within_budget(char ***v, size_t n_values)
+{
+        _cleanup_free_ char **order = malloc((n_values + 1) * sizeof(char *));
+        if (!order)
+                return -ENOMEM;
+        memcpy(order, *v, n_values * sizeof(char *));
+        qsort(order, n_values, sizeof(char *), by_length);
+        size_t used = 0;
+        for (size_t i = 0; i < n_values; i++) {
+                _cleanup_strv_ char **f = calloc(1, sizeof(char *));
+                if (!f || add_forms(&f, order[i]) < 0)
+                        return -ENOMEM;
+                size_t bytes = 0;
+                for (char **p = f; *p; p++)
+                        bytes += strlen(*p);
+                if (used + bytes > MASK_FORMS_BUDGET)
+                        break; /* the longer values after it would not fit either */
+                used += bytes;
+                for (char **p = f; *p; p++)
+                        if (drv_strv_push_take(v, TAKE_PTR(*p)) < 0)
+                                return -ENOMEM;
+        }
+        return 0;
+}
+
 char **mask_patterns(const char *const *secrets)
 {
-        char **v = calloc(1, sizeof(char *));
+        _cleanup_strv_ char **v = calloc(1, sizeof(char *));
         if (!v)
                 return NULL;
+        size_t n_values = 0;
         for (size_t i = 0; secrets && secrets[i]; i++) {
                 if (!mask_value_maskable(secrets[i]))
                         continue;
@@ -123,12 +159,13 @@ char **mask_patterns(const char *const *secrets)
                         seen = strcmp(secrets[k], secrets[i]) == 0;
                 if (seen)
                         continue;
-                if (drv_strv_push(&v, secrets[i]) < 0 || add_forms(&v, secrets[i]) < 0) {
-                        drv_strv_free(v);
+                if (drv_strv_push(&v, secrets[i]) < 0)
                         return NULL;
-                }
+                n_values++;
         }
-        return v;
+        if (add_forms_within_budget(&v, n_values) < 0)
+                return NULL;
+        return TAKE_PTR(v);
 }
 
 struct text_sink {

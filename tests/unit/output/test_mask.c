@@ -382,6 +382,57 @@ TEST(forms_follow_the_rule)
         masker_free(m);
 }
 
+/* The forms are bounded (64 KiB, shortest values first): a 40 KiB key is masked as itself only,
+ * a short token next to it keeps all its forms; the values themselves are always there. */
+TEST(forms_within_budget)
+{
+        char *big = malloc(40001);
+        for (int i = 0; i < 40000; i++)
+                big[i] = (char)('a' + i % 26);
+        big[40000] = 0;
+        const char *const sec[] = {big, "hunter2secret", NULL};
+        char **pats = mask_patterns(sec);
+        CHECK_STREQ(pats[0], big);
+        CHECK_STREQ(pats[1], "hunter2secret");
+        size_t forms = 0, bytes = 0;
+        for (char **p = pats + 2; *p; p++) {
+                forms++;
+                bytes += strlen(*p);
+                CHECK(strlen(*p) < 100); /* only the short value's forms */
+        }
+        CHECK_INTEQ(forms, 3);
+        drv_strv_free(pats);
+        /* many mid-sized values: forms up to the budget, every value still masked */
+        char *many[201];
+        for (int i = 0; i < 200; i++) {
+                many[i] = malloc(301);
+                for (int j = 0; j < 300; j++)
+                        many[i][j] = (char)('A' + (i * 7 + j) % 26);
+                snprintf(many[i], 8, "v%03d-", i);
+                many[i][5] = 'x';
+        }
+        many[200] = NULL;
+        pats = mask_patterns((const char *const *)many);
+        bytes = 0;
+        for (size_t k = 200; pats[k]; k++)
+                bytes += strlen(pats[k]);
+        CHECK(drv_strv_len(pats) > 200);
+        CHECK(bytes <= 65536);
+        for (int i = 0; i < 200; i++)
+                CHECK(pats[i] == NULL ? false : strcmp(pats[i], many[i]) == 0);
+        drv_strv_free(pats);
+        struct masker *m = masker_new(sec);
+        CHECK(m != NULL);
+        struct strbuf out;
+        masked_cut(m, big, 40000, NULL, 0, &out);
+        CHECK_STREQ(out.buf, MASK_TEXT);
+        strbuf_release(&out);
+        masker_free(m);
+        for (int i = 0; i < 200; i++)
+                free(many[i]);
+        free(big);
+}
+
 /* The one-shot form used for step names, reasons and events. */
 TEST(mask_text_whole_string)
 {
@@ -411,6 +462,7 @@ int main(void)
         RUN(url_encoded_form);
         RUN(json_escaped_form);
         RUN(forms_follow_the_rule);
+        RUN(forms_within_budget);
         RUN(mask_text_whole_string);
         TEST_DONE();
 }
