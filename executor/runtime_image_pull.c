@@ -10,6 +10,7 @@
 #include <time.h>
 
 #define DEFAULT_STORE     "/var/lib/drover/images"
+#define DEFAULT_STORE_MAX "20G" /* a bound (and GC after each job's pulls) by default */
 #define PROGRESS_EVERY_NS (10ULL * 1000000000ULL)
 #define CANCEL_POLL_NS    (100ULL * 1000000ULL)
 
@@ -36,6 +37,8 @@ struct pulls {
         pthread_cond_t done;
         size_t running;
         atomic_bool cancel;
+        uint64_t deadline_ns; /* the job's timeout, armed from the job's start */
+        bool timed_out;
 };
 
 void rtimg_say(const struct runtime_hooks *h, const char *fmt, ...)
@@ -96,12 +99,8 @@ static bool loopback_registry(const char *ref)
         memcpy(host, ref, n);
         host[n] = '\0';
         if (!strchr(host, '.') && !strchr(host, ':') && strcmp(host, "localhost") != 0)
-                return false; /* a docker.io name like library/alpine */
-        char *colon = host[0] == '[' ? NULL : strrchr(host, ':');
-        if (colon)
-                *colon = '\0';
-        return drv_startswith(host, "127.") || strcmp(host, "localhost") == 0 ||
-               drv_startswith(host, "[::1]");
+                return false;              /* a docker.io name like library/alpine */
+        return img_host_is_loopback(host); /* by address, never a name prefix */
 }
 
 /* As Docker with registries on loopback: https first; when TLS fails there, plain http. */
@@ -151,6 +150,12 @@ static void wait_pulls(struct pulls *ps)
         pthread_mutex_lock(&ps->lock);
         while (ps->running) {
                 const struct runtime_hooks *h = ps->hooks;
+                if (!atomic_load(&ps->cancel) && drv_now_ns() >= ps->deadline_ns) {
+                        ps->timed_out = true;
+                        atomic_store(&ps->cancel, true);
+                        log_info("image_pull_timeout", "running=%zu", ps->running);
+                        rtimg_say(h, "the job's timeout was reached: stopping the image pulls");
+                }
                 if (!atomic_load(&ps->cancel) && h && h->canceled && h->canceled(h->ud)) {
                         atomic_store(&ps->cancel, true);
                         log_info("image_pull_cancel", "running=%zu", ps->running);
@@ -190,9 +195,17 @@ static int pull_settings(struct img_pull_opts *o, char ***mirrors, bool *insecur
         const char *max_s = getenv("DROVER_IMAGE_STORE_MAX");
         const char *mirrors_s = getenv("DROVER_IMAGE_MIRRORS");
         const char *insecure = getenv("DROVER_IMAGE_INSECURE_HTTP");
+        const char *stall = getenv("DROVER_IMAGE_STALL_TIMEOUT");
         *max = 0;
-        if (max_s && *max_s && drv_parse_size(max_s, max) < 0)
+        if (!max_s || !*max_s)
+                max_s = DEFAULT_STORE_MAX;
+        if (strcmp(max_s, "0") != 0 && drv_parse_size(max_s, max) < 0)
                 return drv_err(err, EINVAL, "DROVER_IMAGE_STORE_MAX '%s' is not a size", max_s);
+        uint64_t st_s = 0;
+        if (stall && *stall && (drv_parse_duration(stall, &st_s) < 0 || !st_s || st_s > 3600))
+                return drv_err(err, EINVAL, "DROVER_IMAGE_STALL_TIMEOUT '%s': want 1s to 1h",
+                               stall);
+        o->stall_timeout_s = (unsigned)st_s;
         *insecure_ok = !insecure || strcmp(insecure, "0") != 0;
         o->ca_file = getenv("DROVER_IMAGE_CA_FILE");
         if (o->ca_file && !*o->ca_file)
@@ -249,7 +262,10 @@ int rtimg_pull_all(const struct jobspec *spec, const struct runtime_hooks *hooks
                 return r;
         if ((r = img_store_open(root, max, gc_store, err)) < 0)
                 return drv_err_prefix(err, "image store");
-        struct pulls ps = {.hooks = hooks};
+        /* the job's clock starts with the job: this is its first work (stepmachine.c arms the
+         * same timeout for the steps) */
+        uint64_t t0 = drv_now_ns();
+        struct pulls ps = {.hooks = hooks, .deadline_ns = t0 + spec->job_timeout * 1000000000ULL};
         _cleanup_free_ struct pull_task *t = calloc(e->n_images, sizeof(*t));
         if (!t)
                 return drv_err(err, ENOMEM, "out of memory");
@@ -279,6 +295,10 @@ int rtimg_pull_all(const struct jobspec *spec, const struct runtime_hooks *hooks
         pthread_mutex_destroy(&ps.lock);
         for (size_t i = 0; i < e->n_images; i++)
                 imgs[i] = t[i].img; /* released by the caller, whatever happened */
+        if (ps.timed_out)
+                return drv_err(err, ETIME,
+                               "the job's timeout (%llu s) was reached during the image pull",
+                               (unsigned long long)spec->job_timeout);
         if (atomic_load(&ps.cancel))
                 return drv_err(err, ECANCELED, "the job was canceled during the image pull");
         for (size_t i = 0; i < e->n_images; i++) {

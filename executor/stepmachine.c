@@ -766,7 +766,9 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
         sshd_stop(m.ssh);
         stop_docker_proxy(&m);
         bool setup_canceled = r < 0 && !m.rt && m.canceled; /* e.g. during an image pull */
-        *status = job_classify(r < 0 && !setup_canceled, m.job_timed_out, m.canceled, failed);
+        bool setup_timed_out = r == -ETIME && !m.rt; /* the job's timeout during an image pull */
+        *status = job_classify(r < 0 && !setup_canceled && !setup_timed_out,
+                               m.job_timed_out || setup_timed_out, m.canceled, failed);
         json_t *fin = json_pack("{s:s, s:I}", "status", job_status_name(*status), "duration_ms",
                                 (json_int_t)((drv_now_ns() - t0) / 1000000));
         if (r < 0)

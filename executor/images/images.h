@@ -13,9 +13,11 @@ struct img_pull_opts {
         const char *password;
         const char *ca_file; /* extra CA for registry TLS, NULL = system store */
         const char *const
-            *mirrors;       /* "https://host:port" tried before docker.io, NULL-terminated */
-        const char *arch;   /* NULL = host arch ("amd64", "arm64", ...) */
-        bool insecure_http; /* allow plain http for 127.0.0.1/localhost registries */
+            *mirrors;             /* "https://host:port" tried before docker.io, NULL-terminated */
+        const char *arch;         /* NULL = host arch ("amd64", "arm64", ...) */
+        bool insecure_http;       /* allow plain http for 127.0.0.1/localhost registries */
+        unsigned stall_timeout_s; /* a transfer with nothing received for so long fails
+                                     (and is retried); 0 = 60 */
         /* progress: called from the pulling threads (up to 3 layers at once: must be
          * thread-safe); total 0 = unknown */
         void (*progress)(void *ud, const char *digest, uint64_t done, uint64_t total);
@@ -52,6 +54,10 @@ struct img {
 };
 
 struct img_store;
+
+/* Is "host", "host:port" or "[v6]:port" exactly loopback: the name localhost, 127.0.0.0/8 or ::1
+ * by address (never a name prefix: localhost.example.com is not)? */
+bool img_host_is_loopback(const char *hostport);
 
 /* Open (create) the layer store at root (e.g. /var/lib/drover/images); max_bytes 0 = no bound. */
 int img_store_open(const char *root, uint64_t max_bytes, struct img_store **out,

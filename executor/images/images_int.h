@@ -2,6 +2,8 @@
 #pragma once
 #include "executor/images/images.h"
 
+#include <sys/socket.h>
+
 /* ---- ref.c: image references ---- */
 struct img_ref {
         char *registry;   /* "docker.io", "127.0.0.1:5443" */
@@ -42,6 +44,21 @@ void img_manifest_free(struct img_manifest *m);
 int img_config_parse(const char *body, size_t len, struct img_config *cfg, struct drv_error *err);
 void img_config_free(struct img_config *cfg);
 
+/* ---- egress.c: where the puller may connect on a job's behalf ---- */
+#define IMG_EGRESS_MAX_ADDRS 16
+struct sockaddr;
+struct img_egress { /* the addresses of the registry the job named */
+        size_t n;
+        struct sockaddr_storage addrs[IMG_EGRESS_MAX_ADDRS];
+};
+/* Resolve the registry of base ("https://host:port"); a link-local or reserved registry address
+ * is refused (-EPERM) unless the operator allow-lists it. */
+int img_egress_init(struct img_egress *eg, const char *base, struct drv_error *err);
+/* May a connection go to sa? The registry's own addresses (any port), public addresses and the
+ * operator's DROVER_IMAGE_EGRESS_ALLOW pass; else false and why gets "ADDR (class)". */
+bool img_egress_allowed(const struct img_egress *eg, const struct sockaddr *sa, char *why,
+                        size_t n);
+
 /* ---- registry.c: distribution v2 client (libcurl) ---- */
 struct reg;
 /* A client for one repository of one registry (host as in the reference; docker.io maps to
@@ -57,9 +74,9 @@ int reg_clone(const struct reg *r, struct reg **out, struct drv_error *err);
 int reg_get_manifest(struct reg *r, const char *ref, char **body, size_t *len, char **ctype,
                      char **digest, struct drv_error *err);
 /* GET a blob into fd, verifying its sha256 against digest while streaming; a mismatch is an
- * error and fd's content must then be discarded. */
-int reg_get_blob(struct reg *r, const char *digest, int fd, uint64_t size_hint,
-                 struct drv_error *err);
+ * error and fd's content must then be discarded. At most size bytes (the size the manifest
+ * declares; 0 = no bound): a longer answer is cut at once and refused (-EFBIG). */
+int reg_get_blob(struct reg *r, const char *digest, int fd, uint64_t size, struct drv_error *err);
 /* Number of blob GETs sent so far (for logs and tests). */
 unsigned reg_blob_gets(const struct reg *r);
 
@@ -74,8 +91,11 @@ struct img_unpack_stats {
         uint64_t entries, bytes, whiteouts, skipped;
         uint64_t max_bytes; /* the bound it ran with */
 };
+#define IMG_ENTRY_MIN_BYTES 4096u /* what any entry (an inode) counts against a bound, at least */
 /* Unpack the (gzip/zstd/plain) tar read from in_fd into the empty directory dest_fd, keeping
- * uids, gids and modes, converting whiteouts to overlayfs form, refusing escapes. File contents
- * above max_bytes (0 = no bound) stop it with -EFBIG. */
+ * uids, gids and modes, converting whiteouts to overlayfs form, refusing escapes. Entries count
+ * their declared size rounded up to IMG_ENTRY_MIN_BYTES, at least IMG_ENTRY_MIN_BYTES each (so
+ * inodes count); above max_bytes (0 = no bound) it stops with -EFBIG before writing the entry.
+ * On an error dest_fd holds a partial tree: the caller removes it. */
 int img_unpack_layer(int in_fd, int dest_fd, uint64_t max_bytes, struct img_unpack_stats *st,
                      struct drv_error *err);

@@ -126,7 +126,7 @@ int img_manifest_parse(const char *body, size_t len, const char *content_type, c
         _cleanup_(json_decref_p) json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
         if (!json_is_object(root))
                 return drv_err(err, EINVAL, "manifest is not a JSON object (%s)",
-                               root ? "not an object" : je.text);
+                               root ? "not an object" : "not JSON"); /* never echo the answer */
         const char *mt = json_string_value(json_object_get(root, "mediaType"));
         if (!mt || !*mt)
                 mt = content_type;

@@ -1,22 +1,32 @@
 /* pull.c: img_pull — reference -> (mirror or registry) manifest -> platform manifest -> config
  * + layers in the store, leased; image records ROOT/images/<sha256(name)>.json let the
- * "missing" and "never" policies work without the registry. */
+ * "missing" and "never" policies work without the registry. A record says whether the image is
+ * public (pulled or checked without credentials): a private one is used from the store only by a
+ * job whose credentials the registry accepts for it — checked with a GET of its manifest by
+ * digest, the positive answer remembered AUTH_TTL_S under a keyed hash of the credentials
+ * (ROOT/auth/<hmac>, never the secret). */
 #include "executor/images/store_int.h"
 
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 
-#define PULL_THREADS 3 /* layers downloaded and unpacked at once, as docker does */
+#define PULL_THREADS 3   /* layers downloaded and unpacked at once, as docker does */
+#define AUTH_TTL_S   300 /* a registry's yes to a job's credentials is trusted so long */
 
 struct resolved {
         char *digest;      /* manifest digest */
         char *config_json; /* raw image config */
         struct img_manifest man;
+        bool public;  /* from a record: pulled or checked without credentials */
+        char *source; /* from a record: the registry (or mirror) it came from */
 };
 
 static void resolved_free(struct resolved *r)
 {
+        free(r->source);
         free(r->digest);
         free(r->config_json);
         img_manifest_free(&r->man);
@@ -36,7 +46,8 @@ static char *record_path(struct img_store *st, const char *name, const char *arc
 }
 
 static int record_write(struct img_store *st, const char *name, const char *arch,
-                        const struct resolved *res, struct drv_error *err)
+                        const struct resolved *res, bool public, const char *source,
+                        struct drv_error *err)
 {
         json_t *layers = json_array();
         for (size_t i = 0; layers && i < res->man.n_layers; i++)
@@ -44,8 +55,9 @@ static int record_write(struct img_store *st, const char *name, const char *arch
                                                         res->man.layers[i].digest, "mediaType",
                                                         res->man.layers[i].media_type, "size",
                                                         (json_int_t)res->man.layers[i].size));
-        json_t *j = json_pack("{s:s, s:s, s:s, s:o}", "name", name, "digest", res->digest, "config",
-                              res->config_json, "layers", layers);
+        json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:b, s:s}", "name", name, "digest", res->digest,
+                              "config", res->config_json, "layers", layers, "public", public,
+                              "source", source);
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         if (j)
                 json_decref(j);
@@ -76,6 +88,9 @@ static int record_read(struct img_store *st, const char *name, const char *arch,
         if (!img_digest_valid(d) || !c || !json_is_array(layers)) {
                 r = drv_err(err, EINVAL, "image record %s is damaged", p);
         } else {
+                const char *src = json_string_value(json_object_get(j, "source"));
+                res->public = json_is_true(json_object_get(j, "public"));
+                res->source = src ? strdup(src) : NULL;
                 res->digest = strdup(d);
                 res->config_json = strdup(c);
                 res->man.layers = calloc(json_array_size(layers) + 1, sizeof(*res->man.layers));
@@ -96,6 +111,121 @@ static int record_read(struct img_store *st, const char *name, const char *arch,
         if (r < 0)
                 resolved_free(res);
         return r;
+}
+
+/* ---- credentials gate the store: ROOT/auth ---- */
+
+/* The store's secret key for the credential hashes (32 random bytes, created once). */
+static int auth_secret(struct img_store *st, unsigned char key[32], struct drv_error *err)
+{
+        _cleanup_free_ char *p = drv_asprintf("%s/auth/key", st->root);
+        _cleanup_free_ char *s = NULL;
+        size_t len = 0;
+        if (!p)
+                return drv_err(err, ENOMEM, "out of memory");
+        if (drv_read_file(p, &s, &len, 64, NULL) < 0 || len != 32) {
+                unsigned char k[32];
+                if (getrandom(k, sizeof(k), 0) != (ssize_t)sizeof(k))
+                        return drv_err_errno(err, "getrandom");
+                int r = drv_write_file_atomic(p, (const char *)k, sizeof(k), 0600, err);
+                free(s);
+                s = NULL;
+                if (r < 0 || drv_read_file(p, &s, &len, 64, err) < 0 || len != 32)
+                        return r < 0 ? r : drv_err(err, EIO, "image store key %s is damaged", p);
+        }
+        memcpy(key, s, 32);
+        return 0;
+}
+
+/* ROOT/auth/<hex of sha256(secret, registry, name, digest, username, password)>. */
+static char *auth_path(struct img_store *st, const char *source, const char *name,
+                       const char *digest, const struct img_pull_opts *o, struct drv_error *err)
+{
+        unsigned char key[32], md[32];
+        char hex[65];
+        if (auth_secret(st, key, err) < 0)
+                return NULL;
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        const char *parts[] = {source, name, digest, o->username, o->password ? o->password : ""};
+        bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+                  EVP_DigestUpdate(c, key, sizeof(key)) == 1;
+        for (size_t i = 0; ok && i < DRV_ARRAY_SIZE(parts); i++)
+                ok = EVP_DigestUpdate(c, parts[i], strlen(parts[i]) + 1) == 1; /* with the NUL */
+        ok = ok && EVP_DigestFinal_ex(c, md, NULL) == 1;
+        EVP_MD_CTX_free(c);
+        explicit_bzero(key, sizeof(key));
+        if (!ok) {
+                drv_err(err, EIO, "sha256 failed");
+                return NULL;
+        }
+        drv_hex(md, sizeof(md), hex);
+        char *p = drv_asprintf("%s/auth/%s", st->root, hex);
+        if (!p)
+                drv_err(err, ENOMEM, "out of memory");
+        return p;
+}
+
+/* Did the registry accept these credentials for this image within AUTH_TTL_S? */
+static bool auth_fresh(const char *p)
+{
+        struct stat s;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        return p && stat(p, &s) == 0 && s.st_mtim.tv_sec <= now.tv_sec &&
+               now.tv_sec - s.st_mtim.tv_sec < AUTH_TTL_S;
+}
+
+static void auth_remember(const char *p)
+{
+        struct drv_error e = {0};
+        if (p && drv_write_file_atomic(p, "", 0, 0600, &e) < 0)
+                log_warn("image_auth_cache_failed", "error=\"%s\"", e.message);
+}
+
+/* A private image from the store: only when the registry accepts the job's credentials (or,
+ * without any, its anonymous access) for it; an anonymous yes makes the record public. */
+static int gate_private(struct img_store *st, const struct img_ref *ref, const char *name,
+                        struct resolved *res, const struct img_pull_opts *o,
+                        enum img_pull_policy pol, struct drv_error *err)
+{
+        const char *source = res->source ? res->source : ref->registry;
+        bool creds = o && o->username;
+        _cleanup_free_ char *ap = creds ? auth_path(st, source, name, res->digest, o, err) : NULL;
+        if (creds && !ap)
+                return -err->code;
+        if (res->public || (creds && auth_fresh(ap)))
+                return 0;
+        if (pol == IMG_PULL_NEVER)
+                return drv_err(err, EACCES, "image %s is private and the pull policy is never: %s",
+                               name,
+                               creds ? "the registry has not accepted these credentials for it "
+                                       "lately"
+                                     : "give the registry's credentials (auth:)");
+        struct reg *reg = NULL;
+        _cleanup_free_ char *body = NULL, *ctype = NULL, *dg = NULL;
+        size_t len;
+        int r = reg_open(source, ref->repository, o, &reg, err);
+        if (r == 0)
+                r = reg_get_manifest(reg, res->digest, &body, &len, &ctype, &dg, err);
+        reg_close(reg);
+        if (r == -EACCES || r == -ENOENT)
+                return drv_err(err, EACCES,
+                               "image %s is in the image store but private: the registry refuses "
+                               "it %s (%s)",
+                               name, creds ? "with the job's credentials" : "without credentials",
+                               err->message);
+        if (r < 0)
+                return drv_err_prefix(err, "image %s is private: checking the job's access", name);
+        log_info("image_access_checked", "image=%s digest=%s credentials=%s", name, res->digest,
+                 creds ? "yes" : "none");
+        if (creds) {
+                auth_remember(ap);
+        } else {
+                struct drv_error e2 = {0};
+                if (record_write(st, name, o ? o->arch : NULL, res, true, source, &e2) < 0)
+                        log_warn("image_record_failed", "image=%s error=\"%s\"", name, e2.message);
+        }
+        return 0;
 }
 
 /* Manifest (following an index to the platform's manifest) and config from one registry. */
@@ -295,8 +425,12 @@ static int pull_from(struct img_store *st, const char *host, const struct img_re
                 r = build_img(st, reg, o, name, &res, out, &gets, err);
         if (r == 0) {
                 struct drv_error e2 = {0};
-                if (record_write(st, name, o ? o->arch : NULL, &res, &e2) < 0)
+                bool creds = o && o->username;
+                if (record_write(st, name, o ? o->arch : NULL, &res, !creds, host, &e2) < 0)
                         log_warn("image_record_failed", "image=%s error=\"%s\"", name, e2.message);
+                _cleanup_free_ char *ap =
+                    creds ? auth_path(st, host, name, res.digest, o, &e2) : NULL;
+                auth_remember(ap); /* the registry just accepted the credentials */
                 log_info("image_pulled", "image=%s digest=%s layers=%zu registry=%s blob_gets=%u",
                          name, res.digest, res.man.n_layers, host, gets);
         }
@@ -325,6 +459,12 @@ int img_pull(struct img_store *st, const char *name_in, const struct img_pull_op
                 struct drv_error e2 = {0};
                 r = record_read(st, name, o ? o->arch : NULL, &res, &e2);
                 if (r == 0) {
+                        r = gate_private(st, &ref, name, &res, o, pol, err);
+                        if (r < 0) {
+                                resolved_free(&res);
+                                img_ref_free(&ref);
+                                return r;
+                        }
                         r = build_img(st, NULL, o, name, &res, out, NULL, &e2);
                         resolved_free(&res);
                         if (r == 0) {

@@ -25,6 +25,7 @@ struct reg {
         bool use_basic;
         CURL *curl;
         unsigned blob_gets;
+        struct img_egress eg; /* where redirects and token realms may lead */
 };
 
 /* what one request collects */
@@ -38,13 +39,15 @@ struct xfer {
         const struct reg *r;
         const char *digest;
         uint64_t size_hint;
+        uint64_t got, limit; /* file sink: bytes written, at most limit (0 = no bound) */
+        uint64_t last_byte_ns;
+        curl_off_t last_now;
+        bool stalled;
+        char refused[96]; /* an address the egress rule refused: "ADDR (class)" */
 };
 
-static bool host_is_loopback(const char *h)
-{
-        return drv_startswith(h, "127.") || drv_startswith(h, "localhost") ||
-               drv_startswith(h, "[::1]");
-}
+#define host_is_loopback img_host_is_loopback
+#define STALL_DEFAULT_S  60
 
 static void curl_init_once(void)
 {
@@ -87,6 +90,11 @@ int reg_open(const char *registry, const char *repository, const struct img_pull
                 reg_close(r);
                 return drv_err(err, ENOMEM, "out of memory");
         }
+        int e = img_egress_init(&r->eg, r->base, err);
+        if (e < 0) {
+                reg_close(r);
+                return e;
+        }
         *out = r;
         return 0;
 }
@@ -98,6 +106,7 @@ int reg_clone(const struct reg *r, struct reg **out, struct drv_error *err)
                 return drv_err(err, ENOMEM, "out of memory");
         c->o = r->o;
         c->use_basic = r->use_basic;
+        c->eg = r->eg;
         c->name = strdup(r->name);
         c->base = strdup(r->base);
         c->repo = strdup(r->repo);
@@ -134,6 +143,11 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
         struct xfer *x = ud;
         size_t len = size * n;
         if (x->fd >= 0) {
+                if (x->limit && x->got + len > x->limit) {
+                        x->write_errno = EFBIG; /* cut at once: never stored, never read on */
+                        return 0;
+                }
+                x->got += len;
                 if (x->md && EVP_DigestUpdate(x->md, p, len) != 1)
                         return 0;
                 if (drv_write_all(x->fd, p, len) < 0) {
@@ -191,6 +205,16 @@ static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
         struct xfer *x = ud;
         if (img_canceled(x->r->o))
                 return 1; /* CURLE_ABORTED_BY_CALLBACK */
+        uint64_t now = drv_now_ns();
+        unsigned stall =
+            x->r->o && x->r->o->stall_timeout_s ? x->r->o->stall_timeout_s : STALL_DEFAULT_S;
+        if (!x->last_byte_ns || dlnow != x->last_now) {
+                x->last_byte_ns = now;
+                x->last_now = dlnow;
+        } else if (now - x->last_byte_ns > stall * 1000000000ULL) {
+                x->stalled = true; /* nothing read for the stall timeout */
+                return 1;
+        }
         if (x->r->o && x->r->o->progress && x->digest)
                 x->r->o->progress(x->r->o->ud, x->digest, (uint64_t)dlnow,
                                   dltotal > 0 ? (uint64_t)dltotal : x->size_hint);
@@ -204,11 +228,29 @@ static void xfer_reset(struct xfer *x)
         free(x->challenge);
         x->ctype = x->challenge = NULL;
         x->write_errno = 0;
+        x->got = 0;
+        x->last_byte_ns = 0;
+        x->stalled = false;
+        x->refused[0] = '\0';
 }
 
-/* Set the common options on h (TLS, redirects, timeouts). */
-static void setup_common(CURL *h, const struct img_pull_opts *o, char *errbuf)
+/* Every connection (the registry's, a redirect's, a token realm's) is opened here: its address
+ * must pass the egress rule (egress.c), checked after DNS on the very address used. */
+static curl_socket_t on_opensocket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
+        struct xfer *x = ud;
+        (void)purpose;
+        if (!img_egress_allowed(&x->r->eg, &a->addr, x->refused, sizeof(x->refused)))
+                return CURL_SOCKET_BAD;
+        int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+        return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
+/* Set the common options on h (TLS, redirects, timeouts, the egress check into x). */
+static void setup_common(CURL *h, const struct img_pull_opts *o, char *errbuf, struct xfer *x)
+{
+        curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
+        curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, x);
         curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
         curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
         curl_easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
@@ -229,6 +271,7 @@ static bool transient(CURLcode c, long status)
                 return status == 429 || status == 502 || status == 503 || status == 504 ||
                        status == 500;
         return c == CURLE_COULDNT_CONNECT || c == CURLE_OPERATION_TIMEDOUT ||
+               c == CURLE_ABORTED_BY_CALLBACK /* a stall (a cancel is handled before) */ ||
                c == CURLE_RECV_ERROR || c == CURLE_SEND_ERROR || c == CURLE_GOT_NOTHING ||
                c == CURLE_PARTIAL_FILE || c == CURLE_HTTP2 || c == CURLE_HTTP2_STREAM;
 }
@@ -283,7 +326,7 @@ static int fetch_token(struct reg *r, const char *challenge, struct drv_error *e
         curl_free(esc_scope);
         char errbuf[CURL_ERROR_SIZE] = "";
         struct xfer x = {.fd = -1, .max = TOKEN_MAX, .r = r};
-        setup_common(h, r->o, errbuf);
+        setup_common(h, r->o, errbuf, &x);
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
@@ -300,7 +343,16 @@ static int fetch_token(struct reg *r, const char *challenge, struct drv_error *e
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_cleanup(h);
         int ret = 0;
-        if (c == CURLE_ABORTED_BY_CALLBACK) {
+        if (x.refused[0]) {
+                ret = drv_err(err, EPERM,
+                              "token realm %s leads to %s: refused (a realm may only lead to the "
+                              "registry's own address, a public address or one allowed in "
+                              "DROVER_IMAGE_EGRESS_ALLOW)",
+                              realm, x.refused);
+        } else if (c == CURLE_ABORTED_BY_CALLBACK && x.stalled) {
+                ret = drv_err(err, ETIMEDOUT, "token server %s: no answer for the stall timeout",
+                              realm);
+        } else if (c == CURLE_ABORTED_BY_CALLBACK) {
                 ret = drv_err(err, ECANCELED, "token server %s: canceled", realm);
         } else if (c != CURLE_OK) {
                 ret = drv_err(err, tls_error(c) ? EPROTO : EIO, "token server %s: %s%s", realm,
@@ -344,7 +396,9 @@ static struct curl_slist *prepare_get(struct reg *r, const char *url, const char
 {
         CURL *h = r->curl;
         curl_easy_reset(h);
-        setup_common(h, r->o, errbuf);
+        setup_common(h, r->o, errbuf, x);
+        if (x->limit) /* curl refuses a larger Content-Length before any byte */
+                curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->limit);
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
@@ -401,9 +455,21 @@ static int reg_get(struct reg *r, const char *what, const char *path, const char
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
                 log_debug("registry_get", "registry=%s repository=%s path=%s status=%ld curl=%d",
                           r->name, r->repo, path, *status, (int)c);
-                if (c == CURLE_ABORTED_BY_CALLBACK)
+                if (x->refused[0])
+                        return drv_err(err, EPERM,
+                                       "registry %s, repository %s: %s: a redirect leads to %s: "
+                                       "refused (only the registry's own address, public "
+                                       "addresses and DROVER_IMAGE_EGRESS_ALLOW)",
+                                       r->name, r->repo, what, x->refused);
+                if (c == CURLE_ABORTED_BY_CALLBACK && !x->stalled)
                         return drv_err(err, ECANCELED, "registry %s, repository %s: %s: canceled",
                                        r->name, r->repo, what);
+                if (c == CURLE_FILESIZE_EXCEEDED ||
+                    (c == CURLE_WRITE_ERROR && x->write_errno == EFBIG && x->fd >= 0))
+                        return drv_err(err, EFBIG,
+                                       "registry %s, repository %s: %s: the answer is larger "
+                                       "than the %llu bytes declared: refused",
+                                       r->name, r->repo, what, (unsigned long long)x->limit);
                 if (c == CURLE_WRITE_ERROR && x->write_errno)
                         return drv_err(err, x->write_errno, "registry %s, repository %s: %s: %s",
                                        r->name, r->repo, what,
@@ -447,6 +513,14 @@ static int reg_get(struct reg *r, const char *what, const char *path, const char
                         delay_ms *= 3;
                         continue;
                 }
+                if (x->stalled)
+                        return drv_err(err, ETIMEDOUT,
+                                       "registry %s, repository %s: %s: nothing received for "
+                                       "the stall timeout (%u s), %d attempts",
+                                       r->name, r->repo, what,
+                                       r->o && r->o->stall_timeout_s ? r->o->stall_timeout_s
+                                                                     : STALL_DEFAULT_S,
+                                       attempt);
                 if (c != CURLE_OK)
                         return drv_err(err, tls_error(c) ? EPROTO : EIO,
                                        "registry %s, repository %s: %s: %s%s", r->name, r->repo,
@@ -501,12 +575,11 @@ int reg_get_manifest(struct reg *r, const char *ref, char **body, size_t *len, c
         return *body ? 0 : drv_err(err, ENOMEM, "out of memory");
 }
 
-int reg_get_blob(struct reg *r, const char *digest, int fd, uint64_t size_hint,
-                 struct drv_error *err)
+int reg_get_blob(struct reg *r, const char *digest, int fd, uint64_t size, struct drv_error *err)
 {
         if (!img_digest_valid(digest))
                 return drv_err(err, EINVAL, "blob digest %s is not sha256:<hex>", digest);
-        struct xfer x = {.fd = fd, .r = r, .digest = digest, .size_hint = size_hint};
+        struct xfer x = {.fd = fd, .r = r, .digest = digest, .size_hint = size, .limit = size};
         x.md = EVP_MD_CTX_new();
         if (!x.md)
                 return drv_err(err, ENOMEM, "out of memory");

@@ -12,7 +12,7 @@
 int img_store_open(const char *root, uint64_t max_bytes, struct img_store **out,
                    struct drv_error *err)
 {
-        static const char *subdirs[] = {"layers", "locks", "tmp", "images"};
+        static const char *subdirs[] = {"layers", "locks", "tmp", "images", "auth"};
         for (size_t i = 0; i < DRV_ARRAY_SIZE(subdirs); i++) {
                 _cleanup_free_ char *p = drv_path_join(root, subdirs[i]);
                 if (!p)
@@ -44,7 +44,12 @@ static int flock_retry(int fd, int op)
         return (int)DRV_RETRY(flock(fd, op));
 }
 
-/* Bytes used by the tree below dirfd (st_blocks), never following symlinks. */
+#define CONFIG_MAX   (8u << 20)   /* an image config blob */
+#define UNPACK_RATIO 100          /* a layer unpacks to at most this times its blob ... */
+#define UNPACK_FLOOR (1ULL << 30) /* ... or this, whichever is more (gzip bombs) */
+
+/* Bytes used by the tree below dirfd (st_blocks, at least IMG_ENTRY_MIN_BYTES an entry: inodes
+ * count), never following symlinks. */
 static uint64_t du_at(int dirfd, int depth)
 {
         if (depth > 256)
@@ -62,7 +67,8 @@ static uint64_t du_at(int dirfd, int depth)
                 struct stat s;
                 if (fstatat(dirfd, de->d_name, &s, AT_SYMLINK_NOFOLLOW) < 0)
                         continue;
-                total += (uint64_t)s.st_blocks * 512;
+                uint64_t b = (uint64_t)s.st_blocks * 512;
+                total += b > IMG_ENTRY_MIN_BYTES ? b : IMG_ENTRY_MIN_BYTES;
                 if (S_ISDIR(s.st_mode)) {
                         int sub = openat(dirfd, de->d_name,
                                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -78,6 +84,15 @@ static bool layer_complete(const char *ldir)
 {
         _cleanup_free_ char *p = drv_path_join(ldir, "size");
         return p && access(p, F_OK) == 0;
+}
+
+/* How much a layer of blob_bytes may unpack to: the store's bound, and UNPACK_RATIO times the
+ * blob (at least UNPACK_FLOOR) so that a small gzip bomb fails under any store bound. */
+static uint64_t unpack_bound(const struct img_store *st, uint64_t blob_bytes)
+{
+        uint64_t b =
+            blob_bytes > UNPACK_FLOOR / UNPACK_RATIO ? blob_bytes * UNPACK_RATIO : UNPACK_FLOOR;
+        return st->max_bytes && st->max_bytes < b ? st->max_bytes : b;
 }
 
 /* Download desc into ROOT/tmp, verify it, unpack it and move it into place as ldir. */
@@ -96,7 +111,13 @@ static int fetch_layer(struct img_store *st, struct reg *reg, const struct img_l
                 return drv_err_errno(err, "cannot create %s", tmpl);
         unlink(tmpl);
         uint64_t t0 = drv_now_ns();
-        int r = reg_get_blob(reg, desc->digest, fd, desc->size, err);
+        if (st->max_bytes && desc->size > st->max_bytes)
+                return drv_err(err, EFBIG,
+                               "layer %s declares %llu bytes, more than the image store's bound "
+                               "(%llu)",
+                               desc->digest, (unsigned long long)desc->size,
+                               (unsigned long long)st->max_bytes);
+        int r = reg_get_blob(reg, desc->digest, fd, desc->size ? desc->size : st->max_bytes, err);
         if (r < 0)
                 return r;
         struct stat bs;
@@ -112,7 +133,7 @@ static int fetch_layer(struct img_store *st, struct reg *reg, const struct img_l
                 goto fail;
         }
         struct img_unpack_stats us;
-        r = img_unpack_layer(fd, rfd, st->max_bytes, &us, err);
+        r = img_unpack_layer(fd, rfd, unpack_bound(st, (uint64_t)bs.st_size), &us, err);
         if (r < 0) {
                 drv_err_prefix(err, "layer %s", desc->digest);
                 goto fail;
@@ -205,12 +226,12 @@ int store_small_blob(struct img_store *st, struct reg *reg, const char *digest, 
         if (fd < 0)
                 return drv_err_errno(err, "cannot create %s", tmpl);
         unlink(tmpl);
-        int r = reg_get_blob(reg, digest, fd, 0, err);
+        int r = reg_get_blob(reg, digest, fd, CONFIG_MAX, err);
         if (r < 0)
                 return r;
         if (lseek(fd, 0, SEEK_SET) < 0)
                 return drv_err_errno(err, "seek");
-        return drv_read_fd(fd, body, len, 8u << 20, err);
+        return drv_read_fd(fd, body, len, CONFIG_MAX, err);
 }
 
 /* ---- GC ---- */

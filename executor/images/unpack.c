@@ -49,12 +49,9 @@ static int write_file(struct archive *a, struct archive_entry *e, int pfd, const
         la_int64_t off;
         int ar;
         while ((ar = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
-                st->bytes += size;
-                if (st->max_bytes && st->bytes > st->max_bytes)
-                        return drv_err(err, EFBIG,
-                                       "layer entry %s: the layer unpacks to more than %llu "
-                                       "bytes (the image store's bound)",
-                                       name, (unsigned long long)st->max_bytes);
+                /* the entry's declared size was charged before (entry_charge) */
+                if ((uint64_t)off + size > (uint64_t)archive_entry_size(e))
+                        return drv_err(err, EFBIG, "layer entry %s: more data than declared", name);
                 if (pwrite(fd, buf, size, off) != (ssize_t)size)
                         return drv_err_errno(err, "writing layer entry %s", name);
         }
@@ -181,6 +178,18 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int dest, co
         }
 }
 
+/* What an entry costs against the bound: its declared size for a regular file, and at least
+ * one block (IMG_ENTRY_MIN_BYTES) for every entry: inodes count, not only bytes. */
+static uint64_t entry_charge(struct archive_entry *e)
+{
+        uint64_t size = archive_entry_filetype(e) == AE_IFREG && !archive_entry_hardlink(e) &&
+                                archive_entry_size(e) > 0
+                            ? (uint64_t)archive_entry_size(e)
+                            : 0;
+        size = (size + IMG_ENTRY_MIN_BYTES - 1) / IMG_ENTRY_MIN_BYTES * IMG_ENTRY_MIN_BYTES;
+        return size ? size : IMG_ENTRY_MIN_BYTES;
+}
+
 int img_unpack_layer(int in_fd, int dest_fd, uint64_t max_bytes, struct img_unpack_stats *st,
                      struct drv_error *err)
 {
@@ -211,6 +220,13 @@ int img_unpack_layer(int in_fd, int dest_fd, uint64_t max_bytes, struct img_unpa
                                        archive_error_string(a));
                 if (++st->entries > MAX_ENTRIES)
                         return drv_err(err, EFBIG, "layer has more than %llu entries", MAX_ENTRIES);
+                st->bytes += entry_charge(e);
+                if (st->max_bytes && st->bytes > st->max_bytes)
+                        return drv_err(err, EFBIG,
+                                       "the layer unpacks to more than %llu bytes (its bound; "
+                                       "every entry counts at least %u bytes) at entry %llu",
+                                       (unsigned long long)st->max_bytes, IMG_ENTRY_MIN_BYTES,
+                                       (unsigned long long)st->entries);
                 char name[4096];
                 const char *raw = archive_entry_pathname(e);
                 int c = raw ? jobfs_clean_name(raw, name, sizeof(name)) : -EINVAL;
