@@ -3,6 +3,7 @@
 #include "executor/images/store_int.h"
 #include "testlib.h"
 
+#include <arpa/inet.h>
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
@@ -63,6 +64,58 @@ static int parse_man(const char *json, const char *ct, const char *arch, struct 
                      struct drv_error *e)
 {
         return img_manifest_parse(json, strlen(json), ct, arch, m, e);
+}
+
+TEST(loopback_is_exact_and_egress_by_address)
+{
+        CHECK(img_host_is_loopback("localhost"));
+        CHECK(img_host_is_loopback("LOCALHOST:5000"));
+        CHECK(img_host_is_loopback("127.0.0.1:5000"));
+        CHECK(img_host_is_loopback("127.9.8.7"));
+        CHECK(img_host_is_loopback("[::1]:5000"));
+        CHECK(img_host_is_loopback("[::ffff:127.0.0.1]:80/token"));
+        CHECK(!img_host_is_loopback("localhost.attacker.example:5000"));
+        CHECK(!img_host_is_loopback("127.0.0.1.nip.io"));
+        CHECK(!img_host_is_loopback("localhostx"));
+        CHECK(!img_host_is_loopback("[::1.example]"));
+        CHECK(!img_host_is_loopback("10.0.0.1"));
+        struct img_egress eg;
+        CHECK_INTEQ(img_egress_init(&eg, "http://127.0.0.1:5000", NULL), 0);
+        static const struct {
+                const char *ip;
+                bool ok;
+        } cases[] = {{"127.0.0.1", true},        {"127.0.0.2", false},
+                     {"169.254.169.254", false}, {"10.1.2.3", false},
+                     {"172.20.0.1", false},      {"192.168.1.1", false},
+                     {"100.64.0.1", false},      {"0.0.0.0", false},
+                     {"8.8.8.8", true},          {"::1", false},
+                     {"fe80::1", false},         {"fd00::1", false},
+                     {"::ffff:10.0.0.1", false}, {"::ffff:127.0.0.1", true},
+                     {"2001:4860::8888", true}};
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(cases); i++) {
+                struct sockaddr_storage ss = {0};
+                struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+                struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+                if (inet_pton(AF_INET, cases[i].ip, &s4->sin_addr) == 1)
+                        s4->sin_family = AF_INET;
+                else if (inet_pton(AF_INET6, cases[i].ip, &s6->sin6_addr) == 1)
+                        s6->sin6_family = AF_INET6;
+                char why[96] = "";
+                bool ok = img_egress_allowed(&eg, (struct sockaddr *)&ss, why, sizeof(why));
+                if (ok != cases[i].ok)
+                        fprintf(stderr, "egress %s: %d (%s)\n", cases[i].ip, ok, why);
+                CHECK(ok == cases[i].ok);
+        }
+        setenv("DROVER_IMAGE_EGRESS_ALLOW", "10.1.0.0/16, 192.168.1.1", 1);
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        char why[96];
+        inet_pton(AF_INET, "10.1.200.3", &a.sin_addr);
+        CHECK(img_egress_allowed(&eg, (struct sockaddr *)&a, why, sizeof(why)));
+        inet_pton(AF_INET, "10.2.0.1", &a.sin_addr);
+        CHECK(!img_egress_allowed(&eg, (struct sockaddr *)&a, why, sizeof(why)));
+        CHECK(strstr(why, "10.2.0.1 (private)") != NULL);
+        unsetenv("DROVER_IMAGE_EGRESS_ALLOW");
+        CHECK_INTEQ(img_egress_init(&eg, "https://169.254.169.254", NULL), -EPERM);
 }
 
 TEST(docker_and_oci_manifests_parse)
@@ -512,6 +565,7 @@ int main(void)
         if (!mkdtemp(tmproot))
                 return 1;
         RUN(refs_are_normalised);
+        RUN(loopback_is_exact_and_egress_by_address);
         RUN(docker_and_oci_manifests_parse);
         RUN(index_picks_linux_and_the_arch);
         RUN(config_fields);
