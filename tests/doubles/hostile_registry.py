@@ -13,9 +13,9 @@ instead of the client's: the image then looks public to the client), except as t
                            until the client goes away (the bytes sent are counted)
   --trickle SECONDS        GET .../blobs/<d> of a layer: the right Content-Length, then a byte
                            every SECONDS
-A bait listener on --bait-host (default 127.0.0.2) answers anything with a token and a
-metadata-like text holding BAIT-SECRET, and counts the requests it got; "{bait}" in a URL above
-is its "http://HOST:PORT".
+A bait listener on --bait-host (default 127.0.0.2) answers a token (BAIT-SECRET-TOKEN) or a
+metadata-like text starting with SECRETBAIT, and counts the requests it got; "{bait}" in a URL
+above is its "http://HOST:PORT".
   --port-file F: "REGISTRYPORT BAITPORT"; --stats F: {"bait_hits", "oversize_sent", "requests"}
 """
 import argparse
@@ -130,7 +130,7 @@ class Bait(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         bump("bait_hits")
         body = (json.dumps({"token": "BAIT-SECRET-TOKEN"}) if "token" in self.path
-                else "ami-id\nBAIT-SECRET instance credentials\n").encode()
+                else "SECRETBAIT\nami-id\ninstance credentials\n").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -146,77 +146,69 @@ def public_image_stays_usable_offline():
 
 # ---- finding 7: no fetch on the job's behalf to where the job cannot go ----
 
+def through(name, *mode):
+    """Pull a small image of the plain-http peer through a hostile front in the given mode:
+    (the pull's CompletedProcess, the front's stats, seconds taken, the layer)."""
+    repo, layer = small_image(name)
+    with Hostile(*mode) as h:
+        t0 = time.time()
+        p = pull(store(name), f"{h.addr}/{repo}:1", HUSER, HPW, extra=["--insecure-http"])
+        took = time.time() - t0
+        time.sleep(0.3)
+        return p, h.stats(), took, layer
+
+
 @test
 def blob_redirect_to_another_loopback_address_is_refused():
-    repo, _ = small_image("redir")
-    with Hostile("--blob-redirect", "{bait}/latest/meta-data/") as h:
-        p = pull(store("redir"), f"{h.addr}/{repo}:1", HUSER, HPW, extra=["--insecure-http"])
-        expect(p.returncode == 1 and "127.0.0.2 (loopback)" in p.stderr and "refused" in p.stderr,
-               p.stderr[-800:])
-        expect(h.stats()["bait_hits"] == 0, f"drover fetched from the bait: {h.stats()}")
-        expect("BAIT-SECRET" not in p.stderr, p.stderr[-800:])
+    p, stats, _, _ = through("redir", "--blob-redirect", "{bait}/latest/meta-data/")
+    expect(p.returncode == 1 and "127.0.0.2 (loopback)" in p.stderr and "refused" in p.stderr,
+           p.stderr[-800:])
+    expect(stats["bait_hits"] == 0, f"drover fetched from the bait: {stats}")
+    expect("SECRETBAIT" not in p.stderr, p.stderr[-800:])
 
 
 @test
 def redirect_to_link_local_metadata_is_refused():
-    repo, _ = small_image("meta")
-    with Hostile("--blob-redirect", "http://169.254.169.254/latest/meta-data/") as h:
-        t0 = time.time()
-        p = pull(store("meta"), f"{h.addr}/{repo}:1", HUSER, HPW, extra=["--insecure-http"])
-        expect(p.returncode == 1 and "169.254.169.254 (link-local)" in p.stderr,
-               p.stderr[-800:])
-        expect(time.time() - t0 < 20, f"took {time.time() - t0:.0f} s")
+    p, _, took, _ = through("meta", "--blob-redirect", "http://169.254.169.254/latest/meta-data/")
+    expect(p.returncode == 1 and "169.254.169.254 (link-local)" in p.stderr, p.stderr[-800:])
+    expect(took < 20, f"took {took:.0f} s")
 
 
 @test
 def manifest_redirect_answer_is_not_echoed():
-    repo, _ = small_image("echo")
-    with Hostile("--manifest-redirect", "{bait}/latest/meta-data/", "--bait-host",
-                 "127.0.0.1") as h:
-        # the bait on the registry's own address is allowed: its answer must not be echoed
-        p = pull(store("echo"), f"{h.addr}/{repo}:1", HUSER, HPW, extra=["--insecure-http"])
-        expect(p.returncode == 1 and "BAIT-SECRET" not in p.stderr and "ami-id" not in p.stderr,
-               p.stderr[-800:])
+    # the bait on the registry's own address is allowed: its answer must not be echoed
+    p, _, _, _ = through("echo", "--manifest-redirect", "{bait}/latest/meta-data/",
+                         "--bait-host", "127.0.0.1")
+    expect(p.returncode == 1 and "SECRETBAIT" not in p.stderr, p.stderr[-800:])
 
 
 @test
 def token_realm_on_another_loopback_address_is_refused():
-    repo, _ = small_image("realm")
-    with Hostile("--realm", "{bait}/token") as h:
-        p = pull(store("realm"), f"{h.addr}/{repo}:1", HUSER, HPW, extra=["--insecure-http"])
-        expect(p.returncode == 1 and "127.0.0.2 (loopback)" in p.stderr and "realm" in p.stderr,
-               p.stderr[-800:])
-        expect(h.stats()["bait_hits"] == 0, f"credentials sent to the bait realm: {h.stats()}")
+    p, stats, _, _ = through("realm", "--realm", "{bait}/token")
+    expect(p.returncode == 1 and "127.0.0.2 (loopback)" in p.stderr and "realm" in p.stderr,
+           p.stderr[-800:])
+    expect(stats["bait_hits"] == 0, f"credentials sent to the bait realm: {stats}")
 
 
 # ---- finding 11: loopback by address, not name prefix ----
 
 @test
 def localhost_prefix_is_not_loopback():
-    repo, _ = small_image("prefix")
-    with Hostile("--realm", "http://localhost.attacker.example:1/token") as h:
-        p = pull(store("prefix"), f"{h.addr}/{repo}:1", HUSER, HPW, extra=["--insecure-http"])
-        expect(p.returncode == 1 and "plain http: credentials not sent" in p.stderr,
-               p.stderr[-800:])
+    p, _, _, _ = through("prefix", "--realm", "http://localhost.attacker.example:1/token")
+    expect(p.returncode == 1 and "plain http: credentials not sent" in p.stderr, p.stderr[-800:])
 
 
 # ---- finding 5: bounds on what a pull writes ----
 
 @test
 def oversize_blob_body_is_cut_at_the_declared_size():
-    repo, layer = small_image("oversize")
-    st = store("over")
-    with Hostile("--oversize") as h:
-        t0 = time.time()
-        p = pull(st, f"{h.addr}/{repo}:1", HUSER, HPW, extra=["--insecure-http"])
-        took = time.time() - t0
-        time.sleep(0.5)
-        sent = h.stats()["oversize_sent"]
+    p, stats, took, layer = through("over", "--oversize")
+    sent = stats["oversize_sent"]
     expect(p.returncode == 1 and f"larger than the {len(layer.blob)} bytes declared" in p.stderr,
            p.stderr[-800:])
     expect(sent < (64 << 20), f"the registry sent {sent} bytes for {len(layer.blob)}")
     expect(took < 30, f"took {took:.0f} s")
-    expect(leftovers(st) == [], leftovers(st))
+    expect(leftovers(store("over")) == [], leftovers(store("over")))
 
 
 def gzip_bomb():
