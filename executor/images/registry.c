@@ -343,7 +343,7 @@ static int fetch_token(struct reg *r, const char *challenge, struct drv_error *e
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
         curl_easy_cleanup(h);
         int ret = 0;
-        if (x.refused[0]) {
+        if (c != CURLE_OK && x.refused[0]) {
                 ret = drv_err(err, EPERM,
                               "token realm %s leads to %s: refused (a realm may only lead to the "
                               "registry's own address, a public address or one allowed in "
@@ -455,7 +455,7 @@ static int reg_get(struct reg *r, const char *what, const char *path, const char
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
                 log_debug("registry_get", "registry=%s repository=%s path=%s status=%ld curl=%d",
                           r->name, r->repo, path, *status, (int)c);
-                if (x->refused[0])
+                if (c != CURLE_OK && x->refused[0]) /* (another address may have served) */
                         return drv_err(err, EPERM,
                                        "registry %s, repository %s: %s: a redirect leads to %s: "
                                        "refused (only the registry's own address, public "
