@@ -79,6 +79,9 @@ int reg_get_manifest(struct reg *r, const char *ref, char **body, size_t *len, c
 int reg_get_blob(struct reg *r, const char *digest, int fd, uint64_t size, struct drv_error *err);
 /* Number of blob GETs sent so far (for logs and tests). */
 unsigned reg_blob_gets(const struct reg *r);
+/* The registry as named (host[:port] or a mirror's URL); whether the job gave credentials. */
+const char *reg_name(const struct reg *r);
+bool reg_has_credentials(const struct reg *r);
 
 /* Has the pull been canceled (o->cancel set)? */
 static inline bool img_canceled(const struct img_pull_opts *o)

@@ -138,6 +138,16 @@ unsigned reg_blob_gets(const struct reg *r)
         return r->blob_gets;
 }
 
+const char *reg_name(const struct reg *r)
+{
+        return r->name;
+}
+
+bool reg_has_credentials(const struct reg *r)
+{
+        return r->o && r->o->username;
+}
+
 static size_t on_body(char *p, size_t size, size_t n, void *ud)
 {
         struct xfer *x = ud;

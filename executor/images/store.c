@@ -1,7 +1,7 @@
-/* store.c: the content-addressed layer store — ROOT/layers/<hex>/{root/,size,lease}, per-digest
- * lock files ROOT/locks/<hex>.lock so one layer is downloaded once across processes, shared
- * flock leases on `lease` held by img_pull until img_release, LRU GC (lease mtime = last use)
- * under a size bound that skips every leased layer or layer being pulled. */
+/* store.c: the content-addressed layer store — ROOT/layers/<hex>/{root/,size,lease,private},
+ * per-digest lock files ROOT/locks/<hex>.lock so one layer is downloaded once across processes,
+ * shared flock leases on `lease` held by img_pull until img_release, LRU GC (lease mtime = last
+ * use) under a size bound that skips every leased layer or layer being pulled. */
 #include "executor/images/store_int.h"
 
 #include <dirent.h>
@@ -144,6 +144,12 @@ static int fetch_layer(struct img_store *st, struct reg *reg, const struct img_l
         sizep = drv_path_join(utmpl, "size");
         if (!sizep || (r = drv_write_file_atomic(sizep, buf, strlen(buf), 0644, err)) < 0)
                 goto fail;
+        if (reg_has_credentials(reg)) { /* from a private image, maybe: see layer_gate */
+                _cleanup_free_ char *pp = drv_path_join(utmpl, "private");
+                const char *from = reg_name(reg);
+                if (!pp || (r = drv_write_file_atomic(pp, from, strlen(from), 0644, err)) < 0)
+                        goto fail;
+        }
         drv_rm_rf(ldir, NULL); /* leftovers of a crashed pull */
         if (rename(utmpl, ldir) < 0) {
                 r = drv_err_errno(err, "cannot move layer into %s", ldir);
@@ -159,6 +165,40 @@ static int fetch_layer(struct img_store *st, struct reg *reg, const struct img_l
 fail:
         drv_rm_rf(utmpl, NULL);
         return r;
+}
+
+/* A layer fetched with credentials (its `private` file names the registry) is reused by another
+ * pull as is only from that registry with credentials (a registry links a blob into a repository
+ * only for who may read it); any other pull proves that its registry holds the layer by
+ * downloading it again (verified, then dropped) — a manifest of a registry the job chose could
+ * list any digest. A proof without credentials makes the layer public. */
+static int layer_gate(struct img_store *st, struct reg *reg, const struct img_layer_desc *desc,
+                      const char *ldir, struct drv_error *err)
+{
+        _cleanup_free_ char *mp = drv_path_join(ldir, "private");
+        _cleanup_free_ char *from = NULL;
+        _cleanup_free_ char *tmpl =
+            drv_asprintf("%s/tmp/proof-%s-XXXXXX", st->root, desc->digest + 7);
+        if (!mp || !tmpl)
+                return drv_err(err, ENOMEM, "out of memory");
+        if (drv_read_file(mp, &from, NULL, 4096, NULL) < 0)
+                return 0; /* public */
+        if (reg_has_credentials(reg) && strcmp(from, reg_name(reg)) == 0)
+                return 0;
+        _cleanup_close_ int fd = mkostemp(tmpl, O_CLOEXEC);
+        if (fd < 0)
+                return drv_err_errno(err, "cannot create %s", tmpl);
+        unlink(tmpl);
+        int r = reg_get_blob(reg, desc->digest, fd, desc->size ? desc->size : st->max_bytes, err);
+        if (r < 0)
+                return drv_err_prefix(err,
+                                      "layer %s is in the image store from a private image and "
+                                      "this registry does not serve it",
+                                      desc->digest);
+        if (!reg_has_credentials(reg))
+                unlink(mp);
+        log_info("image_layer_proved", "digest=%s registry=%s", desc->digest, reg_name(reg));
+        return 0;
 }
 
 int store_layer_get(struct img_store *st, struct reg *reg, const struct img_layer_desc *desc,
@@ -194,6 +234,9 @@ int store_layer_get(struct img_store *st, struct reg *reg, const struct img_laye
                 if (r < 0)
                         return r;
         } else {
+                int r = reg ? layer_gate(st, reg, desc, ldir, err) : 0;
+                if (r < 0)
+                        return r;
                 log_debug("image_layer_reused", "digest=%s", desc->digest);
         }
         _cleanup_free_ char *leasep = drv_path_join(ldir, "lease");

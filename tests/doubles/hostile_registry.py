@@ -7,6 +7,8 @@ instead of the client's: the image then looks public to the client), except as t
   --blob-redirect URL      GET .../blobs/<d> answered 307 to URL (a metadata service, another
                            loopback address)
   --manifest-redirect URL  GET .../manifests/<ref> answered 307 to URL
+  --manifest-file F        GET .../manifests/<ref> answered with F (a manifest listing digests
+                           the registry does not hold)
   --realm URL              a request without "Authorization: Bearer" gets 401 with a Bearer
                            challenge naming URL as the realm; with one, it is forwarded
   --oversize               GET .../blobs/<d> of a layer: 200 without Content-Length, then junk
@@ -82,6 +84,10 @@ class Registry(http.server.BaseHTTPRequestHandler):
             return self.answer(307, [("Location", A.blob_redirect)])
         if "/manifests/" in self.path and A.manifest_redirect:
             return self.answer(307, [("Location", A.manifest_redirect)])
+        if "/manifests/" in self.path and A.manifest_file:
+            with open(A.manifest_file, "rb") as f:
+                return self.answer(200, [("Content-Type", "application/vnd.docker.distribution"
+                                          ".manifest.v2+json")], f.read())
         c, r, body = self.upstream()
         c.close()
         layer = blob and self.command == "GET" and r.status == 200 and len(body) > 2048
@@ -144,6 +150,7 @@ def main():
     p.add_argument("--inject-auth")
     p.add_argument("--blob-redirect")
     p.add_argument("--manifest-redirect")
+    p.add_argument("--manifest-file")
     p.add_argument("--realm")
     p.add_argument("--oversize", action="store_true")
     p.add_argument("--trickle", type=float)

@@ -144,6 +144,28 @@ def public_image_stays_usable_offline():
         expect(p.returncode == 0, f"{policy}, offline: {p.stderr[-600:]}")
 
 
+@test
+def private_layer_is_not_reused_for_another_registry_s_manifest():
+    repo = f"hostile/privlayer-{RUN}"
+    secret = T.make_layer([T.file("secret", "private layer " + RUN)])
+    tls.push_image(repo, "1", [secret])
+    st = store("privlayer")
+    p = pull(st, f"{TLS}/{repo}:1", USER, PW, ca=CA)
+    expect(p.returncode == 0, p.stderr[-600:])
+    # an attacker's "public" image whose manifest lists that layer's digest, without its bytes
+    arepo = f"hostile/attacker-{RUN}"
+    _, man = plain.push_image(arepo, "1", [T.make_layer([T.file("decoy", RUN)])])
+    m = json.loads(man)
+    m["layers"][0].update(digest=secret.digest, size=len(secret.blob))
+    mf = os.path.join(WORK, "attacker-manifest.json")
+    with open(mf, "w") as f:
+        json.dump(m, f)
+    with Hostile("--inject-auth", f"{HUSER}:{HPW}", "--manifest-file", mf) as h:
+        p = pull(st, f"{h.addr}/{arepo}:1", extra=["--insecure-http"])
+    expect(p.returncode == 1 and "from a private image" in p.stderr,
+           f"rc={p.returncode} {p.stderr[-600:]}")
+
+
 # ---- finding 7: no fetch on the job's behalf to where the job cannot go ----
 
 def through(name, *mode):
