@@ -86,10 +86,23 @@ static void addr_text(const struct sockaddr *sa, char *buf, size_t n)
                 snprintf(buf, n, "?");
 }
 
-/* Is sa inside the CIDR text c ("10.1.0.0/16", "fd00::/8", "192.0.2.7")? */
+/* Is sa inside the CIDR text c ("10.1.0.0/16", "fd00::/8", "192.0.2.7"; an IPv4 entry may end
+ * in ":PORT", as in the job's allow-list: then only that port)? */
 static bool in_cidr(const struct sockaddr *sa, const char *c)
 {
         char ip[64];
+        const char *colon = strchr(c, ':');
+        if (colon && !strchr(colon + 1, ':') && sa->sa_family == AF_INET) { /* v4 ":PORT" */
+                char *end = NULL;
+                unsigned long port = strtoul(colon + 1, &end, 10);
+                const struct sockaddr_in *s4 = (const struct sockaddr_in *)(const void *)sa;
+                if (!end || *end || port != ntohs(s4->sin_port) ||
+                    (size_t)(colon - c) >= sizeof(ip))
+                        return false;
+                memcpy(ip, c, (size_t)(colon - c));
+                ip[colon - c] = '\0';
+                return in_cidr(sa, ip);
+        }
         size_t n = strcspn(c, "/");
         if (n >= sizeof(ip))
                 return false;
@@ -116,11 +129,11 @@ static bool in_cidr(const struct sockaddr *sa, const char *c)
         return true;
 }
 
-/* The operator's allow-list (DROVER_IMAGE_EGRESS_ALLOW). The one place to point at a shared
- * egress policy later. */
-static bool operator_allows(const struct sockaddr *sa)
+/* The operator's allow-lists: the puller's (DROVER_IMAGE_EGRESS_ALLOW) and the jobs' own
+ * (DROVER_SANDBOX_EGRESS_ALLOW, sandbox/egress.c: what a job may reach, the puller may fetch for
+ * it). The one place to point at a shared egress policy. */
+static bool list_allows(const char *list, const struct sockaddr *sa)
 {
-        const char *list = getenv("DROVER_IMAGE_EGRESS_ALLOW");
         char item[80];
         for (const char *p = list; p && *p;) {
                 size_t n = strcspn(p, ", ");
@@ -134,6 +147,12 @@ static bool operator_allows(const struct sockaddr *sa)
                 p += strspn(p, ", ");
         }
         return false;
+}
+
+static bool operator_allows(const struct sockaddr *sa)
+{
+        return list_allows(getenv("DROVER_IMAGE_EGRESS_ALLOW"), sa) ||
+               list_allows(getenv("DROVER_SANDBOX_EGRESS_ALLOW"), sa);
 }
 
 /* host of "host", "host:port", "[v6]:port", "host:port/path" into out. */

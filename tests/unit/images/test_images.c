@@ -115,6 +115,12 @@ TEST(loopback_is_exact_and_egress_by_address)
         CHECK(!img_egress_allowed(&eg, (struct sockaddr *)&a, why, sizeof(why)));
         CHECK(strstr(why, "10.2.0.1 (private)") != NULL);
         unsetenv("DROVER_IMAGE_EGRESS_ALLOW");
+        setenv("DROVER_SANDBOX_EGRESS_ALLOW", "10.2.0.0/16:5000", 1); /* the jobs' list */
+        a.sin_port = htons(5000);
+        CHECK(img_egress_allowed(&eg, (struct sockaddr *)&a, why, sizeof(why)));
+        a.sin_port = htons(80);
+        CHECK(!img_egress_allowed(&eg, (struct sockaddr *)&a, why, sizeof(why)));
+        unsetenv("DROVER_SANDBOX_EGRESS_ALLOW");
         CHECK_INTEQ(img_egress_init(&eg, "https://169.254.169.254", NULL), -EPERM);
 }
 
