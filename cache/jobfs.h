@@ -5,6 +5,8 @@
 
 #include "lib/drv.h"
 
+#include <sys/stat.h>
+
 struct jobfs {
         int root_fd; /* O_PATH dirfd of the job's root */
         uid_t uid;   /* files created get this owner (setfsuid while creating) */
@@ -20,11 +22,34 @@ struct archive_stats {
         uint64_t files, dirs, links, bytes, skipped;
 };
 
+/* Where archive_write_paths_to sends the archive's bytes, and the caps of what it reads. */
+struct archive_sink {
+        int (*write)(void *ud, const void *buf, size_t n); /* 0 or -errno */
+        void *ud;
+        uint64_t max_file;  /* bytes of one file (its size, allocated or not); 0 = none */
+        uint64_t max_total; /* file bytes of the whole archive; 0 = none */
+        /* a skipped entry (not a file, directory or symlink; a pseudo-file): told, not fatal */
+        void (*skipped)(void *ud, const char *rel, const char *why);
+};
+
+/* Undo log of an extraction: what it created or replaced, so that a refused archive leaves the
+ * tree as it was. */
+struct archive_journal;
+
 /* Open (O_DIRECTORY) an inside path, creating missing directories when create. */
 int jobfs_open_dir(const struct jobfs *fs, const char *inside, bool create, int *out,
                    struct drv_error *err);
+/* jobfs_open_dir following no symlink anywhere in the path (the in-job helper): -ELOOP, with a
+ * message, when one is there. */
+int jobfs_open_dir_strict(const struct jobfs *fs, const char *inside, bool create, int *out,
+                          struct drv_error *err);
 /* Open an inside file for reading (no symlink at the last component). */
 int jobfs_open_file(const struct jobfs *fs, const char *inside, int *out, struct drv_error *err);
+/* Open a regular file below dirfd for reading without blocking or following a symlink: refuses
+ * FIFOs, devices, sockets (-EINVAL) and files of /proc, /sys and other pseudo filesystems
+ * (-EPERM), each with a message naming rel; *st receives its fstat. */
+int jobfs_open_regular(int dirfd, const char *rel, int *out, struct stat *st,
+                       struct drv_error *err);
 /* Expand `*`, `?`, `[..]` and `**` patterns relative to the directory dirfd (no symlink is
  * followed, not even in the fixed prefix: drv_glob_walk with DRV_GLOB_BENEATH); appends matching
  * relative paths to *out (a pattern without wildcards is kept as is when it exists). */
@@ -34,12 +59,26 @@ int jobfs_glob(int dirfd, const char *pattern, char ***out, struct drv_error *er
  * directory tree) to out_fd. Names in the archive are prefix + path ("" or "home/x/"). */
 int archive_write_paths(int base_fd, char *const *paths, const char *prefix, int out_fd,
                         struct archive_stats *st, struct drv_error *err);
+/* archive_write_paths to a sink, bounded by its caps (-EFBIG naming the file). */
+int archive_write_paths_to(int base_fd, char *const *paths, const char *prefix,
+                           const struct archive_sink *sink, struct archive_stats *st,
+                           struct drv_error *err);
 /* Extract an archive (tar, any compression libarchive knows) read from in_fd into the directory
  * dest_fd of the job. Refuses absolute names, `..`, links out of the tree, device nodes; bounded
  * by limits. A bad archive stops with an error naming the entry. */
 int archive_extract(const struct jobfs *fs, int dest_fd, int in_fd,
                     const struct archive_limits *lim, struct archive_stats *st,
                     struct drv_error *err);
+/* archive_extract reading through rd (as read(2)), keeping the undo log in *journal (the caller
+ * ends it with archive_journal_end): a failure leaves the log to be rolled back. archive_extract
+ * itself rolls back on failure: a refused archive leaves nothing of it behind. */
+int archive_extract_from(const struct jobfs *fs, int dest_fd,
+                         ssize_t (*rd)(void *ud, void *buf, size_t n), void *ud,
+                         const struct archive_limits *lim, struct archive_stats *st,
+                         struct archive_journal **journal, struct drv_error *err);
+/* Keep (commit: drop the saved copies of replaced entries) or undo (remove what was created, put
+ * back what was replaced) the extraction, and free the log. */
+void archive_journal_end(struct archive_journal *j, int dest_fd, bool commit);
 
 /* Helpers of the safe extractor, shared with the image layer unpacker. */
 /* Normalise an archive entry name into out (strip "./" and trailing '/'): -EPERM for absolute

@@ -1,5 +1,6 @@
 /* stepctx.h: what a built-in step handler (caches, workspaces, artifacts, test results, checkout)
- * is given by the step machine. Handlers run in `drover job`, outside the sandbox. */
+ * is given by the step machine. Handlers run in `drover job`, outside the sandbox; every job file
+ * they read or write goes through the in-job helper (cache/jobhelper.h). */
 #pragma once
 
 #include "executor/events.h"
@@ -8,6 +9,22 @@
 
 struct objstore;
 struct docker_proxy;
+
+/* Starts processes inside the job for built-in steps (the in-job storage helper,
+ * cache/jobhelper.h): as the job user, in its namespaces and cgroup (executor/stephelper.c). */
+struct step_runner {
+        void *ud;
+        /* start argv in the job: stdin from in_fd, stdout and stderr to out_fd */
+        int (*start)(void *ud, const char *const *argv, int in_fd, int out_fd, int *proc,
+                     struct drv_error *err);
+        /* 0 and the wait status (*oom: killed by the job's memory limit) once proc ended;
+         * -EAGAIN while it runs */
+        int (*exit_of)(void *ud, int proc, int *status, bool *oom);
+        /* SIGKILL proc's process group */
+        void (*kill)(void *ud, int proc);
+        /* path of the drover binary inside the job */
+        const char *tool;
+};
 
 struct step_ctx {
         const struct jobspec *spec;
@@ -24,4 +41,8 @@ struct step_ctx {
         char *const *envp;                  /* the step's environment (for {{ .Environment.X }}) */
         struct docker_proxy **docker_proxy; /* setup_remote_docker's: started once, stopped at
                                                the job's end (docker_proxy.h) */
+        /* the in-job helper's launcher; NULL: this runtime has none (the remote Docker runtime
+         * works on a copy of the job's home through root_fd) */
+        const struct step_runner *runner;
+        uint64_t idle_timeout; /* seconds the helper may stay silent (no_output_timeout) */
 };
