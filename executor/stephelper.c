@@ -122,7 +122,7 @@ static int start_local(struct step_helper *sh, const char *const *argv, int in_f
         }
         if (pid == 0) { /* async-signal-safe calls only */
                 if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0 ||
-                    dup2(sh->root_fd, 3) < 0)
+                    (sh->root_fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(sh->root_fd, 3)) < 0)
                         _exit(127);
                 if (geteuid() == 0 &&
                     (setgroups(0, NULL) < 0 || setresgid(sh->gid, sh->gid, sh->gid) < 0 ||
