@@ -95,7 +95,7 @@ static int take_file(const struct step_ctx *ctx, struct jobhelper *h, const char
                 if (type == 'E')
                         break;
                 if (type == 'X')
-                        return drv_err(err, EIO, "%s", p);
+                        return jobhelper_unexpected(type, p, err);
                 if (type != 'D' || (got += n) > size)
                         return drv_err(err, EPROTO, "the in-job helper broke the protocol (%s)",
                                        rel);
@@ -137,21 +137,9 @@ static int each_file(const struct step_ctx *ctx, const char *path, file_fn fn, v
                 else if (type == 'F')
                         r = take_file(ctx, h, p, abs, &caps, &total, fn, data, err);
                 else
-                        r = type == 'X' ? drv_err(err, EIO, "%s", p)
-                                        : drv_err(err, EPROTO,
-                                                  "the in-job helper broke the "
-                                                  "protocol (frame '%c')",
-                                                  type);
+                        r = jobhelper_unexpected(type, p, err);
         }
-        if (h) {
-                struct drv_error e2 = {0};
-                int f = r == 0 || type != 'X' ? jobhelper_finish(h, &e2) : (jobhelper_abort(h), 0);
-                if (f < 0) {
-                        *err = e2;
-                        r = f;
-                }
-        }
-        return r;
+        return jobhelper_end(h, r, err);
 }
 
 #define ART_BATCH 1024 /* files uploaded together (in parallel over reused connections) */

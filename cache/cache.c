@@ -191,21 +191,10 @@ static int pack_to_store(const struct step_ctx *ctx, const char *base, char *con
                         r = parse_stats(p, st, err);
                         break;
                 } else {
-                        r = type == 'X' ? drv_err(err, EIO, "%s", p)
-                                        : drv_err(err, EPROTO,
-                                                  "the in-job helper broke the "
-                                                  "protocol (frame '%c')",
-                                                  type);
+                        r = jobhelper_unexpected(type, p, err);
                 }
         }
-        if (h) {
-                struct drv_error e2 = {0};
-                int f = jobhelper_finish(h, &e2);
-                if (f < 0 && (r == 0 || type != 'X')) { /* out of memory says more */
-                        *err = e2;
-                        r = f;
-                }
-        }
+        r = jobhelper_end(h, r, err);
         bool empty = st->files + st->dirs + st->links == 0;
         if (r == 0 && fd < 0)
                 r = drv_err(err, EPROTO, "the in-job helper sent no archive");
@@ -253,18 +242,9 @@ static int unpack_from_store(const struct step_ctx *ctx, const char *dest, bool 
         size_t n;
         if (r == 0)
                 r = jobhelper_next(h, &type, &p, &n, err);
-        if (r == 0 && type == 'S')
-                r = parse_stats(p, st, err);
-        else if (r == 0)
-                r = drv_err(err, EIO, "%s",
-                            type == 'X' ? p : "the in-job helper broke the protocol");
-        if (h) {
-                int f = jobhelper_finish(h, &e2);
-                if (f < 0 && (r == 0 || type != 'X')) {
-                        *err = e2;
-                        r = f;
-                }
-        }
+        if (r == 0)
+                r = type == 'S' ? parse_stats(p, st, err) : jobhelper_unexpected(type, p, err);
+        r = jobhelper_end(h, r, err);
         if (r == 0 && re < 0)
                 r = drv_err(err, EIO, "the download did not come whole");
         return r;

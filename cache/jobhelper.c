@@ -20,6 +20,8 @@ struct jobhelper {
         char hdr[4];
         char *buf;  /* JH_MAX_FRAME + 1 */
         bool ended; /* its last frame ('S' or 'X') came */
+        bool eof;   /* its stdout ended (it exited or was killed) */
+        char last;  /* type of the last frame */
 };
 
 struct jh_caps jobhelper_caps(const struct step_ctx *ctx)
@@ -109,8 +111,10 @@ static int jh_read_full(struct jobhelper *h, char *buf, size_t n, struct drv_err
                         got += (size_t)k;
                         continue;
                 }
-                if (k == 0)
+                if (k == 0) {
+                        h->eof = true;
                         return drv_err(err, EPIPE, "the in-job helper ended without an answer");
+                }
                 if (errno == EINTR)
                         continue;
                 if (errno != EAGAIN)
@@ -139,7 +143,7 @@ int jobhelper_next(struct jobhelper *h, char *type, const char **payload, size_t
         if ((r = jh_read_full(h, h->buf, n, err)) < 0)
                 return r;
         h->buf[n] = '\0';
-        *type = h->hdr[0];
+        *type = h->last = h->hdr[0];
         *payload = h->buf;
         *len = n;
         h->ended = *type == 'S' || *type == 'X';
@@ -235,32 +239,45 @@ void jobhelper_abort(struct jobhelper *h)
         jh_free(h);
 }
 
+int jobhelper_unexpected(char type, const char *payload, struct drv_error *err)
+{
+        if (type == 'X')
+                return drv_err(err, EIO, "%s", payload);
+        return drv_err(err, EPROTO, "the in-job helper broke the protocol (frame '%c')", type);
+}
+
+int jobhelper_end(struct jobhelper *h, int r, struct drv_error *err)
+{
+        if (!h)
+                return r;
+        if (r < 0 && !h->ended && !h->eof) { /* our side failed: it is of no more use */
+                jobhelper_abort(h);
+                return r;
+        }
+        char last = h->last;
+        struct drv_error e2 = {0};
+        int f = jobhelper_finish(h, &e2);
+        /* its own failure (out of memory in the job) says more than a missing answer */
+        if (f < 0 && (r == 0 || last != 'X')) {
+                *err = e2;
+                return f;
+        }
+        return r;
+}
+
 int jobhelper_run(const struct step_ctx *ctx, const char *const *args, char **result,
                   struct drv_error *err)
 {
         struct jobhelper *h = NULL;
         int r = jobhelper_start(ctx, args, &h, err);
-        if (r < 0)
-                return r;
         char type = 0;
         const char *p;
         size_t n;
-        while ((r = jobhelper_next(h, &type, &p, &n, err)) == 0 && type == 'W')
+        while (r == 0 && (r = jobhelper_next(h, &type, &p, &n, err)) == 0 && type == 'W')
                 output_step_printf(ctx->out, ctx->step_index, "Warning: %s", p);
-        if (r == 0 && type == 'X')
-                r = drv_err(err, EIO, "%s", p);
-        else if (r == 0 && type != 'S')
-                r = drv_err(err, EPROTO, "the in-job helper broke the protocol (frame '%c')", type);
+        if (r == 0 && type != 'S')
+                r = jobhelper_unexpected(type, p, err);
         if (r == 0 && !(*result = strdup(p)))
                 r = drv_err(err, ENOMEM, "out of memory");
-        if (r < 0) {
-                /* a failure of the helper's own (out of memory) says more than its frames */
-                struct drv_error e2 = {0};
-                if (type != 'X' && jobhelper_finish(h, &e2) < 0)
-                        *err = e2;
-                else if (type == 'X')
-                        jobhelper_finish(h, &e2);
-                return r;
-        }
-        return jobhelper_finish(h, err);
+        return jobhelper_end(h, r, err);
 }

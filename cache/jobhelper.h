@@ -63,6 +63,12 @@ static inline void jobhelper_abortp(struct jobhelper **h)
         if (*h)
                 jobhelper_abort(*h);
 }
+/* The error for a frame that was not expected: the helper's reason ('X') or a protocol error. */
+int jobhelper_unexpected(char type, const char *payload, struct drv_error *err);
+/* End the helper after a conversation whose result is r: reaped when it ended (its own failure,
+ * e.g. out of memory in the job, then replaces a missing answer in err), killed when our side
+ * failed midway. Returns r or that failure. h may be NULL. */
+int jobhelper_end(struct jobhelper *h, int r, struct drv_error *err);
 /* The step's caps (spec values or the defaults). */
 struct jh_caps jobhelper_caps(const struct step_ctx *ctx);
 /* Run an op whose only answer is its last frame ('S': *result, caller frees; 'X': an error);
