@@ -209,6 +209,21 @@ static int pack_to_store(const struct step_ctx *ctx, const char *base, char *con
 /* Download key and have the in-job helper extract it into the inside dir dest as it comes;
  * -ENOENT when absent. The helper keeps it only when the download came whole and intact, else
  * (and on any refused entry) it undoes the extraction. */
+/* Have a new helper replay the undo log of one that was killed. */
+static void undo_unpack(const struct step_ctx *ctx, const char *dest, const char *log)
+{
+        const char *args[] = {"undo", dest, log, NULL};
+        _cleanup_free_ char *res = NULL;
+        struct drv_error e = {0};
+        if (jobhelper_run(ctx, args, &res, &e) < 0)
+                output_step_printf(ctx->out, ctx->step_index,
+                                   "Warning: what the killed restore wrote stays in the job (%s)",
+                                   e.message);
+        else
+                output_step_printf(ctx->out, ctx->step_index,
+                                   "Removed what the killed restore had written");
+}
+
 static int unpack_from_store(const struct step_ctx *ctx, const char *dest, bool create,
                              const char *key, struct archive_stats *st, struct drv_error *err)
 {
@@ -217,7 +232,11 @@ static int unpack_from_store(const struct step_ctx *ctx, const char *dest, bool 
         int r = objstore_read_begin(ctx->store, key, &fd, &rh, err);
         if (r < 0)
                 return r;
-        const char *args[] = {"unpack", dest, create ? "1" : "0", NULL};
+        /* the undo log, in the job's /tmp, for when the helper is killed midway */
+        char log[96];
+        snprintf(log, sizeof(log), "/tmp/.drover-undo-%u-%lld", ctx->step_index,
+                 (long long)drv_now_ns());
+        const char *args[] = {"unpack", dest, create ? "1" : "0", log, NULL};
         struct jobhelper *h = NULL;
         r = jobhelper_start(ctx, args, &h, err);
         _cleanup_free_ char *buf = r == 0 ? malloc(JH_MAX_FRAME) : NULL;
@@ -244,7 +263,10 @@ static int unpack_from_store(const struct step_ctx *ctx, const char *dest, bool 
                 r = jobhelper_next(h, &type, &p, &n, err);
         if (r == 0)
                 r = type == 'S' ? parse_stats(p, st, err) : jobhelper_unexpected(type, p, err);
+        bool answered = type == 'S' || type == 'X';
         r = jobhelper_end(h, r, err);
+        if (r < 0 && h && !answered) /* killed midway (out of memory): undo what it did */
+                undo_unpack(ctx, dest, log);
         if (r == 0 && re < 0)
                 r = drv_err(err, EIO, "the download did not come whole");
         return r;

@@ -458,13 +458,36 @@ struct archive_journal {
         size_t n, cap;
         unsigned seq;
         bool broken; /* out of memory: what follows cannot be undone */
+        int log_fd;  /* each entry is also appended here (-1: none) */
 };
+
+struct archive_journal *archive_journal_new(int log_fd)
+{
+        struct archive_journal *j = calloc(1, sizeof(*j));
+        if (j)
+                j->log_fd = log_fd;
+        return j;
+}
+
+/* One record of the log: kind, NUL, name, NUL, backup, NUL — written at once, before the change
+ * it undoes is made, so that the log of a killed extractor still undoes all it did. */
+static void journal_log(struct archive_journal *j, const char *name, const char *backup,
+                        enum undo_kind kind)
+{
+        char rec[2 * 4096 + 8];
+        int n = snprintf(rec, sizeof(rec), "%d%c%s%c%s%c", (int)kind, 0, name, 0,
+                         backup ? backup : "", 0);
+        if (n > 0 && (size_t)n < sizeof(rec) && drv_write_all(j->log_fd, rec, (size_t)n) < 0)
+                j->broken = true;
+}
 
 static void journal_add(struct archive_journal *j, const char *name, const char *backup,
                         enum undo_kind kind)
 {
         if (!j || j->broken)
                 return;
+        if (j->log_fd >= 0)
+                journal_log(j, name, backup, kind);
         if (j->n == j->cap) {
                 size_t nc = j->cap ? j->cap * 2 : 64;
                 struct undo *nu = realloc(j->u, nc * sizeof(*nu));
@@ -549,6 +572,42 @@ static void undo_one(int dest, const struct undo *u, bool commit)
                         renameat(pfd, u->backup, pfd, base);
         }
         close(pfd);
+}
+
+/* The next NUL-terminated string of log at *off, or NULL when the log ends first. */
+static const char *next_str(const char *log, size_t len, size_t *off)
+{
+        const char *p = log + *off;
+        const char *nul = *off < len ? memchr(p, 0, len - *off) : NULL;
+        if (!nul)
+                return NULL;
+        *off = (size_t)(nul + 1 - log);
+        return p;
+}
+
+int archive_journal_replay(int dest_fd, const char *log, size_t len)
+{
+        struct archive_journal *j = archive_journal_new(-1);
+        if (!j)
+                return -ENOMEM;
+        for (size_t off = 0;;) {
+                const char *kind = next_str(log, len, &off);
+                const char *name = kind ? next_str(log, len, &off) : NULL;
+                const char *bak = name ? next_str(log, len, &off) : NULL;
+                if (!bak)
+                        break; /* the end, or a record cut short by the kill */
+                int k = atoi(kind);
+                char clean[4096];
+                /* (the job could have written the log: only names below dest are touched) */
+                if (k < UNDO_CREATED || k > UNDO_RMDIR ||
+                    clean_name(name, clean, sizeof(clean)) < 0 ||
+                    (k == UNDO_REPLACED && (!bak[0] || strchr(bak, '/'))))
+                        continue;
+                journal_add(j, clean, k == UNDO_REPLACED ? bak : NULL, (enum undo_kind)k);
+        }
+        bool broken = j->broken;
+        archive_journal_end(j, dest_fd, false);
+        return broken ? -ENOMEM : 0;
 }
 
 void archive_journal_end(struct archive_journal *j, int dest_fd, bool commit)
@@ -819,7 +878,7 @@ int archive_extract_from(const struct jobfs *fs, int dest_fd,
                 lim.max_bytes = 32ULL << 30;
         if (!lim.max_entries)
                 lim.max_entries = 2000000;
-        struct archive_journal *j = calloc(1, sizeof(*j));
+        struct archive_journal *j = *journal ? *journal : archive_journal_new(-1);
         *journal = j;
         struct archive *a = j ? archive_read_new() : NULL;
         if (!a)

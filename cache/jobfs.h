@@ -70,12 +70,20 @@ int archive_extract(const struct jobfs *fs, int dest_fd, int in_fd,
                     const struct archive_limits *lim, struct archive_stats *st,
                     struct drv_error *err);
 /* archive_extract reading through rd (as read(2)), keeping the undo log in *journal (the caller
- * ends it with archive_journal_end): a failure leaves the log to be rolled back. archive_extract
+ * ends it with archive_journal_end; a journal of archive_journal_new when *journal is set): a
+ * failure leaves the log to be rolled back. archive_extract
  * itself rolls back on failure: a refused archive leaves nothing of it behind. */
 int archive_extract_from(const struct jobfs *fs, int dest_fd,
                          ssize_t (*rd)(void *ud, void *buf, size_t n), void *ud,
                          const struct archive_limits *lim, struct archive_stats *st,
                          struct archive_journal **journal, struct drv_error *err);
+/* A journal for archive_extract_from (*journal set before the call) that also appends each
+ * record to log_fd as it is made: archive_journal_replay of that log undoes the extraction even
+ * when the extracting process was killed midway. */
+struct archive_journal *archive_journal_new(int log_fd);
+/* Undo what the log of a killed extraction into dest_fd records (names outside dest_fd are
+ * ignored); 0 or -errno. */
+int archive_journal_replay(int dest_fd, const char *log, size_t len);
 /* Keep (commit: drop the saved copies of replaced entries) or undo (remove what was created, put
  * back what was replaced) the extraction, and free the log. */
 void archive_journal_end(struct archive_journal *j, int dest_fd, bool commit);

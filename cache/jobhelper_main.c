@@ -321,20 +321,44 @@ static ssize_t frames_read(void *ud, void *buf, size_t n)
         return k < 0 ? -errno : k;
 }
 
-/* unpack DEST CREATE: extract the archive of the stdin frames into DEST; kept only when it was
- * whole and the supervisor said 'C', else undone. */
+/* The undo log's directory fd (strict) and name within, from its absolute inside path. */
+static int open_log_dir(const struct jobfs *fs, const char *path, const char **name,
+                        struct drv_error *e)
+{
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *dir =
+            slash && slash != path ? strndup(path, (size_t)(slash - path)) : strdup("/");
+        int dfd = -1;
+        *name = slash ? slash + 1 : path;
+        if (!dir)
+                return drv_err(e, ENOMEM, "out of memory");
+        int r = jobfs_open_dir_strict(fs, dir, false, &dfd, e);
+        return r < 0 ? r : dfd;
+}
+
+/* unpack DEST CREATE LOG: extract the archive of the stdin frames into DEST; kept only when it
+ * was whole and the supervisor said 'C', else undone. LOG (a new file) records each change as
+ * it is made: `undo` replays it if this process is killed midway. */
 static int op_unpack(int root, int argc, char **argv)
 {
         struct jobfs fs;
         struct drv_error e = {0};
         _cleanup_close_ int dest = -1;
-        if (argc != 2 || open_root(&fs, root) < 0)
+        if (argc != 3 || open_root(&fs, root) < 0)
                 return drv_err(&e, EINVAL, "unpack: bad arguments"), fail(&e);
         if (jobfs_open_dir_strict(&fs, argv[0], strcmp(argv[1], "1") == 0, &dest, &e) < 0)
                 return fail(&e);
+        const char *log_name;
+        _cleanup_close_ int log_dir = open_log_dir(&fs, argv[2], &log_name, &e);
+        if (log_dir < 0)
+                return fail(&e);
+        _cleanup_close_ int log_fd =
+            openat(log_dir, log_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        struct archive_journal *j = log_fd >= 0 ? archive_journal_new(log_fd) : NULL;
+        if (!j)
+                return drv_err_errno(&e, "cannot create the undo log %s", argv[2]), fail(&e);
         struct frames_in in = {0};
         struct archive_stats st = {0};
-        struct archive_journal *j = NULL;
         int r = archive_extract_from(&fs, dest, frames_read, &in, NULL, &st, &j, &e);
         if (r == 0) { /* the rest (tar padding, the end of the stream) up to 'C' or 'A' */
                 char sink[65536];
@@ -346,9 +370,38 @@ static int op_unpack(int root, int argc, char **argv)
                                     strerror(-(int)k));
         }
         archive_journal_end(j, dest, r == 0);
+        unlinkat(log_dir, log_name, 0);
         if (r < 0)
                 return fail(&e);
         return put_stats(&st) < 0;
+}
+
+/* undo DEST LOG: replay the undo log of an `unpack` that was killed, then remove it. */
+static int op_undo(int root, int argc, char **argv)
+{
+        struct jobfs fs;
+        struct drv_error e = {0};
+        _cleanup_close_ int dest = -1;
+        if (argc != 2 || open_root(&fs, root) < 0)
+                return drv_err(&e, EINVAL, "undo: bad arguments"), fail(&e);
+        const char *log_name;
+        _cleanup_close_ int log_dir = open_log_dir(&fs, argv[1], &log_name, &e);
+        if (log_dir < 0)
+                return fail(&e);
+        _cleanup_close_ int fd = -1;
+        struct stat st;
+        if (jobfs_open_regular(log_dir, log_name, &fd, &st, &e) < 0)
+                return fail(&e);
+        _cleanup_free_ char *log = NULL;
+        size_t len = 0;
+        if (drv_read_fd(fd, &log, &len, 256u << 20, &e) < 0 ||
+            jobfs_open_dir_strict(&fs, argv[0], false, &dest, &e) < 0)
+                return fail(&e);
+        int r = archive_journal_replay(dest, log, len);
+        unlinkat(log_dir, log_name, 0);
+        if (r < 0)
+                return drv_err(&e, -r, "undo: %s", strerror(-r)), fail(&e);
+        return put_str('S', "undone") < 0;
 }
 
 int jobhelper_main(int argc, char **argv)
@@ -372,6 +425,8 @@ int jobhelper_main(int argc, char **argv)
                 return op_sum(root, argc - 3, argv + 3);
         if (argc >= 3 && strcmp(argv[2], "unpack") == 0)
                 return op_unpack(root, argc - 3, argv + 3);
+        if (argc >= 3 && strcmp(argv[2], "undo") == 0)
+                return op_undo(root, argc - 3, argv + 3);
         struct drv_error e = {0};
         drv_err(&e, EINVAL, "unknown storage helper op");
         return fail(&e);
