@@ -1,6 +1,7 @@
-/* jobfs.h: safe access to a job's files from outside its sandbox, and tar+zstd archives of them.
- * Every path is resolved inside the job's root (openat2 RESOLVE_IN_ROOT) and below that no
- * symlink is ever followed, so a hostile job cannot make drover read or write outside it. */
+/* jobfs.h: safe access to a job's files and tar+zstd archives of them, for the in-job helper
+ * (cache/jobhelper_main.c: as the job, inside it) and the image layer unpacker. Paths resolve
+ * below a root fd — strictly (no symlink anywhere: jobfs_open_dir_strict, jobfs_open_regular) in
+ * the helper — and no symlink is followed below it. */
 #pragma once
 
 #include "lib/drv.h"

@@ -28,8 +28,9 @@ struct step_runner {
 
 struct step_ctx {
         const struct jobspec *spec;
-        int root_fd;         /* O_PATH dirfd of the job's root as the host sees it: resolve every
-                                job path with openat2(RESOLVE_IN_ROOT), never follow it out */
+        int root_fd;         /* O_PATH dirfd of the job's root as the host sees it (the remote
+                                Docker runtime: its home copy); storage steps never open job
+                                paths through it but through runner (the in-job helper) */
         const char *home;    /* inside absolute path of the job user's home */
         const char *workdir; /* inside absolute path of the job's working directory */
         uid_t uid;           /* host uid/gid that files written into the job must get */
