@@ -18,10 +18,12 @@ struct jobhelper {
         int out_fd; /* its stdout+stderr (ours to read) */
         uint64_t idle_ms;
         char hdr[4];
-        char *buf;  /* JH_MAX_FRAME + 1 */
-        bool ended; /* its last frame ('S' or 'X') came */
-        bool eof;   /* its stdout ended (it exited or was killed) */
-        char last;  /* type of the last frame */
+        char *buf;        /* JH_MAX_FRAME + 1 */
+        bool ended;       /* its last frame ('S' or 'X') came */
+        bool eof;         /* its stdout ended (it exited or was killed) */
+        char last;        /* type of the last frame */
+        char rbuf[65536]; /* small frames come many to a read */
+        size_t rpos, rlen;
 };
 
 struct jh_caps jobhelper_caps(const struct step_ctx *ctx)
@@ -106,9 +108,22 @@ static int jh_read_full(struct jobhelper *h, char *buf, size_t n, struct drv_err
 {
         size_t got = 0;
         while (got < n) {
-                ssize_t k = read(h->out_fd, buf + got, n - got);
+                if (h->rpos < h->rlen) {
+                        size_t k = h->rlen - h->rpos < n - got ? h->rlen - h->rpos : n - got;
+                        memcpy(buf + got, h->rbuf + h->rpos, k);
+                        h->rpos += k;
+                        got += k;
+                        continue;
+                }
+                /* big payloads straight into buf, the rest through rbuf */
+                bool direct = n - got >= sizeof(h->rbuf);
+                ssize_t k = direct ? read(h->out_fd, buf + got, n - got)
+                                   : read(h->out_fd, h->rbuf, sizeof(h->rbuf));
                 if (k > 0) {
-                        got += (size_t)k;
+                        if (direct)
+                                got += (size_t)k;
+                        else
+                                h->rpos = 0, h->rlen = (size_t)k;
                         continue;
                 }
                 if (k == 0) {

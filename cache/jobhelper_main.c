@@ -13,12 +13,34 @@
 
 #define HELPER_BUF (1u << 20)
 
+/* Small frames are gathered (a file's 'F', 'D', 'E' in one write); this process's only output. */
+static struct {
+        char buf[65536];
+        size_t n;
+} out;
+
+static int flush_out(void)
+{
+        int r = out.n ? drv_write_all(STDOUT_FILENO, out.buf, out.n) : 0;
+        out.n = 0;
+        return r;
+}
+
 static int put(char type, const void *buf, size_t n)
 {
         unsigned char hdr[4] = {(unsigned char)type, (unsigned char)(n >> 16),
                                 (unsigned char)(n >> 8), (unsigned char)n};
+        if (out.n + 4 + n > sizeof(out.buf) && flush_out() < 0)
+                return -EPIPE;
+        if (4 + n <= sizeof(out.buf)) {
+                memcpy(out.buf + out.n, hdr, 4);
+                if (n)
+                        memcpy(out.buf + out.n + 4, buf, n);
+                out.n += 4 + n;
+                return 0;
+        }
         int r = drv_write_all(STDOUT_FILENO, hdr, 4);
-        return r < 0 || n == 0 ? r : drv_write_all(STDOUT_FILENO, buf, n);
+        return r < 0 ? r : drv_write_all(STDOUT_FILENO, buf, n);
 }
 
 static int put_str(char type, const char *s)
@@ -404,7 +426,15 @@ static int op_undo(int root, int argc, char **argv)
         return put_str('S', "undone") < 0;
 }
 
+static int dispatch(int argc, char **argv);
+
 int jobhelper_main(int argc, char **argv)
+{
+        int rc = dispatch(argc, argv);
+        return flush_out() < 0 ? 1 : rc;
+}
+
+static int dispatch(int argc, char **argv)
 {
         /* argv: circleci __storage [--root-fd N] OP ARGS... (N: a directory fd taken as the
          * job's root instead of "/": the remote Docker runtime's local copy of the home) */
