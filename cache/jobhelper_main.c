@@ -359,8 +359,8 @@ static int open_log_dir(const struct jobfs *fs, const char *path, const char **n
 }
 
 /* unpack DEST CREATE LOG: extract the archive of the stdin frames into DEST; kept only when it
- * was whole and the supervisor said 'C', else undone. LOG (a new file) records each change as
- * it is made: `undo` replays it if this process is killed midway. */
+ * was whole and the supervisor said 'C', else undone. LOG (a new file, if its directory is
+ * there) records each change as it is made: `undo` replays it if this process is killed. */
 static int op_unpack(int root, int argc, char **argv)
 {
         struct jobfs fs;
@@ -370,15 +370,18 @@ static int op_unpack(int root, int argc, char **argv)
                 return drv_err(&e, EINVAL, "unpack: bad arguments"), fail(&e);
         if (jobfs_open_dir_strict(&fs, argv[0], strcmp(argv[1], "1") == 0, &dest, &e) < 0)
                 return fail(&e);
+        /* without a place for the log (no /tmp: the remote Docker runtime's home copy) the undo
+         * log is kept in memory only */
         const char *log_name;
-        _cleanup_close_ int log_dir = open_log_dir(&fs, argv[2], &log_name, &e);
-        if (log_dir < 0)
-                return fail(&e);
+        struct drv_error e2 = {0};
+        _cleanup_close_ int log_dir = open_log_dir(&fs, argv[2], &log_name, &e2);
         _cleanup_close_ int log_fd =
-            openat(log_dir, log_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        struct archive_journal *j = log_fd >= 0 ? archive_journal_new(log_fd) : NULL;
+            log_dir < 0 ? -1
+                        : openat(log_dir, log_name,
+                                 O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        struct archive_journal *j = archive_journal_new(log_fd);
         if (!j)
-                return drv_err_errno(&e, "cannot create the undo log %s", argv[2]), fail(&e);
+                return drv_err(&e, ENOMEM, "out of memory"), fail(&e);
         struct frames_in in = {0};
         struct archive_stats st = {0};
         int r = archive_extract_from(&fs, dest, frames_read, &in, NULL, &st, &j, &e);
@@ -392,7 +395,8 @@ static int op_unpack(int root, int argc, char **argv)
                                     strerror(-(int)k));
         }
         archive_journal_end(j, dest, r == 0);
-        unlinkat(log_dir, log_name, 0);
+        if (log_fd >= 0)
+                unlinkat(log_dir, log_name, 0);
         if (r < 0)
                 return fail(&e);
         return put_stats(&st) < 0;
