@@ -42,8 +42,7 @@ struct step_ctx {
         char *const *envp;                  /* the step's environment (for {{ .Environment.X }}) */
         struct docker_proxy **docker_proxy; /* setup_remote_docker's: started once, stopped at
                                                the job's end (docker_proxy.h) */
-        /* the in-job helper's launcher; NULL: this runtime has none (the remote Docker runtime
-         * works on a copy of the job's home through root_fd) */
+        /* the in-job helper's launcher (executor/stephelper.h); storage steps fail without one */
         const struct step_runner *runner;
         uint64_t idle_timeout; /* seconds the helper may stay silent (no_output_timeout) */
 };
