@@ -1,15 +1,12 @@
-/* artifacts.c: artifacts and test results: per-file uploads from the job (never following a
- * symlink out of it), content types, JUnit summaries and the timings index. */
+/* artifacts.c: artifacts and test results: per-file uploads of what the in-job helper reads as
+ * the job (cache/jobhelper.h), content types, JUnit summaries and the timings index. */
 #include "artifacts/artifacts.h"
 #include "artifacts/objstore.h"
 #include "cache/cache.h"
-#include "cache/jobfs.h"
+#include "cache/jobhelper.h"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
+#include <sys/mman.h>
 
 const char *artifacts_content_type(const char *name, bool allow_unsafe)
 {
@@ -38,77 +35,111 @@ const char *artifacts_content_type(const char *name, bool allow_unsafe)
         return "application/octet-stream";
 }
 
-typedef int (*file_fn)(const struct step_ctx *ctx, int fd, const char *rel, uint64_t size,
-                       void *data, struct drv_error *err);
+/* Called for each file the in-job helper sends: fd holds its bytes (positioned at 0), rel names
+ * it for messages and results (the step path's last part when it is a file), sub is its name
+ * below the step path ("" when the path is the file). */
+typedef int (*file_fn)(const struct step_ctx *ctx, int fd, const char *rel, const char *sub,
+                       uint64_t size, void *data, struct drv_error *err);
 
-/* Call fn for every regular file below dirfd (symlinks are neither followed nor stored). */
-static int each_file(const struct step_ctx *ctx, int dirfd, const char *rel, file_fn fn, void *data,
-                     int depth, struct drv_error *err)
+/* A file for the bytes of one job file: in memory when small, else an unlinked temporary file
+ * (the per-file cap bounds it). */
+static int spool_open(uint64_t size, struct drv_error *err)
 {
-        struct open_how how = {.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | 0100000,
-                               .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH};
-        struct stat st;
-        if (depth > 128)
-                return 0;
-        if (fstatat(dirfd, rel[0] ? rel : ".", &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return drv_err_errno(err, "cannot stat %s", rel);
-        if (S_ISREG(st.st_mode)) {
-                int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
-                if (fd < 0)
-                        return drv_err_errno(err, "cannot open %s", rel);
-                int r = fn(ctx, fd, rel, (uint64_t)st.st_size, data, err);
-                close(fd);
-                return r;
+        int fd = -1;
+        if (size > (4u << 20)) {
+                const char *dir = getenv("TMPDIR");
+                fd = open(dir && dir[0] ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
         }
-        if (!S_ISDIR(st.st_mode))
-                return 0;
-        how.flags |= O_DIRECTORY;
-        int dfd = (int)syscall(SYS_openat2, dirfd, rel[0] ? rel : ".", &how, sizeof(how));
-        if (dfd < 0)
-                return drv_err_errno(err, "cannot open %s", rel);
-        DIR *d = fdopendir(dfd);
-        if (!d) {
-                close(dfd);
-                return drv_err_errno(err, "cannot read %s", rel);
-        }
-        struct dirent *de;
-        int r = 0;
-        while (r == 0 && (de = readdir(d))) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                        continue;
-                _cleanup_free_ char *child =
-                    rel[0] ? drv_asprintf("%s/%s", rel, de->d_name) : strdup(de->d_name);
-                r = child ? each_file(ctx, dirfd, child, fn, data, depth + 1, err)
-                          : drv_err(err, ENOMEM, "out of memory");
-        }
-        closedir(d);
-        return r;
+        if (fd < 0)
+                fd = memfd_create("drover-spool", MFD_CLOEXEC);
+        return fd < 0 ? drv_err_errno(err, "cannot spool a file") : fd;
 }
 
-/* Open the step's path: the directory that holds it and the name within (or "" for a dir). */
-static int open_step_path(const struct step_ctx *ctx, const char *path, int *dirfd, char **rel,
-                          bool *is_dir, struct drv_error *err)
+/* A name the helper sent: relative, no empty, "." or ".." part. */
+static bool sub_ok(const char *sub)
 {
-        struct jobfs fs = {ctx->root_fd, ctx->uid, ctx->gid};
+        if (!sub[0])
+                return true;
+        _cleanup_free_ char *key = drv_asprintf("x/%s", sub);
+        return key && objstore_key_ok(key);
+}
+
+/* Receive one file ('D' frames up to 'E') into a spool and hand it to fn. */
+static int take_file(const struct step_ctx *ctx, struct jobhelper *h, const char *head,
+                     const char *path, const struct jh_caps *caps, uint64_t *total, file_fn fn,
+                     void *data, struct drv_error *err)
+{
+        char *end;
+        uint64_t size = strtoull(head, &end, 10);
+        if (*end != ' ' || size > caps->max_file || *total + size > caps->max_step ||
+            !sub_ok(end + 1))
+                return drv_err(err, EPROTO, "the in-job helper sent a bad file (%.200s)", head);
+        _cleanup_free_ char *sub = strdup(end + 1);
+        const char *last = strrchr(path, '/');
+        _cleanup_free_ char *rel = !sub     ? NULL
+                                   : sub[0] ? strdup(sub)
+                                            : strdup(last ? last + 1 : path);
+        if (!rel)
+                return drv_err(err, ENOMEM, "out of memory");
+        _cleanup_close_ int fd = spool_open(size, err);
+        if (fd < 0)
+                return fd;
+        uint64_t got = 0;
+        for (;;) {
+                char type;
+                const char *p;
+                size_t n;
+                int r = jobhelper_next(h, &type, &p, &n, err);
+                if (r < 0)
+                        return r;
+                if (type == 'E')
+                        break;
+                if (type == 'X')
+                        return jobhelper_unexpected(type, p, err);
+                if (type != 'D' || (got += n) > size)
+                        return drv_err(err, EPROTO, "the in-job helper broke the protocol (%s)",
+                                       rel);
+                if (drv_write_all(fd, p, n) < 0)
+                        return drv_err_errno(err, "spooling %s", rel);
+        }
+        *total += got;
+        if (lseek(fd, 0, SEEK_SET) < 0)
+                return drv_err_errno(err, "spooling %s", rel);
+        return fn(ctx, fd, rel, sub, got, data, err);
+}
+
+/* Have the in-job helper read the step's path (a file, or every regular file below a directory;
+ * no symlink followed) and call fn for each file. */
+static int each_file(const struct step_ctx *ctx, const char *path, file_fn fn, void *data,
+                     struct drv_error *err)
+{
         _cleanup_free_ char *abs = cache_inside_path(ctx, path);
+        struct jh_caps caps = jobhelper_caps(ctx);
+        char mf[32], ms[32];
+        snprintf(mf, sizeof(mf), "%llu", (unsigned long long)caps.max_file);
+        snprintf(ms, sizeof(ms), "%llu", (unsigned long long)caps.max_step);
         if (!abs)
                 return drv_err(err, ENOMEM, "out of memory");
-        int fd;
-        if (jobfs_open_dir(&fs, abs, false, &fd, NULL) == 0) {
-                *dirfd = fd;
-                *rel = strdup("");
-                *is_dir = true;
-                return *rel ? 0 : drv_err(err, ENOMEM, "out of memory");
+        const char *args[] = {"files", abs, mf, ms, NULL};
+        struct jobhelper *h = NULL;
+        int r = jobhelper_start(ctx, args, &h, err);
+        uint64_t total = 0;
+        char type = 0;
+        while (r == 0) {
+                const char *p;
+                size_t n;
+                if ((r = jobhelper_next(h, &type, &p, &n, err)) < 0)
+                        break;
+                if (type == 'S')
+                        break;
+                if (type == 'W')
+                        output_step_printf(ctx->out, ctx->step_index, "Warning: %s", p);
+                else if (type == 'F')
+                        r = take_file(ctx, h, p, abs, &caps, &total, fn, data, err);
+                else
+                        r = jobhelper_unexpected(type, p, err);
         }
-        char *slash = strrchr(abs, '/');
-        *slash = '\0';
-        int r = jobfs_open_dir(&fs, abs[0] ? abs : "/", false, &fd, err);
-        if (r < 0)
-                return drv_err(err, ENOENT, "%s does not exist in the job", path);
-        *dirfd = fd;
-        *rel = strdup(slash + 1);
-        *is_dir = false;
-        return *rel ? 0 : drv_err(err, ENOMEM, "out of memory");
+        return jobhelper_end(h, r, err);
 }
 
 #define ART_BATCH 1024 /* files uploaded together (in parallel over reused connections) */
@@ -120,11 +151,13 @@ struct art_pending {
         const char *ct;
 };
 
+#define ART_BATCH_BYTES (256u << 20) /* spooled bytes uploaded together at most */
+
 struct art_ctx {
         const char *dest;
-        const char *rel_base;
         unsigned count;
         uint64_t bytes;
+        uint64_t batch_bytes;
         struct art_pending p[ART_BATCH];
         size_t n;
 };
@@ -157,16 +190,15 @@ static int art_flush(const struct step_ctx *ctx, struct art_ctx *a, struct drv_e
                 a->bytes += a->p[i].size;
         }
         art_release(a);
+        a->batch_bytes = 0;
         return r;
 }
 
-static int upload_artifact(const struct step_ctx *ctx, int fd, const char *rel, uint64_t size,
-                           void *data, struct drv_error *err)
+static int upload_artifact(const struct step_ctx *ctx, int fd, const char *rel, const char *sub,
+                           uint64_t size, void *data, struct drv_error *err)
 {
         struct art_ctx *a = data;
-        const char *name = rel + strlen(a->rel_base);
-        while (*name == '/')
-                name++;
+        const char *name = sub;
         _cleanup_free_ char *dest = name[0] ? drv_path_join(a->dest, name) : strdup(a->dest);
         _cleanup_free_ char *key = dest ? drv_asprintf("artifacts/%s/%s", ctx->spec->job_id,
                                                        dest[0] == '/' ? dest + 1 : dest)
@@ -178,7 +210,8 @@ static int upload_artifact(const struct step_ctx *ctx, int fd, const char *rel, 
             artifacts_content_type(dest, ctx->spec->storage.allow_unsafe_content_types);
         a->p[a->n++] = (struct art_pending){
             .key = TAKE_PTR(key), .dest = TAKE_PTR(dest), .fd = dfd, .size = size, .ct = ct};
-        return a->n == ART_BATCH ? art_flush(ctx, a, err) : 0;
+        a->batch_bytes += size;
+        return a->n == ART_BATCH || a->batch_bytes >= ART_BATCH_BYTES ? art_flush(ctx, a, err) : 0;
 }
 
 int artifacts_step_store(const struct step_ctx *ctx, const struct js_step *step,
@@ -186,15 +219,8 @@ int artifacts_step_store(const struct step_ctx *ctx, const struct js_step *step,
 {
         if (!ctx->store)
                 return drv_err(err, EINVAL, "store_artifacts: the job has no storage");
-        _cleanup_close_ int dirfd = -1;
-        _cleanup_free_ char *rel = NULL;
-        bool is_dir;
-        int r = open_step_path(ctx, step->path, &dirfd, &rel, &is_dir, err);
-        if (r < 0)
-                return drv_err_prefix(err, "store_artifacts");
-        struct art_ctx a = {.dest = step->destination ? step->destination : step->path,
-                            .rel_base = rel};
-        r = each_file(ctx, dirfd, rel, upload_artifact, &a, 0, err);
+        struct art_ctx a = {.dest = step->destination ? step->destination : step->path};
+        int r = each_file(ctx, step->path, upload_artifact, &a, err);
         if (r == 0)
                 r = art_flush(ctx, &a, err);
         art_release(&a);
@@ -210,9 +236,10 @@ struct tr_ctx {
         unsigned files;
 };
 
-static int store_result(const struct step_ctx *ctx, int fd, const char *rel, uint64_t size,
-                        void *data, struct drv_error *err)
+static int store_result(const struct step_ctx *ctx, int fd, const char *rel, const char *sub,
+                        uint64_t size, void *data, struct drv_error *err)
 {
+        (void)sub;
         struct tr_ctx *t = data;
         _cleanup_free_ char *text = NULL;
         size_t len = 0;
@@ -260,16 +287,10 @@ int testresults_step_store(const struct step_ctx *ctx, const struct js_step *ste
 {
         if (!ctx->store)
                 return drv_err(err, EINVAL, "store_test_results: the job has no storage");
-        _cleanup_close_ int dirfd = -1;
-        _cleanup_free_ char *rel = NULL;
-        bool is_dir;
-        int r = open_step_path(ctx, step->path, &dirfd, &rel, &is_dir, err);
-        if (r < 0)
-                return drv_err_prefix(err, "store_test_results");
         struct tr_ctx t = {.summary =
                                json_pack("{s:i, s:i, s:i, s:i, s:f, s:[]}", "tests", 0, "failures",
                                          0, "errors", 0, "skipped", 0, "time", 0.0, "cases")};
-        r = each_file(ctx, dirfd, rel, store_result, &t, 0, err);
+        int r = each_file(ctx, step->path, store_result, &t, err);
         if (r == 0) {
                 /* the timings index that `circleci tests split --split-by=timings` reads */
                 _cleanup_free_ char *key = drv_asprintf(

@@ -47,8 +47,10 @@ print(json.dumps({"version": 1, "id": {"job": f"{name}-{run}", "name": name, "bu
 PY
 }
 export S3_BUCKET S3_ENDPOINT S3_REGION S3_ACCESS_KEY S3_SECRET_KEY
-step_time() { # output-file step-title -> seconds
-        sed -n "s/^<== $2: success (\([0-9.]*\)s)$/\1/p" "$1" | tail -1
+step_time() { # output-file step-title -> seconds (drover prints "1m05s" past a minute)
+        sed -n "s/^<== $2: success (\([0-9.ms]*\))$/\1/p" "$1" | tail -1 |
+                awk '{ m = 0; if (index($0, "m")) { split($0, a, "m"); m = a[1]; $0 = a[2] }
+                       sub("s", ""); print m * 60 + $0 }'
 }
 now() { date +%s.%N; }
 

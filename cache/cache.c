@@ -2,6 +2,7 @@
 #include "cache/cache.h"
 #include "artifacts/objstore.h"
 #include "cache/jobfs.h"
+#include "cache/jobhelper.h"
 
 #include <ctype.h>
 #include <openssl/evp.h>
@@ -30,39 +31,27 @@ static const char *env_value(const struct step_ctx *ctx, const char *name)
         return NULL;
 }
 
+/* {{ checksum "FILE" }}: hashed by the in-job helper, as the job. */
 static int checksum(const struct step_ctx *ctx, const char *file, struct strbuf *out,
                     struct drv_error *err)
 {
-        struct jobfs fs = {ctx->root_fd, ctx->uid, ctx->gid};
         _cleanup_free_ char *p = cache_inside_path(ctx, file);
-        int fd;
+        char cap[32];
+        snprintf(cap, sizeof(cap), "%llu", (unsigned long long)jobhelper_caps(ctx).max_file);
         if (!p)
                 return drv_err(err, ENOMEM, "out of memory");
-        int r = jobfs_open_file(&fs, p, &fd, err);
+        const char *args[] = {"sum", p, cap, NULL};
+        _cleanup_free_ char *sum = NULL;
+        int r = jobhelper_run(ctx, args, &sum, err);
         if (r < 0)
                 return drv_err_prefix(err, "{{ checksum \"%s\" }}", file);
-        EVP_MD_CTX *md = EVP_MD_CTX_new();
-        unsigned char dig[EVP_MAX_MD_SIZE], b64[128];
-        unsigned int dl = 0;
-        char buf[65536];
-        EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-        for (;;) {
-                ssize_t n = read(fd, buf, sizeof(buf));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0) {
-                        r = n < 0 ? drv_err_errno(err, "{{ checksum \"%s\" }}", file) : 0;
-                        break;
-                }
-                EVP_DigestUpdate(md, buf, (size_t)n);
-        }
-        close(fd);
-        EVP_DigestFinal_ex(md, dig, &dl);
-        EVP_MD_CTX_free(md);
-        if (r < 0)
-                return r;
-        int bl = EVP_EncodeBlock(b64, dig, (int)dl);
-        return strbuf_append(out, b64, (size_t)bl) < 0 ? drv_err(err, ENOMEM, "out of memory") : 0;
+        /* from the job's side: only what a SHA-256 in base64 looks like goes into a key */
+        size_t n = strlen(sum);
+        if (n != 44 ||
+            strspn(sum, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != n)
+                return drv_err(err, EPROTO,
+                               "{{ checksum \"%s\" }}: the in-job helper sent no digest", file);
+        return strbuf_puts(out, sum) < 0 ? drv_err(err, ENOMEM, "out of memory") : 0;
 }
 
 int cache_key_render(const struct step_ctx *ctx, const char *tmpl, char **out,
@@ -153,52 +142,133 @@ static char *object_key(const char *kind, const char *project, const char *key)
         return drv_asprintf("%s/%s/%s", kind, project && project[0] ? project : "default", key);
 }
 
-/* Resolve step paths (with ~ and globs) to names relative to the job's root. */
-static int resolve_paths(const struct step_ctx *ctx, int base_fd, const char *base_inside,
-                         char *const *paths, char ***out, struct drv_error *err)
+/* Parse the helper's "files dirs links bytes skipped". */
+static int parse_stats(const char *p, struct archive_stats *st, struct drv_error *err)
 {
-        for (size_t i = 0; paths && paths[i]; i++) {
-                _cleanup_free_ char *abs = NULL;
-                const char *pattern = paths[i];
-                if (base_inside == NULL) { /* caches: absolute names */
-                        abs = cache_inside_path(ctx, paths[i]);
-                        if (!abs)
-                                return drv_err(err, ENOMEM, "out of memory");
-                        pattern = abs + 1;
-                }
-                size_t before = drv_strv_len(*out);
-                int r = jobfs_glob(base_fd, pattern, out, err);
-                if (r < 0)
-                        return r;
-                if (drv_strv_len(*out) == before)
-                        output_step_printf(ctx->out, ctx->step_index,
-                                           "Warning: could not find %s; skipping", paths[i]);
-        }
+        unsigned long long v[5];
+        if (sscanf(p, "%llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4]) != 5)
+                return drv_err(err, EPROTO, "the in-job helper sent bad statistics");
+        *st = (struct archive_stats){v[0], v[1], v[2], v[3], v[4]};
         return 0;
 }
 
-/* Download key and extract it into dirfd as it comes (objstore_read_begin/end): -ENOENT when
- * absent; an error also when the stream did not come whole and intact. */
-static int read_extract(const struct step_ctx *ctx, const struct jobfs *fs, int dirfd,
-                        const char *key, struct archive_stats *st, struct drv_error *err)
+/* The in-job helper archives patterns (relative to the inside dir base) into key; *stored is
+ * false when nothing matched and !keep_empty (then nothing is stored). */
+static int pack_to_store(const struct step_ctx *ctx, const char *base, char *const *patterns,
+                         const char *key, bool keep_empty, struct archive_stats *st, bool *stored,
+                         struct drv_error *err)
+{
+        struct jh_caps caps = jobhelper_caps(ctx);
+        char mf[32], ms[32];
+        snprintf(mf, sizeof(mf), "%llu", (unsigned long long)caps.max_file);
+        snprintf(ms, sizeof(ms), "%llu", (unsigned long long)caps.max_step);
+        _cleanup_free_ const char **args = calloc(drv_strv_len(patterns) + 5, sizeof(char *));
+        if (!args)
+                return drv_err(err, ENOMEM, "out of memory");
+        size_t n = 0;
+        args[n++] = "pack", args[n++] = base, args[n++] = mf, args[n++] = ms;
+        for (size_t i = 0; patterns && patterns[i]; i++)
+                args[n++] = patterns[i];
+        struct jobhelper *h = NULL;
+        int r = jobhelper_start(ctx, args, &h, err), fd = -1;
+        /* the compressed archive of at most max_step file bytes (zstd's worst case is below) */
+        uint64_t sent = 0, limit = caps.max_step + caps.max_step / 64 + (1u << 20);
+        char type = 0;
+        const char *p;
+        *stored = false;
+        while (r == 0 && (r = jobhelper_next(h, &type, &p, &n, err)) == 0) {
+                if (type == 'W') {
+                        output_step_printf(ctx->out, ctx->step_index, "Warning: %s", p);
+                } else if (type == 'D') {
+                        if ((sent += n) > limit)
+                                r = drv_err(err, EFBIG, "the archive exceeds %llu bytes",
+                                            (unsigned long long)limit);
+                        else if (fd < 0)
+                                r = objstore_begin(ctx->store, key, &fd, err);
+                        if (r == 0 && drv_write_all(fd, p, n) < 0)
+                                r = drv_err_errno(err, "storing %s", key);
+                } else if (type == 'S') {
+                        r = parse_stats(p, st, err);
+                        break;
+                } else {
+                        r = jobhelper_unexpected(type, p, err);
+                }
+        }
+        r = jobhelper_end(h, r, err);
+        bool empty = st->files + st->dirs + st->links == 0;
+        if (r == 0 && fd < 0)
+                r = drv_err(err, EPROTO, "the in-job helper sent no archive");
+        if (r == 0 && (keep_empty || !empty))
+                r = objstore_commit(ctx->store, key, fd, err);
+        else if (fd >= 0)
+                objstore_abort(ctx->store, key, fd);
+        *stored = r == 0 && (keep_empty || !empty);
+        return r;
+}
+
+/* Download key and have the in-job helper extract it into the inside dir dest as it comes;
+ * -ENOENT when absent. The helper keeps it only when the download came whole and intact, else
+ * (and on any refused entry) it undoes the extraction. */
+/* Have a new helper replay the undo log of one that was killed. */
+static void undo_unpack(const struct step_ctx *ctx, const char *dest, const char *log)
+{
+        const char *args[] = {"undo", dest, log, NULL};
+        _cleanup_free_ char *res = NULL;
+        struct drv_error e = {0};
+        if (jobhelper_run(ctx, args, &res, &e) < 0)
+                output_step_printf(ctx->out, ctx->step_index,
+                                   "Warning: what the killed restore wrote stays in the job (%s)",
+                                   e.message);
+        else
+                output_step_printf(ctx->out, ctx->step_index,
+                                   "Removed what the killed restore had written");
+}
+
+static int unpack_from_store(const struct step_ctx *ctx, const char *dest, bool create,
+                             const char *key, struct archive_stats *st, struct drv_error *err)
 {
         int fd;
         void *rh = NULL;
         int r = objstore_read_begin(ctx->store, key, &fd, &rh, err);
         if (r < 0)
                 return r;
-        r = archive_extract(fs, dirfd, fd, NULL, st, err);
-        if (r == 0) { /* the rest (tar padding) must be read for the checksum */
-                char sink[65536];
-                while (DRV_RETRY(read(fd, sink, sizeof(sink))) > 0)
-                        ;
-        }
+        /* the undo log, in the job's /tmp, for when the helper is killed midway */
+        char log[96];
+        snprintf(log, sizeof(log), "/tmp/.drover-undo-%u-%lld", ctx->step_index,
+                 (long long)drv_now_ns());
+        const char *args[] = {"unpack", dest, create ? "1" : "0", log, NULL};
+        struct jobhelper *h = NULL;
+        r = jobhelper_start(ctx, args, &h, err);
+        _cleanup_free_ char *buf = r == 0 ? malloc(JH_MAX_FRAME) : NULL;
+        if (r == 0 && !buf)
+                r = drv_err(err, ENOMEM, "out of memory");
         struct drv_error e2 = {0};
-        int r2 = objstore_read_end(ctx->store, rh, fd, &e2);
-        if (r == 0 && r2 < 0) {
-                *err = e2;
-                r = r2;
+        bool whole = false, sent = r == 0;
+        while (sent) {
+                ssize_t k = DRV_RETRY(read(fd, buf, JH_MAX_FRAME));
+                if (k <= 0) {
+                        whole = k == 0;
+                        break;
+                }
+                /* a helper that stopped reading has refused the archive: its answer says why */
+                sent = jobhelper_send(h, 'D', buf, (size_t)k, &e2) == 0;
         }
+        int re = objstore_read_end(ctx->store, rh, fd, &e2);
+        if (sent)
+                jobhelper_send(h, whole && re == 0 ? 'C' : 'A', NULL, 0, &e2);
+        char type = 0;
+        const char *p;
+        size_t n;
+        if (r == 0)
+                r = jobhelper_next(h, &type, &p, &n, err);
+        if (r == 0)
+                r = type == 'S' ? parse_stats(p, st, err) : jobhelper_unexpected(type, p, err);
+        bool answered = type == 'S' || type == 'X';
+        r = jobhelper_end(h, r, err);
+        if (r < 0 && h && !answered) /* killed midway (out of memory): undo what it did */
+                undo_unpack(ctx, dest, log);
+        if (r == 0 && re < 0)
+                r = drv_err(err, EIO, "the download did not come whole");
         return r;
 }
 
@@ -220,28 +290,25 @@ int cache_step_save(const struct step_ctx *ctx, const struct js_step *step, stru
                                    key);
                 return 0;
         }
-        struct jobfs fs = {ctx->root_fd, ctx->uid, ctx->gid};
-        _cleanup_close_ int rootdir = -1;
-        _cleanup_strv_ char **names = NULL;
-        if ((r = jobfs_open_dir(&fs, "/", false, &rootdir, err)) < 0 ||
-            (r = resolve_paths(ctx, rootdir, NULL, step->paths, &names, err)) < 0)
-                return r;
-        if (!names) {
+        _cleanup_strv_ char **patterns = NULL; /* absolute names, below the job's root */
+        for (size_t i = 0; step->paths && step->paths[i]; i++) {
+                char *abs = cache_inside_path(ctx, step->paths[i]);
+                if (!abs || drv_strv_push(&patterns, abs + 1) < 0) {
+                        free(abs);
+                        return drv_err(err, ENOMEM, "out of memory");
+                }
+                free(abs);
+        }
+        output_step_printf(ctx->out, ctx->step_index, "Creating cache archive for key %s...", key);
+        struct archive_stats st = {0};
+        bool stored;
+        r = pack_to_store(ctx, "/", patterns, okey, false, &st, &stored, err);
+        if (r < 0)
+                return drv_err_prefix(err, "save_cache %s", key);
+        if (!stored) {
                 output_step_printf(ctx->out, ctx->step_index,
                                    "No files to cache for key %s; nothing stored", key);
                 return 0;
-        }
-        output_step_printf(ctx->out, ctx->step_index, "Creating cache archive for key %s...", key);
-        int fd;
-        if ((r = objstore_begin(ctx->store, okey, &fd, err)) < 0)
-                return r;
-        struct archive_stats st = {0};
-        r = archive_write_paths(rootdir, names, "", fd, &st, err);
-        if (r == 0)
-                r = objstore_commit(ctx->store, okey, fd, err);
-        if (r < 0) {
-                objstore_abort(ctx->store, okey, fd);
-                return drv_err_prefix(err, "save_cache %s", key);
         }
         output_step_printf(
             ctx->out, ctx->step_index, "Stored cache %s: %llu files, %llu bytes, to %s", key,
@@ -254,7 +321,6 @@ int cache_step_restore(const struct step_ctx *ctx, const struct js_step *step,
 {
         if (!ctx->store)
                 return drv_err(err, EINVAL, "restore_cache: the job has no storage");
-        struct jobfs fs = {ctx->root_fd, ctx->uid, ctx->gid};
         for (size_t i = 0; step->keys && step->keys[i]; i++) {
                 _cleanup_free_ char *key = NULL;
                 int r = cache_key_render(ctx, step->keys[i], &key, err);
@@ -273,13 +339,10 @@ int cache_step_restore(const struct step_ctx *ctx, const struct js_step *step,
                         objstore_entries_free(ents, n);
                         continue;
                 }
-                _cleanup_close_ int rootdir = -1;
                 struct archive_stats st = {0};
                 struct drv_error e2 = {0};
-                /* streamed: downloaded while it is unpacked */
-                r = jobfs_open_dir(&fs, "/", false, &rootdir, &e2);
-                if (r == 0)
-                        r = read_extract(ctx, &fs, rootdir, ents[best].key, &st, &e2);
+                /* streamed: downloaded while the helper unpacks it inside the job */
+                r = unpack_from_store(ctx, "/", false, ents[best].key, &st, &e2);
                 const char *found = ents[best].key + strlen(prefix) - strlen(key);
                 if (r < 0) {
                         output_step_printf(ctx->out, ctx->step_index,
@@ -313,34 +376,18 @@ int workspace_step_persist(const struct step_ctx *ctx, const struct js_step *ste
 {
         if (!ctx->store)
                 return drv_err(err, EINVAL, "persist_to_workspace: the job has no storage");
-        struct jobfs fs = {ctx->root_fd, ctx->uid, ctx->gid};
         _cleanup_free_ char *root = cache_inside_path(ctx, step->root);
-        _cleanup_close_ int rootfd = -1;
-        _cleanup_strv_ char **names = NULL;
-        if (!root)
-                return drv_err(err, ENOMEM, "out of memory");
-        int r = jobfs_open_dir(&fs, root, false, &rootfd, err);
-        if (r < 0)
-                return drv_err_prefix(err, "persist_to_workspace root");
-        if ((r = resolve_paths(ctx, rootfd, root, step->paths, &names, err)) < 0)
-                return r;
         const struct jobspec *s = ctx->spec;
         _cleanup_free_ char *key =
             drv_asprintf("workspaces/%s/%s/%u-%u.tar.zst", s->workflow_id ? s->workflow_id : "none",
                          s->job_name, s->node_index, ctx->step_index);
-        int fd;
-        if (!key)
+        if (!root || !key)
                 return drv_err(err, ENOMEM, "out of memory");
-        if ((r = objstore_begin(ctx->store, key, &fd, err)) < 0)
-                return r;
         struct archive_stats st = {0};
-        r = archive_write_paths(rootfd, names, "", fd, &st, err);
-        if (r == 0)
-                r = objstore_commit(ctx->store, key, fd, err);
-        if (r < 0) {
-                objstore_abort(ctx->store, key, fd);
+        bool stored;
+        int r = pack_to_store(ctx, root, step->paths, key, true, &st, &stored, err);
+        if (r < 0)
                 return drv_err_prefix(err, "persist_to_workspace");
-        }
         output_step_printf(ctx->out, ctx->step_index,
                            "Persisted %llu files (%llu bytes) from %s to the workspace",
                            (unsigned long long)st.files, (unsigned long long)st.bytes, root);
@@ -355,21 +402,16 @@ int workspace_step_attach(const struct step_ctx *ctx, const struct js_step *step
         const struct jobspec *s = ctx->spec;
         if (s->n_layers && !ctx->store)
                 return drv_err(err, EINVAL, "attach_workspace: the job has no storage");
-        struct jobfs fs = {ctx->root_fd, ctx->uid, ctx->gid};
         _cleanup_free_ char *at = cache_inside_path(ctx, step->at);
-        _cleanup_close_ int atfd = -1;
         if (!at)
                 return drv_err(err, ENOMEM, "out of memory");
-        int r = jobfs_open_dir(&fs, at, true, &atfd, err);
-        if (r < 0)
-                return drv_err_prefix(err, "attach_workspace");
         if (s->n_layers == 0)
                 output_step_printf(ctx->out, ctx->step_index,
                                    "No workspace layers: no upstream job persisted one");
         for (size_t i = 0; i < s->n_layers; i++) {
                 struct archive_stats st = {0};
-                /* streamed: downloaded, decompressed and extracted as it comes, never held whole */
-                r = read_extract(ctx, &fs, atfd, s->layers[i].key, &st, err);
+                /* streamed: downloaded, decompressed and extracted as it comes, in the job */
+                int r = unpack_from_store(ctx, at, true, s->layers[i].key, &st, err);
                 if (r == -ENOENT)
                         return drv_err(err, ENOENT,
                                        "attach_workspace: layer %s of job %s is "

@@ -1,6 +1,6 @@
 /* cache.h: caches (save_cache / restore_cache with key templates) and workspaces
  * (persist_to_workspace / attach_workspace). Step handlers run in `drover job`, outside the
- * sandbox, on the job's files through cache/jobfs.h. */
+ * sandbox; the job's files are read and written by the in-job helper (cache/jobhelper.h). */
 #pragma once
 
 #include "executor/stepctx.h"

@@ -20,6 +20,8 @@ struct zstream {
         int err;             /* errno of the thread's failure, 0 if none */
         char msg[160];
         int fd;
+        ssize_t (*rd)(void *ud, void *buf, size_t n); /* NULL: read(fd) */
+        void *rd_ud;
         bool holding; /* the caller holds buffer tail */
         bool started;
 };
@@ -78,6 +80,16 @@ static int zs_start(struct zstream *z, void *(*fn)(void *), struct zstream **out
 
 /* ---- decompression: the thread fills buffers, the caller reads them ---- */
 
+static ssize_t zs_input(struct zstream *z, void *buf, size_t n)
+{
+        if (!z->rd)
+                return DRV_RETRY(read(z->fd, buf, n));
+        ssize_t k = z->rd(z->rd_ud, buf, n);
+        if (k < 0)
+                errno = (int)-k;
+        return k < 0 ? -1 : k;
+}
+
 /* Wait for a free buffer; NULL when the reader is gone. */
 static char *zs_slot(struct zstream *z)
 {
@@ -115,7 +127,7 @@ static void *reader_main(void *data)
         }
         /* the first bytes say whether it is zstd */
         while (in.size < 4 && !in_eof) {
-                ssize_t k = DRV_RETRY(read(z->fd, ibuf + in.size, isz - in.size));
+                ssize_t k = zs_input(z, ibuf + in.size, isz - in.size);
                 if (k < 0) {
                         zs_fail(z, errno, strerror(errno));
                         goto out;
@@ -155,7 +167,7 @@ static void *reader_main(void *data)
                         }
                         if (__atomic_load_n(&z->stop, __ATOMIC_RELAXED))
                                 goto out; /* the reader is gone */
-                        ssize_t k = DRV_RETRY(read(z->fd, ibuf, isz));
+                        ssize_t k = zs_input(z, ibuf, isz);
                         if (k < 0) {
                                 zs_put(z, o.pos, false);
                                 zs_fail(z, errno, strerror(errno));
@@ -184,6 +196,17 @@ int zstream_reader_start(int in_fd, struct zstream **out, struct drv_error *err)
         struct zstream *z = zs_new(in_fd);
         if (!z)
                 return drv_err(err, ENOMEM, "out of memory");
+        return zs_start(z, reader_main, out, err);
+}
+
+int zstream_reader_start_fn(ssize_t (*rd)(void *ud, void *buf, size_t n), void *ud,
+                            struct zstream **out, struct drv_error *err)
+{
+        struct zstream *z = zs_new(-1);
+        if (!z)
+                return drv_err(err, ENOMEM, "out of memory");
+        z->rd = rd;
+        z->rd_ud = ud;
         return zs_start(z, reader_main, out, err);
 }
 

@@ -14,6 +14,9 @@ struct zstream;
  * (zstream_error says which). zstream_reader_end stops the thread (it may leave part of in_fd
  * unread), waits and frees. */
 int zstream_reader_start(int in_fd, struct zstream **out, struct drv_error *err);
+/* The same, the thread reading through rd(ud, buf, n) (as read(2): bytes, 0 at the end, -errno). */
+int zstream_reader_start_fn(ssize_t (*rd)(void *ud, void *buf, size_t n), void *ud,
+                            struct zstream **out, struct drv_error *err);
 ssize_t zstream_read(struct zstream *z, const void **buf);
 const char *zstream_error(struct zstream *z);
 void zstream_reader_end(struct zstream *z);

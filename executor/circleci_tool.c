@@ -2,6 +2,7 @@
  * (by name, file size or timings) and step halt. */
 #include "agent/commands.h"
 #include "executor/injob.h"
+#include "cache/jobhelper.h"
 #include "executor/testsplit.h"
 #include "lib/drv.h"
 
@@ -233,6 +234,8 @@ static int cmd_halt(void)
 
 int cmd_circleci(int argc, char **argv)
 {
+        if (argc >= 2 && strcmp(argv[1], JH_SUBCOMMAND) == 0) /* drover's storage steps */
+                return jobhelper_main(argc, argv);
         if (argc >= 3 && strcmp(argv[1], "tests") == 0 && strcmp(argv[2], "glob") == 0)
                 return cmd_glob(argc - 3, argv + 3);
         if (argc >= 3 && strcmp(argv[1], "tests") == 0 && strcmp(argv[2], "split") == 0)

@@ -134,6 +134,8 @@ struct js_storage {
         bool path_style;
         char *ca_pem;
         bool allow_unsafe_content_types;
+        uint64_t max_file_mb; /* cap of one stored file, MiB (0: the default, 2048) */
+        uint64_t max_step_mb; /* cap of one storage step's files, MiB (0: the default, 8192) */
 };
 
 struct js_output {

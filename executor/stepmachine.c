@@ -3,6 +3,7 @@
 #include "executor/stepmachine.h"
 #include "executor/checkout.h"
 #include "executor/injob.h"
+#include "executor/stephelper.h"
 #include "executor/runtime.h"
 #include "executor/stepenv.h"
 #include "executor/stepctx.h"
@@ -495,8 +496,17 @@ static enum step_status run_step(struct machine *m, unsigned idx)
                                        .out = m->o->out,
                                        .step_index = idx,
                                        .events = m->o->events,
-                                       .docker_proxy = &m->dproxy};
+                                       .docker_proxy = &m->dproxy,
+                                       .idle_timeout = st->no_output_timeout
+                                                           ? st->no_output_timeout
+                                                           : m->spec->no_output_timeout};
+                /* every job file is read and written by the in-job helper, as the job */
+                struct step_helper *sh =
+                    step_helper_new(m->rt, m->spec->executor.runtime == JS_RUNTIME_DOCKER,
+                                    m->o->self_exe, ctx.root_fd, ctx.uid, ctx.gid);
+                ctx.runner = step_helper_runner(sh);
                 int r = stepbuiltin_run(&ctx, st, &err);
+                step_helper_free(sh);
                 status = r < 0 ? STEP_FAILED : STEP_SUCCESS;
                 if (r < 0) {
                         snprintf(reason, sizeof(reason), "%s", err.message);

@@ -582,10 +582,11 @@ static int parse_executor(struct jp *j, json_t *root, struct jobspec *s)
 
 static int parse_storage(struct jp *j, json_t *root, struct jobspec *s)
 {
-        static const char *const keys[] = {"url",        "endpoint",   "region",
-                                           "access_key", "secret_key", "session_token",
-                                           "path_style", "ca",         "allow_unsafe_content_types",
-                                           NULL};
+        static const char *const keys[] = {
+            "url",         "endpoint",    "region",
+            "access_key",  "secret_key",  "session_token",
+            "path_style",  "ca",          "allow_unsafe_content_types",
+            "max_file_mb", "max_step_mb", NULL};
         struct js_storage *st = &s->storage;
         json_t *v = json_object_get(root, "storage");
         const char *p = "$.storage";
@@ -603,7 +604,9 @@ static int parse_storage(struct jp *j, json_t *root, struct jobspec *s)
             (r = get_bool(j, v, p, "path_style", &st->path_style)) < 0 ||
             (r = get_str(j, v, p, "ca", false, &st->ca_pem)) < 0 ||
             (r = get_bool(j, v, p, "allow_unsafe_content_types", &st->allow_unsafe_content_types)) <
-                0)
+                0 ||
+            (r = get_u64(j, v, p, "max_file_mb", false, 1, 1ULL << 30, &st->max_file_mb)) < 0 ||
+            (r = get_u64(j, v, p, "max_step_mb", false, 1, 1ULL << 30, &st->max_step_mb)) < 0)
                 return r;
         if (drv_startswith(st->url, "s3://")) {
                 if (strlen(st->url) <= 5 || st->url[5] == '/')

@@ -216,6 +216,12 @@ json_t *jobspec_to_json(const struct jobspec *s)
                 set_str(so, "ca", st->ca_pem);
                 json_object_set_new(so, "allow_unsafe_content_types",
                                     json_boolean(st->allow_unsafe_content_types));
+                if (st->max_file_mb)
+                        json_object_set_new(so, "max_file_mb",
+                                            json_integer((json_int_t)st->max_file_mb));
+                if (st->max_step_mb)
+                        json_object_set_new(so, "max_step_mb",
+                                            json_integer((json_int_t)st->max_step_mb));
                 json_object_set_new(o, "storage", so);
         }
         if (s->output.url) {

@@ -31,6 +31,7 @@ def build_images():
     base = ocilib.busybox_layer()
     base.dir("data").file("data/old", "lower\n").file("data/kept", "kept\n")
     base.dir("opaq").file("opaq/a", "a\n")
+    base.file("etc/secret", f"imgsecret-{TOKEN}\n", 0o600)  # root's only: the user is app
     top = ocilib.Layer().dir("data").whiteout("data/old").file("etc/motd", f"top {TOKEN}\n")
     top.dir("opaq").opaque("opaq").file("opaq/b", "b\n")
     cfg = {"Env": ["PATH=/usr/local/bin:/bin", "IMGVAR=fromimage", "SHADOWED=image"],
@@ -250,6 +251,46 @@ workflows:
            f"caches, workspaces and artifacts of jobs on images ({rc}):\n{out}")
     expect(re.search(r"^-\S+ +1 +1000 +1000 .* c\.txt$", out, re.M),
            f"restored files belong to the image's user:\n{out}")
+
+
+@test
+def storage_steps_read_as_the_image_user():
+    # issue 18: the storage steps read the job's files as the job (the image's user app), inside
+    # the job: a root-only file of the image, a symlinked directory, a FIFO and /proc are refused
+    cfg = f"""version: 2.1
+jobs:
+  build:
+    docker:
+      - image: {PRIMARY}
+{auth()}    steps:
+      - run: ln -s /etc ~/etclink && mkfifo ~/fifo && echo ok > ~/ok.txt
+      - store_artifacts:
+          path: /etc/secret
+      - store_artifacts:
+          path: ~/etclink
+          when: always
+      - save_cache:
+          key: 'k-{{{{ checksum "~/fifo" }}}}'
+          paths: [ok.txt]
+          when: always
+      - store_artifacts:
+          path: /proc/1/environ
+          when: always
+      - store_artifacts:
+          path: ~/ok.txt
+          when: always
+"""
+    rc, out = drover_run(write_config(cfg))
+    expect(rc != 0 and "Permission denied" in out and "symlink" in out and "a FIFO" in out,
+           f"refusals of the storage helper in an image job ({rc}):\n{out}")
+    expect("Uploaded 1 artifacts" in out, f"the job's own file is stored:\n{out}")
+    leaked = []
+    for root, _, files in os.walk(os.path.join(WORK, "store")):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                if f"imgsecret-{TOKEN}".encode() in fh.read():
+                    leaked.append(f)
+    expect(not leaked, f"the image's root-only file is in the store: {leaked}")
 
 
 @test

@@ -3,6 +3,7 @@
 #include "artifacts/objstore.h"
 #include "cache/cache.h"
 #include "cache/jobfs.h"
+#include "executor/stephelper.h"
 #include "executor/testsplit.h"
 #include "testlib.h"
 
@@ -36,6 +37,12 @@ TEST(key_templates_render_like_circleci)
         spec.vcs.branch = "main";
         spec.vcs.revision = "abc123";
         struct step_ctx ctx = make_ctx(&spec, rfd);
+        /* the helper that reads job files, here on the directory as this user (as for the
+         * remote Docker runtime's home copy) */
+        const char *drover = getenv("DROVER");
+        CHECK(drover != NULL);
+        struct step_helper *sh = step_helper_new(NULL, true, drover, rfd, getuid(), getgid());
+        ctx.runner = step_helper_runner(sh);
         char *k = NULL;
         CHECK(cache_key_render(
                   &ctx, "v1-{{ .Branch }}-{{.Revision}}-{{ .BuildNum }}-{{ .Environment.NODE }}",
@@ -53,6 +60,7 @@ TEST(key_templates_render_like_circleci)
         CHECK(cache_key_render(&ctx, "x-{{ checksum \"missing\" }}", &k, &e) < 0);
         CHECK(cache_key_render(&ctx, "x-{{ .Branch", &k, &e) < 0);
         CHECK(cache_key_render(&ctx, "../{{ .Branch }}", &k, &e) < 0);
+        step_helper_free(sh);
         close(rfd);
 }
 
