@@ -6,25 +6,10 @@ import subprocess
 import sys
 import tempfile
 
-TESTLOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "scripts",
-                       "lib", "testlog.py")
-results = []
-
-
-def test(fn):
-    try:
-        fn()
-        results.append((True, fn.__name__, ""))
-    except AssertionError as e:
-        results.append((False, fn.__name__, str(e)))
-    except Exception as e:  # noqa: BLE001 - a crashing test is a failed test, reported
-        results.append((False, fn.__name__, f"{type(e).__name__}: {e}"))
-    return fn
-
-
-def expect(cond, msg):
-    if not cond:
-        raise AssertionError(msg)
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTLOG = os.path.join(HERE, "..", "..", "..", "scripts", "lib", "testlog.py")
+sys.path.insert(0, os.path.join(HERE, "..", "..", "integration"))
+from taplib import expect, main, test  # noqa: E402 - the shared TAP harness
 
 
 def entry(name, result):
@@ -159,9 +144,4 @@ def history_is_per_build_dir_and_fuzz_failure_fails():
         expect(rc == 1 and "failed: fuzz" in out, out)
 
 
-for i, (ok, name, msg) in enumerate(results, 1):
-    print(f"{'ok' if ok else 'not ok'} {i} - {name}")
-    if msg:
-        print("# " + msg.replace("\n", "\n# "))
-print(f"1..{len(results)}")
-sys.exit(0 if all(ok for ok, _, _ in results) else 1)
+main()

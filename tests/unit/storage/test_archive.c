@@ -198,6 +198,17 @@ TEST(hardlink_out_of_the_tree_is_refused)
         (void)p;
 }
 
+/* Extract hand-made headers (rawtar.h); prints the result for the log. */
+static int extract_raw(const struct rawtar *es, size_t n, struct archive_stats *st,
+                       struct drv_error *e)
+{
+        int in = rawtar_fd(es, n);
+        int r = extract_fd(in, NULL, st, e);
+        close(in);
+        printf("# r=%d %s\n", r, e->message);
+        return r;
+}
+
 /* The fuzzer's find (issue 15): a symlink header with an empty link name, for which
  * archive_entry_symlink() returns NULL; symlinkat(NULL, ...) was undefined behaviour. */
 TEST(symlink_without_a_target_is_refused)
@@ -205,11 +216,9 @@ TEST(symlink_without_a_target_is_refused)
         const struct rawtar es[] = {{"s", '2', NULL, NULL}};
         struct archive_stats st;
         struct drv_error e = {0};
-        int in = rawtar_fd(es, 1);
-        CHECK(extract_fd(in, NULL, &st, &e) == -EPERM);
+        CHECK(extract_raw(es, 1, &st, &e) == -EPERM);
         CHECK(strstr(e.message, "symlink without a target") != NULL);
         CHECK(!exists("root/w/s"));
-        close(in);
 }
 
 /* A pax linkpath that is not UTF-8: libarchive warns and may hand back no link name at all */
@@ -219,12 +228,9 @@ TEST(symlink_with_an_unconvertible_pax_target_never_crashes)
                                     {"l", '2', "t", NULL}};
         struct archive_stats st;
         struct drv_error e = {0};
-        int in = rawtar_fd(es, 2);
-        int r = extract_fd(in, NULL, &st, &e);
-        printf("# r=%d %s\n", r, e.message);
+        int r = extract_raw(es, 2, &st, &e);
         CHECK(r == 0 || e.message[0]);
         CHECK(r < 0 || (mode_of("root/w/l") & S_IFMT) == S_IFLNK);
-        close(in);
 }
 
 /* A hard link header with an empty link name: refused or a plain empty file, never a link out */
@@ -233,12 +239,9 @@ TEST(hardlink_without_a_target_never_links)
         const struct rawtar es[] = {{"h", '1', NULL, NULL}};
         struct archive_stats st;
         struct drv_error e = {0};
-        int in = rawtar_fd(es, 1);
-        int r = extract_fd(in, NULL, &st, &e);
-        printf("# r=%d %s\n", r, e.message);
+        int r = extract_raw(es, 1, &st, &e);
         CHECK(r == 0 || e.message[0]);
         CHECK(!exists("root/w/h") || (mode_of("root/w/h") & S_IFMT) == S_IFREG);
-        close(in);
 }
 
 /* No path at all: refused (or skipped as "."), nothing written */
@@ -247,12 +250,9 @@ TEST(entry_without_a_path_is_refused)
         const struct rawtar es[] = {{"", '0', NULL, "data"}};
         struct archive_stats st;
         struct drv_error e = {0};
-        int in = rawtar_fd(es, 1);
-        int r = extract_fd(in, NULL, &st, &e);
-        printf("# r=%d %s\n", r, e.message);
+        int r = extract_raw(es, 1, &st, &e);
         CHECK(r == 0 || e.message[0]);
         CHECK(st.files == 0);
-        close(in);
 }
 
 /* An fd holding the first n bytes of src (all: n = -1). */
