@@ -66,7 +66,7 @@ for bin in "$build"/tests/fuzz/*/fuzz_*; do
         else
                 n=${runs:-${RUNS[$name]:-}}
                 [ -n "$n" ] || { echo "fuzz: $area/$name has no count in run.sh's RUNS"; status=1; continue; }
-                what="-seed=$SEED -runs=$n"
+                what="-seed=$SEED -runs=$n -use_counters=0"
         fi
         # 2. fuzz; -jobs/-workers stay 1: one process, so -seed and -runs fix the work done
         # shellcheck disable=SC2086
