@@ -49,7 +49,7 @@ for bin in "$build"/tests/fuzz/*/fuzz_*; do
         log="$out/$name.log"
         [ -d "$corpus" ] || { echo "fuzz: $area/$name has no corpus $corpus"; status=1; continue; }
         t0=$(date +%s)
-        common=(-rss_limit_mb=2048 -timeout=10 -reload=0 -artifact_prefix="$out/crash-$name-")
+        common=(-rss_limit_mb=2048 -timeout=60 -reload=0 -artifact_prefix="$out/crash-$name-")
         # 1. replay: every committed input once, as it is (no mutation)
         mapfile -t inputs < <(find "$corpus" -type f | sort)
         if ! "$bin" "${common[@]}" -runs=1 "${inputs[@]}" >"$out/$name.replay.log" 2>&1; then
