@@ -49,6 +49,9 @@ mirror=$(awk -v RS= '/Suites:[^\n]*bookworm( |\n|$)/ { for (i = 1; i <= NF; i++)
 [ -n "$mirror" ] || { echo "fresh-machine: no bookworm URIs in /etc/apt/sources.list.d/debian.sources" >&2; exit 1; }
 
 root=$(mktemp -d /var/tmp/drover-fresh.XXXXXX)
+# a machine's / is 0755 (mktemp's 0700 would stop the jobs' unprivileged uids at the root: the
+# sandbox's pid 1 fails with "mount tmpfs on /tmp: Permission denied")
+chmod 755 "$root"
 log=$root.log
 inner=
 cleanup() {
