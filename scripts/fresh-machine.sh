@@ -56,7 +56,11 @@ log=$root.log
 inner=
 cleanup() {
         local rc=$?
-        [ -z "$inner" ] || kill -- -"$inner" 2>/dev/null || true
+        if [ -n "$inner" ]; then # what runs: TERM, then KILL after 10 s
+                kill -TERM -- -"$inner" 2>/dev/null || true
+                for _ in $(seq 50); do kill -0 -- -"$inner" 2>/dev/null || break; sleep 0.2; done
+                kill -KILL -- -"$inner" 2>/dev/null || true
+        fi
         wait 2>/dev/null || true
         # the mounts were in the namespace only: none may be visible here
         if findmnt -rn -o TARGET | grep -q "^$root/"; then
@@ -66,17 +70,20 @@ cleanup() {
         fi
         if [ "${FRESH_KEEP:-0}" = 1 ]; then echo "fresh-machine: kept $root"
         else rm -rf --one-file-system "$root"; fi
+        if [ "$rc" = 0 ]; then rm -f "$log"; else echo "fresh-machine: the whole output: $log"; fi
         step "done, exit $rc"
         exit $rc
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# run CMD in the root (output in $log; shown on failure)
-in_root() {
-        local what=$1 cmd=$2
-        set -m # its own process group, for the trap
-        unshare --mount -- bash "$src/scripts/fresh-machine.sh" --inside "$root" "$cmd" >"$log" 2>&1 &
+# run_logged WHAT CMD...: CMD in its own process group, in the background so that a signal's trap
+# runs at once (and kills the group); its output in $log, shown when it fails
+run_logged() {
+        local what=$1
+        shift
+        set -m
+        "$@" >"$log" 2>&1 &
         inner=$!
         set +m
         if ! wait "$inner"; then
@@ -87,12 +94,15 @@ in_root() {
         fi
         inner=
 }
+# in_root WHAT CMD: run the shell command CMD in the root
+in_root() {
+        run_logged "$1" unshare --mount -- bash "$src/scripts/fresh-machine.sh" --inside "$root" "$2"
+}
 
 step "debootstrap --variant=minbase bookworm $root $mirror"
-if ! debootstrap --variant=minbase --cache-dir="$FRESH_CACHE/debootstrap" bookworm "$root" "$mirror" \
-        >"$log" 2>&1; then
-        echo "fresh-machine: FAILED: debootstrap; its last output:"
-        tail -n 40 "$log"
+# in a private mount namespace too: the /proc and /sys it mounts in the root go away with it
+if ! run_logged debootstrap unshare --mount -- debootstrap --variant=minbase \
+        --cache-dir="$FRESH_CACHE/debootstrap" bookworm "$root" "$mirror"; then
         [ ! -f "$root/debootstrap/debootstrap.log" ] || tail -n 40 "$root/debootstrap/debootstrap.log"
         exit 1
 fi
