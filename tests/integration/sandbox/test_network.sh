@@ -50,7 +50,7 @@ ip -o -4 addr | grep -q " $gw/30 " && bad "veth removed" || ok "veth removed"
 # because pid 1 is gone ("RTNETLINK answers: No such process"); pid 1's reason must be the error
 out=$(sb --net private --bind /etc/hostname:/proc/drover-no-mount-point -- true 2>&1); rc=$?
 case "$out" in
-*"mount point for /proc/drover-no-mount-point"*) [ $rc != 0 ] && ok "pid 1's own error is reported, not the network's" || bad "rc=$rc: $out" ;;
+*"mount point /proc/drover-no-mount-point"*) [ $rc != 0 ] && ok "pid 1's own error is reported, not the network's" || bad "rc=$rc: $out" ;;
 *) bad "pid 1's error hidden (rc=$rc): $out" ;;
 esac
 finish
