@@ -363,9 +363,16 @@ static int extract_one(const struct jobfs *fs, int dest, struct archive *a, stru
                 st->dirs++;
                 break;
         case AE_IFLNK: {
+                /* NULL: no link name in the header, or one libarchive cannot convert */
+                const char *target = archive_entry_symlink(e);
+                if (!target || !*target) {
+                        r = drv_err(err, EPERM,
+                                    "archive entry %s refused: symlink without a target", name);
+                        break;
+                }
                 bool aside = exists && set_aside(j, pfd, base, name, &cur) == 0 &&
                              !S_ISDIR(cur.st_mode) && j;
-                if (symlinkat(archive_entry_symlink(e), pfd, base) < 0)
+                if (symlinkat(target, pfd, base) < 0)
                         r = drv_err_errno(err, "archive entry %s", name);
                 else if (!aside) /* (set aside: its undo removes the new one first) */
                         journal_add(j, name, NULL, UNDO_CREATED);

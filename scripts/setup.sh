@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # setup.sh: install every Debian package drover's build, example and tests need (as root).
 # Lists live in scripts/deps/*.txt, one package per line; `setup.sh base` installs only base.txt.
+# Quiet when it works; when apt fails, its own messages are shown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/quiet.sh
 
 lists=(scripts/deps/*.txt)
 [ "${1:-}" = base ] && lists=(scripts/deps/base.txt)
@@ -23,6 +25,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=600 update -qq
-apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+quiet apt-get -o DPkg::Lock::Timeout=600 update
+quiet apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
 echo "setup: done"

@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # test.sh: the whole test suite on a fresh Debian 12 machine (as root) — what CI runs.
 #  1. install every package the build and the peers need (scripts/setup.sh)
-#  2. check formatting, build with -Werror
-#  3. start the real peers on loopback (scripts/peers/*.sh start)
-#  4. run every test (unit + integration), then again under ASan+UBSan
-#  5. build the libFuzzer targets with clang and run each for a bounded time
-# Ends with one line "N passed, N failed, N skipped".
+#  2. check formatting
+#  3. the README's commands on a fresh Debian 12 (scripts/fresh-machine.sh: debootstrap + demo.sh)
+#  4. build with -Werror
+#  5. start the real peers on loopback (scripts/peers/*.sh start)
+#  6. run every test (unit + integration), then again under ASan+UBSan
+#  7. build the libFuzzer targets with clang; replay each one's corpus, then fuzz it with a fixed
+#     seed for a fixed number of inputs (tests/fuzz/run.sh: the same work on every run)
+# Each stage prints the time it started at; ends with one line "N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/lib/quiet.sh
 t0=$(date +%s)
-phase() { printf '\n=== %s (%ds)\n' "$*" $(($(date +%s) - t0)); }
+cur='' cur_t0=$t0 times=()
+# phase NAME: a stage begins (the time since the start is printed); the previous one's time is kept
+phase() {
+        local now
+        now=$(date +%s)
+        [ -z "$cur" ] || times+=("$(printf '%6ds  %s' $((now - cur_t0)) "$cur")")
+        cur=$* cur_t0=$now
+        printf '\n=== %s (%ds)\n' "$*" $((now - t0))
+}
 
 export DROVER_PEERS_DIR=${DROVER_PEERS_DIR:-/tmp/drover-peers}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
-FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 JOBS=${JOBS:-$(nproc)}
 
 phase "setup"
@@ -24,9 +35,14 @@ bash scripts/setup.sh
 phase "format"
 bash scripts/check-format.sh
 
+stages=()
+phase "fresh machine (scripts/fresh-machine.sh)"
+if bash scripts/fresh-machine.sh; then stages+=(--stage fresh-machine=ok)
+else stages+=(--stage fresh-machine=failed); fi
+
 phase "build (-Werror)"
-if [ -d build-ci ]; then meson setup --reconfigure build-ci -Dwerror=true >/dev/null
-else meson setup build-ci -Dwerror=true >/dev/null; fi
+if [ -d build-ci ]; then quiet meson setup --reconfigure build-ci -Dwerror=true
+else quiet meson setup build-ci -Dwerror=true; fi
 ninja -C build-ci
 
 peers=()
@@ -73,23 +89,24 @@ phase "tests"
 suite build-ci || status=1
 
 phase "build (ASan+UBSan)"
-if [ -d build-asan ]; then meson setup --reconfigure build-asan >/dev/null
-else meson setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; fi
+if [ -d build-asan ]; then quiet meson setup --reconfigure build-asan
+else quiet meson setup build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false; fi
 ninja -C build-asan
 
 phase "tests (ASan+UBSan)"
 suite build-asan || status=1
 
-fuzz_pass=0 fuzz_fail=0
-if [ -x tests/fuzz/run.sh ] || [ -f tests/fuzz/run.sh ]; then
-        # clang builds the fuzz targets: gcc -Werror above already checks the warnings
-        phase "fuzz (${FUZZ_SECONDS}s per target)"
-        if [ -d build-fuzz ]; then meson setup --reconfigure build-fuzz >/dev/null
-        else CC=clang meson setup build-fuzz -Dfuzz=true -Dwerror=false -Db_sanitize=address,undefined -Db_lundef=false >/dev/null; fi
-        ninja -C build-fuzz
-        if bash tests/fuzz/run.sh build-fuzz "$FUZZ_SECONDS"; then fuzz_pass=1; else fuzz_fail=1; status=1; fi
-fi
+# clang builds the fuzz targets: gcc -Werror above already checks the warnings
+phase "fuzz (corpus replay, then -seed=1 for a fixed count of inputs per target)"
+if [ -d build-fuzz ]; then quiet meson setup --reconfigure build-fuzz
+else quiet env CC=clang meson setup build-fuzz -Dfuzz=true -Dwerror=false -Db_sanitize=address,undefined -Db_lundef=false; fi
+ninja -C build-fuzz
+if bash tests/fuzz/run.sh build-fuzz; then stages+=(--stage fuzz=ok)
+else stages+=(--stage fuzz=failed); fi
 
 phase "summary"
-python3 scripts/lib/testlog.py summary "$fuzz_pass" "$fuzz_fail" build-ci build-asan
+echo "stage times:"
+printf '%s\n' "${times[@]}"
+printf '%6ds  total\n' $(($(date +%s) - t0))
+python3 scripts/lib/testlog.py summary "${stages[@]}" build-ci build-asan || status=1
 exit $status

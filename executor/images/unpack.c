@@ -156,13 +156,18 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int dest, co
                 if ((r = remove_existing(pfd, base, false)) < 0)
                         return drv_err(err, -r, "layer entry %s: %s", name, strerror(-r));
                 return write_file(a, e, pfd, base, name, st, err);
-        case AE_IFLNK:
+        case AE_IFLNK: {
+                /* NULL: no link name in the header, or one libarchive cannot convert */
+                const char *target = archive_entry_symlink(e);
+                if (!target || !*target)
+                        return drv_err(err, EPERM,
+                                       "layer entry %s refused: symlink without a target", name);
                 if ((r = remove_existing(pfd, base, false)) < 0 ||
-                    symlinkat(archive_entry_symlink(e) ? archive_entry_symlink(e) : "", pfd, base) <
-                        0 ||
+                    symlinkat(target, pfd, base) < 0 ||
                     fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
                         return drv_err_errno(err, "layer entry %s: symlink", name);
                 return 0;
+        }
         case AE_IFIFO:
                 if ((r = remove_existing(pfd, base, false)) < 0 ||
                     mknodat(pfd, base, S_IFIFO | perm, 0) < 0 ||

@@ -1,4 +1,5 @@
 # scripts/lib/peer.sh: sourced by scripts/peers/*.sh.
+. "$(dirname "${BASH_SOURCE[0]}")/quiet.sh"
 # peer_pid_is PID COMM: PID is alive, not a zombie, and runs COMM. Pid files can outlive their
 # daemons (a machine whose processes were killed keeps /tmp): the pid may now belong to anything,
 # even the script that reads it, so never signal a pid from a file without this check.

@@ -20,25 +20,25 @@ make_certs() {
         local c=$DIR/certs
         mkdir -p "$c"
         cd "$c"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=drover-test-ca \
-                -keyout ca.key -out ca.pem 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key \
-                -out server.csr 2>/dev/null
+        quiet openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=drover-test-ca \
+                -keyout ca.key -out ca.pem
+        quiet openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key \
+                -out server.csr
         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-                -extfile server.ext -out server.pem 2>/dev/null
+        quiet openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                -extfile server.ext -out server.pem
         printf 'extendedKeyUsage=clientAuth\n' >client.ext
-        openssl req -newkey rsa:2048 -nodes -subj /CN=drover-client -keyout key.pem \
-                -out client.csr 2>/dev/null
-        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-                -extfile client.ext -out cert.pem 2>/dev/null
+        quiet openssl req -newkey rsa:2048 -nodes -subj /CN=drover-client -keyout key.pem \
+                -out client.csr
+        quiet openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                -extfile client.ext -out cert.pem
         # a client certificate from another CA: the engine must refuse it
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca \
-                -keyout other-ca.key -out other-ca.pem 2>/dev/null
-        openssl req -newkey rsa:2048 -nodes -subj /CN=intruder -keyout wrong-key.pem \
-                -out wrong.csr 2>/dev/null
-        openssl x509 -req -in wrong.csr -CA other-ca.pem -CAkey other-ca.key -CAcreateserial \
-                -days 2 -extfile client.ext -out wrong-cert.pem 2>/dev/null
+        quiet openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca \
+                -keyout other-ca.key -out other-ca.pem
+        quiet openssl req -newkey rsa:2048 -nodes -subj /CN=intruder -keyout wrong-key.pem \
+                -out wrong.csr
+        quiet openssl x509 -req -in wrong.csr -CA other-ca.pem -CAkey other-ca.key -CAcreateserial \
+                -days 2 -extfile client.ext -out wrong-cert.pem
         chmod 600 ./*.key ./*key.pem
         cd - >/dev/null
 }

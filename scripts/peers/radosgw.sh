@@ -124,7 +124,7 @@ EOT
         done
         mkdir -p "$DIR/osd/osd.0"
         ceph-osd -c "$CONF" -i 0 --mkfs 2>>"$DIR/log/setup.log" >/dev/null
-        ceph -c "$CONF" osd crush add osd.0 1.0 host=localhost root=default >/dev/null 2>&1
+        ceph -c "$CONF" osd crush add osd.0 1.0 host=localhost root=default >/dev/null 2>>"$DIR/log/setup.log"
         ceph-osd -c "$CONF" -i 0 --pid-file "$DIR/osd.pid" 2>>"$DIR/log/setup.log"
         radosgw -c "$CONF" -n client.rgw.a --pid-file "$DIR/radosgw.pid"
         local code=000

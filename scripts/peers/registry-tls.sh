@@ -33,7 +33,7 @@ make_certs() {
         mkdir -p "$c"
         (
                 cd "$c"
-                ossl() { openssl "$@" 2>/dev/null; }
+                ossl() { quiet openssl "$@"; }
                 ossl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
                         -subj "/CN=drover registry test CA" -keyout ca.key -out ca.pem
                 ossl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
@@ -100,7 +100,7 @@ start() {
         done
         mkdir -p "$DIR/tls-data" "$DIR/token-data"
         [ -f "$DIR/certs/token.pem" ] || make_certs
-        htpasswd -Bbc "$DIR/htpasswd" "$USER_" "$PASS" 2>/dev/null
+        quiet htpasswd -Bbc "$DIR/htpasswd" "$USER_" "$PASS"
         write_config tls "$TLS_ADDR" "  htpasswd:
     realm: drover-tls-test
     path: $DIR/htpasswd"

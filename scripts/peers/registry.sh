@@ -19,7 +19,7 @@ start() {
         if running && [ -f "$ENV" ]; then log "already running"; return 0; fi
         command -v docker-registry >/dev/null || { log "apt-get install -y docker-registry"; exit 1; }
         mkdir -p "$DIR/data"
-        htpasswd -Bbc "$DIR/htpasswd" "$USER_" "$PASS" 2>/dev/null
+        quiet htpasswd -Bbc "$DIR/htpasswd" "$USER_" "$PASS"
         cat >"$DIR/config.yml" <<EOT
 version: 0.1
 log:

@@ -46,4 +46,11 @@ cat "$LOG" | sed 's/^/# /'
 iptables -w -t nat -S POSTROUTING | grep -q -- "-s $net " && bad "NAT rule removed" || ok "NAT rule removed"
 ip -o -4 addr | grep -q " $gw/30 " && bad "veth removed" || ok "veth removed"
 [ -n "$hif" ] && iptables -w -S FORWARD | grep -q -- "-i $hif " && bad "forward rules removed" || ok "forward rules removed"
+# pid 1 fails building the root while the host side makes the network: the network then fails
+# because pid 1 is gone ("RTNETLINK answers: No such process"); pid 1's reason must be the error
+out=$(sb --net private --bind /etc/hostname:/proc/drover-no-mount-point -- true 2>&1); rc=$?
+case "$out" in
+*"mount point /proc/drover-no-mount-point"*) [ $rc != 0 ] && ok "pid 1's own error is reported, not the network's" || bad "rc=$rc: $out" ;;
+*) bad "pid 1's error hidden (rc=$rc): $out" ;;
+esac
 finish

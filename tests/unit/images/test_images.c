@@ -1,6 +1,8 @@
 /* test_images.c: image references, manifests (index -> platform), configs, layer unpacking
- * (whiteouts, opaque dirs, escapes), the layer store's locks, leases and LRU GC. */
+ * (whiteouts, opaque dirs, escapes, entries libarchive names NULL), the layer store's locks, leases
+ * and LRU GC. */
 #include "executor/images/store_int.h"
+#include "rawtar.h"
 #include "testlib.h"
 
 #include <arpa/inet.h>
@@ -431,6 +433,55 @@ TEST(unpack_refuses_garbage)
         close(fd);
 }
 
+/* Unpack the raw headers into tmproot/raw (made anew). */
+static int unpack_raw(const struct rawtar *es, size_t n, struct drv_error *e)
+{
+        char dir[256];
+        snprintf(dir, sizeof(dir), "%s/raw", tmproot);
+        drv_rm_rf(dir, NULL);
+        mkdir(dir, 0755);
+        int fd = rawtar_fd(es, n);
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int r = img_unpack_layer(fd, dfd, 0, NULL, e);
+        close(dfd);
+        close(fd);
+        return r;
+}
+
+static mode_t raw_type(const char *name)
+{
+        char p[256];
+        struct stat st;
+        snprintf(p, sizeof(p), "%s/raw/%s", tmproot, name);
+        return lstat(p, &st) == 0 ? st.st_mode & S_IFMT : 0;
+}
+
+/* entries for which libarchive returns a NULL name: refused or harmless, never a crash */
+TEST(unpack_entries_without_names)
+{
+        struct drv_error e = {0};
+        const struct rawtar sym[] = {{"s", '2', NULL, NULL}}; /* no link name (issue 15) */
+        CHECK(unpack_raw(sym, 1, &e) == -EPERM);
+        CHECK(strstr(e.message, "symlink without a target") != NULL);
+        CHECK(raw_type("s") == 0);
+        const struct rawtar pax[] = {{"PaxHeader/l", 'x', NULL, "16 linkpath=t\xff\xfe\n"},
+                                     {"l", '2', "t", NULL}};
+        drv_err_clear(&e);
+        int r = unpack_raw(pax, 2, &e);
+        printf("# pax linkpath not UTF-8: r=%d %s\n", r, e.message);
+        CHECK(r == 0 ? raw_type("l") == S_IFLNK : e.message[0] != 0);
+        const struct rawtar hard[] = {{"h", '1', NULL, NULL}};
+        drv_err_clear(&e);
+        r = unpack_raw(hard, 1, &e);
+        printf("# hard link without a name: r=%d %s\n", r, e.message);
+        CHECK(r == 0 ? raw_type("h") == 0 || raw_type("h") == S_IFREG : e.message[0] != 0);
+        const struct rawtar noname[] = {{"", '0', NULL, "data"}};
+        drv_err_clear(&e);
+        r = unpack_raw(noname, 1, &e);
+        printf("# no path: r=%d %s\n", r, e.message);
+        CHECK(r == 0 || e.message[0]);
+}
+
 /* ---- store: fabricate layers directly, lease, GC ---- */
 static void fake_layer(const char *store, char c, const char *size, time_t used)
 {
@@ -581,6 +632,7 @@ int main(void)
         }
         RUN(unpack_stops_at_the_size_bound);
         RUN(unpack_refuses_garbage);
+        RUN(unpack_entries_without_names);
         RUN(gc_is_lru_and_never_removes_leased_layers);
         RUN(a_second_puller_waits_for_the_first_and_reuses_its_layer);
         RUN(gc_cleans_crash_leftovers_but_not_running_pulls);

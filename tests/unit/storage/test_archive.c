@@ -1,7 +1,9 @@
 /* test_archive.c: hostile-archive guards of archive_extract, each case on its own: setuid bits,
  * size and entry-count limits, fifos and devices, `..`, absolute names, escaping links; and a
- * round trip through archive_write_paths keeping modes, mtimes and symlinks. */
+ * round trip through archive_write_paths keeping modes, mtimes and symlinks; entries whose
+ * names libarchive returns as NULL (no link name, no path, a pax name it cannot convert). */
 #include "cache/jobfs.h"
+#include "rawtar.h"
 #include "testlib.h"
 
 #include <archive.h>
@@ -196,6 +198,63 @@ TEST(hardlink_out_of_the_tree_is_refused)
         (void)p;
 }
 
+/* Extract hand-made headers (rawtar.h); prints the result for the log. */
+static int extract_raw(const struct rawtar *es, size_t n, struct archive_stats *st,
+                       struct drv_error *e)
+{
+        int in = rawtar_fd(es, n);
+        int r = extract_fd(in, NULL, st, e);
+        close(in);
+        printf("# r=%d %s\n", r, e->message);
+        return r;
+}
+
+/* The fuzzer's find (issue 15): a symlink header with an empty link name, for which
+ * archive_entry_symlink() returns NULL; symlinkat(NULL, ...) was undefined behaviour. */
+TEST(symlink_without_a_target_is_refused)
+{
+        const struct rawtar es[] = {{"s", '2', NULL, NULL}};
+        struct archive_stats st;
+        struct drv_error e = {0};
+        CHECK(extract_raw(es, 1, &st, &e) == -EPERM);
+        CHECK(strstr(e.message, "symlink without a target") != NULL);
+        CHECK(!exists("root/w/s"));
+}
+
+/* A pax linkpath that is not UTF-8: libarchive warns and may hand back no link name at all */
+TEST(symlink_with_an_unconvertible_pax_target_never_crashes)
+{
+        const struct rawtar es[] = {{"PaxHeader/l", 'x', NULL, "16 linkpath=t\xff\xfe\n"},
+                                    {"l", '2', "t", NULL}};
+        struct archive_stats st;
+        struct drv_error e = {0};
+        int r = extract_raw(es, 2, &st, &e);
+        CHECK(r == 0 || e.message[0]);
+        CHECK(r < 0 || (mode_of("root/w/l") & S_IFMT) == S_IFLNK);
+}
+
+/* A hard link header with an empty link name: refused or a plain empty file, never a link out */
+TEST(hardlink_without_a_target_never_links)
+{
+        const struct rawtar es[] = {{"h", '1', NULL, NULL}};
+        struct archive_stats st;
+        struct drv_error e = {0};
+        int r = extract_raw(es, 1, &st, &e);
+        CHECK(r == 0 || e.message[0]);
+        CHECK(!exists("root/w/h") || (mode_of("root/w/h") & S_IFMT) == S_IFREG);
+}
+
+/* No path at all: refused (or skipped as "."), nothing written */
+TEST(entry_without_a_path_is_refused)
+{
+        const struct rawtar es[] = {{"", '0', NULL, "data"}};
+        struct archive_stats st;
+        struct drv_error e = {0};
+        int r = extract_raw(es, 1, &st, &e);
+        CHECK(r == 0 || e.message[0]);
+        CHECK(st.files == 0);
+}
+
 /* An fd holding the first n bytes of src (all: n = -1). */
 static int copy_prefix(int src, off_t n)
 {
@@ -258,6 +317,10 @@ int main(void)
         RUN(writing_through_an_escaping_symlink_is_refused);
         RUN(hardlink_out_of_the_tree_is_refused);
         RUN(zstd_streams_decompress_on_their_thread_and_truncation_is_an_error);
+        RUN(symlink_without_a_target_is_refused);
+        RUN(symlink_with_an_unconvertible_pax_target_never_crashes);
+        RUN(hardlink_without_a_target_never_links);
+        RUN(entry_without_a_path_is_refused);
         struct drv_error e = {0};
         drv_rm_rf(base, &e);
         TEST_DONE();
