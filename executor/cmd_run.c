@@ -3,6 +3,7 @@
 #include "agent/commands.h"
 #include "executor/config/config.h"
 #include "executor/jobrunner.h"
+#include "executor/runtime.h"
 #include "executor/localrepo.h"
 #include "executor/localsrc.h"
 #include "executor/runsecrets.h"
@@ -718,6 +719,9 @@ int cmd_run(int argc, char **argv)
                 return r > 0 ? 0 : 2;
         _cleanup_free_ char *store = o.store ? strdup(o.store) : default_store();
         struct drv_error err = {0};
+        /* what a crashed run left (cgroups, network rules, /run/drover dirs) goes first */
+        if (runtime_sweep_stale(&err) < 0)
+                log_warn("sweep_failed", "error=\"%s\"", err.message);
         if (o.ssh && sshd_load_keys(o.ssh_key, &o.ssh_keys, &err) < 0) {
                 fprintf(stderr, "drover run: --ssh: %s\n", err.message);
                 return 2;

@@ -17,6 +17,8 @@ struct cg_place;
 int sb_cg_place(struct cg_place *pl, struct drv_error *err);
 /* The cgroup name of a group (its members' groups are "name/member"). */
 const char *sb_group_name(const struct sandbox_group *g);
+/* Hold slot's lock if nobody does: the lock fd (close to release), or -1 when it is taken. */
+int sb_try_slot(int slot);
 /* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */
 int sb_take_slot(int *slot, int *fd_out, struct drv_error *err);
 /* uid_map and gid_map of pid: inside 0.. -> host base.. (UID_RANGE ids) */
@@ -150,5 +152,8 @@ int sb_egress_plan(struct sb_net *n, const char *allow, const char *resolv_conf,
 /* The filter rules of n's policy, top to bottom, each "CHAIN match... -j TARGET" (words
  * separated by single spaces); base_subnet is drover's job range. Caller frees (strv). */
 int sb_egress_rules(const struct sb_net *n, const char *base_subnet, char ***out);
+/* A crashed run's network of n's slot (the caller holds the slot's lock): every copy of its rules
+ * and its veth. */
+void sb_net_remove_stale(struct sb_net *n);
 /* Bring lo up in the current netns (init calls this). */
 int sb_net_loopback_up(void);

@@ -21,6 +21,18 @@ bool sb_name_ok(const char *s)
         return true;
 }
 
+int sb_try_slot(int slot)
+{
+        char p[64];
+        snprintf(p, sizeof(p), SLOT_DIR "/%d.lock", slot);
+        int fd = open(p, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+                return fd;
+        if (fd >= 0)
+                close(fd);
+        return -1;
+}
+
 /* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */
 int sb_take_slot(int *slot, int *fd_out, struct drv_error *err)
 {
