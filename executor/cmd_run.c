@@ -388,6 +388,15 @@ struct node_run {
 
 #define PARTIAL_MAX (16u << 10)
 
+/* One prefixed line: written with its length (a NUL byte in the job's output is kept). */
+static void put_line(const struct node_run *nr, const struct strbuf *line)
+{
+        fputs(nr->prefix, stdout);
+        if (line->len)
+                fwrite(line->buf, 1, line->len, stdout);
+        fputc('\n', stdout);
+}
+
 static void emit_lines(struct node_run *nr, const char *buf, size_t len, bool flush)
 {
         size_t start = 0;
@@ -395,14 +404,14 @@ static void emit_lines(struct node_run *nr, const char *buf, size_t len, bool fl
                 if (buf[i] != '\n')
                         continue;
                 strbuf_append(&nr->partial, buf + start, i - start);
-                printf("%s%s\n", nr->prefix, nr->partial.buf ? nr->partial.buf : "");
+                put_line(nr, &nr->partial);
                 strbuf_reset(&nr->partial);
                 start = i + 1;
         }
         strbuf_append(&nr->partial, buf + start, len - start);
         /* a huge line is shown in pieces rather than held back */
         if (nr->partial.len && (flush || nr->partial.len >= PARTIAL_MAX)) {
-                printf("%s%s\n", nr->prefix, nr->partial.buf);
+                put_line(nr, &nr->partial);
                 strbuf_reset(&nr->partial);
         }
         fflush(stdout);

@@ -28,8 +28,6 @@ static const int docker_caps[] = {
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
-enum sb_stage { ST_NONE, ST_FDS, ST_CWD, ST_CAPS, ST_IDS, ST_SECCOMP, ST_EXEC };
-
 struct proc {
         pid_t pid;
         int32_t proc_id;

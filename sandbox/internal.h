@@ -68,6 +68,8 @@ struct sbm_req {
         uint32_t argc, envc;
         /* then argc + envc + 1 NUL-terminated strings: argv..., envp..., cwd */
 };
+/* Where a spawn failed (sbm_reply.stage). */
+enum sb_stage { ST_NONE, ST_FDS, ST_CWD, ST_CAPS, ST_IDS, ST_SECCOMP, ST_EXEC };
 struct sbm_reply {
         int32_t proc_id;
         int32_t result; /* 0 or -errno */

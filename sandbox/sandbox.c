@@ -626,6 +626,9 @@ static int spawn_recv(struct sandbox *sb, const struct sandbox_exec *ex,
         int r = request_recv(sb, &rep, master, err);
         if (r < 0)
                 return r;
+        if (rep.result < 0 && rep.stage == ST_CWD) /* the directory, not the program */
+                return drv_err(err, -rep.result, "cannot enter the directory %s: %s",
+                               ex->cwd && *ex->cwd ? ex->cwd : sb->home, strerror(-rep.result));
         if (rep.result < 0)
                 return drv_err(err, -rep.result, "cannot %s %s: %s", stage_name(rep.stage),
                                ex->argv[0], strerror(-rep.result));
