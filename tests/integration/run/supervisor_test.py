@@ -58,8 +58,8 @@ def a_fifo_at_the_next_scripts_path_does_not_block_the_supervisor():
     # the old predictable path of step 1's script in the job's /tmp
     rc, out, err, ev = run_job(spec([
         {"type": "run", "command": "mkfifo /tmp/.drover-step-1.sh && mkfifo /tmp/.bash_env-x"},
-        {"type": "run", "command": "echo SECOND-STEP-RAN"}], timeouts={"job": 60}), timeout=30)
-    expect(rc == 0 and "SECOND-STEP-RAN" in out, f"rc={rc} {out} {err}")
+        {"type": "run", "command": "echo SECOND-STEP-$((1+1))"}], timeouts={"job": 60}), timeout=30)
+    expect(rc == 0 and "SECOND-STEP-2" in out, f"rc={rc} {out} {err}")
 
 
 @test
@@ -72,11 +72,12 @@ def step_scripts_are_out_of_the_jobs_reach():
 
 @test
 def when_always_steps_run_after_the_job_filled_its_disk():
-    s = spec([{"type": "run", "command": "dd if=/dev/zero of=/tmp/fill bs=1M count=200"},
-              {"type": "run", "when": "always", "command": "echo ALWAYS-AFTER-FULL-DISK"}])
+    s = spec([{"type": "run", "command": "dd if=/dev/zero of=/tmp/fill bs=1M count=200; "
+                                         "for i in $(seq 64); do echo x > /tmp/s$i || break; done"},
+              {"type": "run", "when": "always", "command": "echo ALWAYS-AFTER-$((1+1))"}])
     s["executor"]["resources"]["disk_mb"] = 64
     rc, out, err, ev = run_job(s)
-    expect("ALWAYS-AFTER-FULL-DISK" in out, f"rc={rc} {out} {err}")
+    expect("ALWAYS-AFTER-2" in out, f"rc={rc} {out} {err}")
     expect(finished(ev)["status"] == "failed", finished(ev))
 
 
@@ -84,7 +85,7 @@ def fifo_checksum_job(**kw):
     # a built-in step the supervisor may block in (a FIFO as a {{ checksum }} file), then a step
     # that outlasts the job's timeout
     store = tempfile.mkdtemp(prefix="drover-sv-store-")
-    return spec([{"type": "run", "command": "mkfifo /tmp/blocker; echo FIFO-MADE"},
+    return spec([{"type": "run", "command": "mkfifo /tmp/blocker; echo FIFO-$((1+1))"},
                  {"type": "save_cache", "key": 'k-{{ checksum "/tmp/blocker" }}',
                   "paths": ["/tmp/blocker"]},
                  {"type": "run", "when": "always", "command": "sleep 120"}],
@@ -109,7 +110,7 @@ def sigterm_ends_a_job_whose_supervisor_is_stuck():
     s, store = fifo_checksum_job(timeouts={"job": 600})
     p, path = start_job(s)
     try:
-        wait_line(p, "FIFO-MADE")
+        wait_line(p, "FIFO-2")
         time.sleep(1.5)
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
@@ -127,14 +128,14 @@ def sigterm_ends_a_job_whose_supervisor_is_stuck():
 def filling_tmpfs_home_past_the_memory_limit_kills_the_job_not_pid_1():
     s = spec([{"type": "run", "command": "dd if=/dev/zero of=~/fill bs=1M count=600"},
               {"type": "run", "when": "always",
-               "command": "test -d /run/drover/steps && echo ALWAYS-RAN-INSIDE-THE-JOB; "
+               "command": "test -d /run/drover/steps && echo ALWAYS-INSIDE-$((1+1)); "
                           "echo pid1=$(cat /proc/1/oom_score_adj) self=$(cat /proc/self/oom_score_adj)"}],
              memory_mb=256)
     s["executor"]["resources"]["disk_mb"] = 2048
     rc, out, err, ev = run_job(s)
     steps = {e["step"]: e for e in ev if e["type"] == "step_finished"}
     expect(steps.get(0, {}).get("status") == "oom", steps)
-    expect("ALWAYS-RAN-INSIDE-THE-JOB" in out, f"{out} {err}")
+    expect("ALWAYS-INSIDE-2" in out, f"{out} {err}")
     expect(finished(ev)["status"] == "failed", finished(ev))
     m = re.search(r"pid1=(-?\d+) self=(-?\d+)", out)
     expect(m and int(m.group(2)) > int(m.group(1)), f"the job's processes must rank above pid 1 "
@@ -158,8 +159,8 @@ def sandbox_init_of(pid):
 
 @test
 def a_dead_pid_1_ends_the_job_as_an_infrastructure_failure():
-    s = spec([{"type": "run", "command": "echo STEP-ZERO-UP; sleep 60"},
-              {"type": "run", "when": "always", "command": "echo ALWAYS-STEP-RAN"},
+    s = spec([{"type": "run", "command": "echo STEP-ZERO-$((1+1)); sleep 60"},
+              {"type": "run", "when": "always", "command": "echo ALWAYS-STEP-$((1+1))"},
               {"type": "store_artifacts", "path": "/tmp", "when": "always"}])
     with tempfile.TemporaryFile("w+") as evf:
         f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
@@ -169,7 +170,7 @@ def a_dead_pid_1_ends_the_job_as_an_infrastructure_failure():
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              pass_fds=(evf.fileno(),))
         try:
-            wait_line(p, "STEP-ZERO-UP")
+            wait_line(p, "STEP-ZERO-2")
             os.kill(sandbox_init_of(p.pid), signal.SIGKILL)
             out, err = p.communicate(timeout=30)
         finally:
@@ -179,7 +180,7 @@ def a_dead_pid_1_ends_the_job_as_an_infrastructure_failure():
         evf.seek(0)
         ev = [json.loads(line) for line in evf.read().splitlines() if line.strip()]
     expect(p.returncode == 3, f"rc={p.returncode} {out} {err}")
-    expect("ALWAYS-STEP-RAN" not in out, f"a step ran after pid 1 died: {out}")
+    expect("ALWAYS-STEP-2" not in out, f"a step ran after pid 1 died: {out}")
     fin = finished(ev)
     expect(fin["status"] == "infrastructure_fail" and "pid 1" in fin.get("reason", ""), fin)
     expect(not [e for e in ev if e["type"] == "step_started" and e["step"] > 0],
@@ -211,11 +212,11 @@ def a_crashed_jobs_cgroups_rules_and_run_dirs_are_swept_at_the_next_start():
     before_dirs = set(os.listdir("/run/drover")) if os.path.isdir("/run/drover") else set()
     before_rules = drv_rules()
     job = f"svcrash{os.getpid()}"
-    s = spec([{"type": "run", "command": "echo CRASH-ME; sleep 60"}], job=job)
+    s = spec([{"type": "run", "command": "echo CRASH-$((1+1)); sleep 60"}], job=job)
     s["executor"]["network"] = "private"
     p, path = start_job(s)
     try:
-        wait_line(p, "CRASH-ME")
+        wait_line(p, "CRASH-2")
         os.kill(p.pid, signal.SIGKILL)
         p.communicate(timeout=20)
     finally:
