@@ -17,6 +17,9 @@ struct cg_place;
 int sb_cg_place(struct cg_place *pl, struct drv_error *err);
 /* The cgroup name of a group (its members' groups are "name/member"). */
 const char *sb_group_name(const struct sandbox_group *g);
+#define SB_SLOT_DIR "/run/drover/uid-slots"
+/* Mark slot as having (on) or no longer having a private network (sweep.c). */
+void sb_net_mark(int slot, bool on);
 /* Hold slot's lock if nobody does: the lock fd (close to release), or -1 when it is taken. */
 int sb_try_slot(int slot);
 /* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */

@@ -7,7 +7,7 @@
 #include <sys/socket.h>
 
 #define SLOTS    SANDBOX_SLOTS
-#define SLOT_DIR "/run/drover/uid-slots"
+#define SLOT_DIR SB_SLOT_DIR
 #define SOCKBUF  (4 << 20)
 
 bool sb_name_ok(const char *s)

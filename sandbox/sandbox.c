@@ -45,8 +45,9 @@ struct sandbox {
         struct proc_rec *procs; /* spawned, exit not yet returned */
         size_t n_procs;
         bool init_gone;
-        bool init_dead; /* sandbox_broken saw pid 1 end (exit status kept for the reason) */
-        int init_code;  /* its siginfo si_code and si_status */
+        bool net_marked; /* sb_net_mark'ed: unmark after the teardown */
+        bool init_dead;  /* sandbox_broken saw pid 1 end (exit status kept for the reason) */
+        int init_code;   /* its siginfo si_code and si_status */
         int init_status;
         /* sandbox_create_spawn: the first spawn, sent with "c" while pid 1 finishes its setup */
         const struct sandbox_exec *first;
@@ -314,10 +315,13 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
         if (!in_cgroup && (r = cg_add_pid(sb->cg, sb->init_pid, err)) < 0)
                 goto out;
         phase(sb, "maps_cg");
-        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of &&
-            (r = sb_net_setup(&sb->net, sb->init_pid, err)) < 0) {
-                pid1_error_first(sync[0], &r, err);
-                goto out;
+        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of) {
+                sb_net_mark(sb->slot, true); /* before any rule: a crash leaves it to the sweep */
+                sb->net_marked = true;
+                if ((r = sb_net_setup(&sb->net, sb->init_pid, err)) < 0) {
+                        pid1_error_first(sync[0], &r, err);
+                        goto out;
+                }
         }
         if (DRV_RETRY(write(sync[0], "c", 1)) != 1) {
                 r = drv_err_errno(err, "start the sandbox's pid 1");
@@ -836,6 +840,8 @@ void sandbox_destroy(struct sandbox *sb)
         }
         phase(sb, "destroyed");
         sb_net_teardown(&sb->net);
+        if (sb->net_marked)
+                sb_net_mark(sb->slot, false);
         if (sb->ctl_fd >= 0)
                 close(sb->ctl_fd);
         if (sb->ev_fd >= 0)
