@@ -759,16 +759,18 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
         struct machine m = {.o = o, .spec = o->spec, .ep = -1, .runtime_start_ms = -1};
         uint64_t t0 = drv_now_ns();
         m.job_deadline_ns = t0 + o->spec->job_timeout * 1000000000ULL;
-        struct job_watchdog_config wc = {.deadline_ns = m.job_deadline_ns,
-                                         .cancel_fd = o->cancel_signal_fd,
-                                         .events = o->events};
-        if (job_watchdog_start(&wc, &m.wd, err) < 0)
-                return -EAGAIN;
         job_events_emit(o->events, "started",
                         json_pack("{s:s, s:i, s:i}", "name", o->spec->job_name, "node_index",
                                   (int)o->spec->node_index, "node_total",
                                   (int)o->spec->node_total));
         int r = machine_setup(&m, err);
+        /* after the setup: the sandbox's pid 1 is cloned while we have no other thread (the
+         * cheaper clone path, sandbox.md); the setup polls for cancellation itself */
+        struct job_watchdog_config wc = {.deadline_ns = m.job_deadline_ns,
+                                         .cancel_fd = o->cancel_signal_fd,
+                                         .events = o->events};
+        if (r == 0)
+                r = job_watchdog_start(&wc, &m.wd, err);
         if (r == 0 && o->spec->ssh.enabled)
                 r = ssh_begin(&m, err);
         bool failed = false;
