@@ -199,33 +199,47 @@ def own_cgroup_dirs(name):
     return dirs
 
 
-def drv_rules():
+def drv_rules(slot):
     out = ""
     for table in ("filter", "nat"):
         out += subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
                               text=True).stdout
-    return set(re.findall(r"drv(\d+)h", out))
+    return [line for line in out.splitlines() if f"drv{slot}h" in line]
+
+
+def run_dirs_of(pid):
+    """The /run/drover/job-* directories whose owner file names pid."""
+    found = []
+    for d in glob.glob("/run/drover/job-*"):
+        try:
+            with open(os.path.join(d, "owner")) as f:
+                if f.read().strip() == str(pid):
+                    found.append(d)
+        except OSError:
+            pass
+    return found
 
 
 @test
 def a_crashed_jobs_cgroups_rules_and_run_dirs_are_swept_at_the_next_start():
-    before_dirs = set(os.listdir("/run/drover")) if os.path.isdir("/run/drover") else set()
-    before_rules = drv_rules()
     job = f"svcrash{os.getpid()}"
-    s = spec([{"type": "run", "command": "echo CRASH-$((1+1)); sleep 60"}], job=job)
+    s = spec([{"type": "run", "command": "echo CRASH-$((1+1)) $(ls /sys/class/net | grep drv); "
+                                         "sleep 60"}], job=job)
     s["executor"]["network"] = "private"
     p, path = start_job(s)
     try:
-        wait_line(p, "CRASH-2")
+        seen = wait_line(p, "CRASH-2")
         os.kill(p.pid, signal.SIGKILL)
         p.communicate(timeout=20)
     finally:
         os.unlink(path)
+    m = re.search(r"CRASH-2 drv(\d+)c", seen)
+    expect(m, f"no interface in the job's output: {seen}")
+    slot = m.group(1)
     cgs = own_cgroup_dirs(f"{job}-0")
-    left_dirs = set(os.listdir("/run/drover")) - before_dirs
-    left_rules = drv_rules() - before_rules
-    expect(cgs and left_dirs and left_rules,
-           f"kill -9 should leave something to sweep: {cgs} {left_dirs} {left_rules}")
+    dirs = run_dirs_of(p.pid)
+    expect(cgs and drv_rules(slot),
+           f"kill -9 should leave something to sweep: {cgs} {drv_rules(slot)}")
     old = time.time() - 3600
     for d in cgs:  # empty now (pid 1 died with its supervisor); the sweep spares young groups
         for _ in range(50):
@@ -237,8 +251,9 @@ def a_crashed_jobs_cgroups_rules_and_run_dirs_are_swept_at_the_next_start():
     rc, out, err, ev = run_job(spec([{"type": "run", "command": "true"}]))
     expect(rc == 0, err)
     expect(not [d for d in cgs if os.path.isdir(d)], f"cgroups left: {cgs}")
-    expect(not (set(os.listdir("/run/drover")) & left_dirs), f"run dirs left: {left_dirs}")
-    expect(not (drv_rules() & left_rules), f"network rules left: {left_rules}")
+    expect(dirs, "kill -9 should have left the job's run directory (owner: its pid)")
+    expect(not [d for d in dirs if os.path.isdir(d)], f"run dirs left: {dirs} {err}")
+    expect(not drv_rules(slot), f"network rules of slot {slot} left: {drv_rules(slot)}")
 
 
 main()
