@@ -1,6 +1,7 @@
 /* cmd_job.c: `drover job --spec FILE|- [--events-fd N]` — the per-job supervisor. */
 #include "agent/commands.h"
 #include "executor/jobrunner.h"
+#include "executor/runtime.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -84,6 +85,10 @@ int cmd_job(int argc, char **argv)
                 fprintf(stderr, "drover job: %s: %s\n", spec_path, err.message);
                 return 2;
         }
+        /* what a crashed run left (cgroups, network rules, /run/drover dirs) goes first */
+        struct drv_error sweep_err = {0};
+        if (runtime_sweep_stale(&sweep_err) < 0)
+                log_warn("sweep_failed", "error=\"%s\"", sweep_err.message);
         struct jobrunner_opts o = {.spec = spec,
                                    .events_fd = events_fd,
                                    .terminal_fd = STDOUT_FILENO,

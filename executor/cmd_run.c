@@ -3,6 +3,7 @@
 #include "agent/commands.h"
 #include "executor/config/config.h"
 #include "executor/jobrunner.h"
+#include "executor/runtime.h"
 #include "executor/localrepo.h"
 #include "executor/localsrc.h"
 #include "executor/runsecrets.h"
@@ -387,6 +388,15 @@ struct node_run {
 
 #define PARTIAL_MAX (16u << 10)
 
+/* One prefixed line: written with its length (a NUL byte in the job's output is kept). */
+static void put_line(const struct node_run *nr, const struct strbuf *line)
+{
+        fputs(nr->prefix, stdout);
+        if (line->len)
+                fwrite(line->buf, 1, line->len, stdout);
+        fputc('\n', stdout);
+}
+
 static void emit_lines(struct node_run *nr, const char *buf, size_t len, bool flush)
 {
         size_t start = 0;
@@ -394,14 +404,14 @@ static void emit_lines(struct node_run *nr, const char *buf, size_t len, bool fl
                 if (buf[i] != '\n')
                         continue;
                 strbuf_append(&nr->partial, buf + start, i - start);
-                printf("%s%s\n", nr->prefix, nr->partial.buf ? nr->partial.buf : "");
+                put_line(nr, &nr->partial);
                 strbuf_reset(&nr->partial);
                 start = i + 1;
         }
         strbuf_append(&nr->partial, buf + start, len - start);
         /* a huge line is shown in pieces rather than held back */
         if (nr->partial.len && (flush || nr->partial.len >= PARTIAL_MAX)) {
-                printf("%s%s\n", nr->prefix, nr->partial.buf);
+                put_line(nr, &nr->partial);
                 strbuf_reset(&nr->partial);
         }
         fflush(stdout);
@@ -718,6 +728,9 @@ int cmd_run(int argc, char **argv)
                 return r > 0 ? 0 : 2;
         _cleanup_free_ char *store = o.store ? strdup(o.store) : default_store();
         struct drv_error err = {0};
+        /* what a crashed run left (cgroups, network rules, /run/drover dirs) goes first */
+        if (runtime_sweep_stale(&err) < 0)
+                log_warn("sweep_failed", "error=\"%s\"", err.message);
         if (o.ssh && sshd_load_keys(o.ssh_key, &o.ssh_keys, &err) < 0) {
                 fprintf(stderr, "drover run: --ssh: %s\n", err.message);
                 return 2;

@@ -11,3 +11,6 @@
 /* `drover run`: the snapshot of the local source (executor/localsrc.h), bound read-only into
  * jobs with a checkout step; `checkout` copies it. */
 #define INJOB_SOURCE_DIR "/run/drover/source"
+/* The step scripts: a directory drover owns on the host, bound read-only (the job can neither
+ * pre-create a script's path nor fill the file system it is on). */
+#define INJOB_STEPS_DIR "/run/drover/steps"

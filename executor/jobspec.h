@@ -197,6 +197,10 @@ static inline void jobspec_service_limits(const struct js_executor *e, size_t i,
 
 /* Parse and fully validate a job spec from JSON text. On error, err names the JSON path of the bad
  * field ("$.steps[2].run.command: expected a string"). Returns 0 and a new spec (caller frees). */
+/* Limits of a spec: a job's output streams are its steps plus 4 (SSH and environment) and fit
+ * the output spool's 4096 (SPOOL_MAX_STEPS); id.job names files. */
+#define JS_MAX_STEPS  4092
+#define JS_MAX_JOB_ID 128
 int jobspec_parse(const char *text, size_t len, struct jobspec **out, struct drv_error *err);
 /* Same from an already-decoded JSON value (not consumed). */
 int jobspec_from_json(json_t *root, struct jobspec **out, struct drv_error *err);

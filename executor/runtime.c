@@ -301,6 +301,35 @@ int runtime_write_file(struct runtime *rt, const char *inside_path, const void *
         return v;
 }
 
+int runtime_write_script(struct runtime *rt, const char *name, const void *data, size_t n,
+                         char **inside_path, struct drv_error *err)
+{
+        *inside_path = NULL;
+        if (!rt->ops->write_script) {
+                _cleanup_free_ char *path = drv_asprintf("/tmp/%s", name);
+                if (!path)
+                        return drv_err(err, ENOMEM, "out of memory");
+                int r = runtime_write_file(rt, path, data, n, 0700, err);
+                if (r == 0)
+                        *inside_path = TAKE_PTR(path);
+                return r;
+        }
+        pthread_mutex_lock(&rt->lock);
+        int v = rt->ops->write_script(rt->impl, name, data, n, inside_path, err);
+        pthread_mutex_unlock(&rt->lock);
+        return v;
+}
+
+bool runtime_broken(struct runtime *rt, char *reason, size_t n)
+{
+        if (!rt->ops->broken)
+                return false;
+        pthread_mutex_lock(&rt->lock);
+        bool v = rt->ops->broken(rt->impl, reason, n);
+        pthread_mutex_unlock(&rt->lock);
+        return v;
+}
+
 void runtime_close(struct runtime *rt)
 {
         if (!rt)

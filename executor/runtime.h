@@ -91,6 +91,14 @@ struct runtime_ops {
         /* optional: an fd readable when poll has something to report (-1: none); part of
          * runtime_event_fd, so that the step machine calls runtime_poll at once */
         int (*poll_fd)(void *impl);
+        /* optional: write a step's script where the job can neither pre-create nor fill it (the
+         * sandbox: a directory drover owns, bound read-only inside); *inside_path receives its
+         * path inside (caller frees). NULL: runtime_write_script falls back to write_file */
+        int (*write_script)(void *impl, const char *name, const void *data, size_t n,
+                            char **inside_path, struct drv_error *err);
+        /* optional: has the job's environment died under us (the sandbox's pid 1 was killed)?
+         * Then reason says why, and nothing may touch the job's root any more */
+        bool (*broken)(void *impl, char *reason, size_t n);
 };
 extern const struct runtime_ops runtime_sandbox_ops;
 extern const struct runtime_ops runtime_docker_ops; /* executor/docker/runtime_docker.c */
@@ -126,6 +134,14 @@ bool runtime_path_exists(struct runtime *rt, const char *inside_path);
  * private file (a key): it is never readable by others on its way, nor passed in an argv. */
 int runtime_write_file(struct runtime *rt, const char *inside_path, const void *data, size_t n,
                        mode_t mode, struct drv_error *err);
+/* Write a step's script (mode 0700 for the job user) named name; *inside_path receives where the
+ * job finds it (caller frees). Where the runtime has no place of its own: /tmp/name in the job. */
+int runtime_write_script(struct runtime *rt, const char *name, const void *data, size_t n,
+                         char **inside_path, struct drv_error *err);
+/* True when the job's environment died under drover (the sandbox's pid 1 was killed, e.g. by the
+ * OOM killer): the job must end at once as an infrastructure failure; reason (n bytes) says why.
+ */
+bool runtime_broken(struct runtime *rt, char *reason, size_t n);
 /* SSH rerun. Every runtime_* call (but open and close) may come from several threads: the
  * runtime serialises them with one lock. */
 /* Does this runtime run interactive sessions (runtime_spawn_session)? */
@@ -153,6 +169,10 @@ int runtime_connect_tcp(struct runtime *rt, const char *host, uint16_t port, int
  * through its hooks.notice; a no-op for runtimes without it. Called by the step machine when
  * runtime_event_fd is readable (while a step runs) and between steps. */
 void runtime_poll(struct runtime *rt);
+/* At `drover run`/`drover job`/agent start: remove what crashed runs left behind — job
+ * directories under /run/drover whose owner is gone, and sandbox_sweep_stale's cgroups and
+ * network rules. Never touches what a live job owns. */
+int runtime_sweep_stale(struct drv_error *err);
 /* Kill everything, release every resource. */
 void runtime_close(struct runtime *rt);
 static inline void runtime_closep(struct runtime **p)

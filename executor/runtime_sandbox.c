@@ -13,9 +13,21 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <linux/openat2.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+
+/* Host directories of running jobs (made by drover, never seen by a job: /run is masked). */
+#define RUN_DIR_ROOT   "/run/drover"
+#define RUN_DIR_PREFIX "job-"
+
+static void closedirp(DIR **d)
+{
+        if (*d)
+                closedir(*d);
+}
 
 struct rts {
         struct sandbox *sb;
@@ -23,7 +35,10 @@ struct rts {
         char name[65];
         struct rtimg *img; /* docker jobs: the images, job user and services; NULL on machine */
         struct sandbox_group *group; /* with services: the job's cgroup over all its sandboxes */
-        char *etc_dir; /* machine jobs: host dir of the passwd/group files bound inside */
+        char *run_dir;    /* host dir of this job (RUN_DIR_PREFIX...): the passwd/group files bound
+                             inside, steps/ bound read-only at INJOB_STEPS_DIR */
+        int run_lock_fd;  /* flock on run_dir/owner: held while the job lives (the sweep's test) */
+        bool steps_owned; /* steps/ belongs to the job user (after sandbox_create) */
         char *etc_passwd;
         char *etc_group;
 };
@@ -64,19 +79,9 @@ static int job_user_files(struct rts *rt, struct drv_error *err)
                         return r;
                 if (has_id(text, 3434))
                         continue;
-                if (!rt->etc_dir) {
-                        if ((r = drv_mkdir_p("/run/drover", 0755, err)) < 0)
-                                return r;
-                        char tmpl[] = "/run/drover/etc-XXXXXX";
-                        if (!mkdtemp(tmpl))
-                                return drv_err_errno(err, "mkdtemp %s", tmpl);
-                        chmod(tmpl, 0755);
-                        if (!(rt->etc_dir = strdup(tmpl)))
-                                return drv_err(err, ENOMEM, "out of memory");
-                }
                 _cleanup_free_ char *all = drv_asprintf(
                     "%s%s%s", text, len && text[len - 1] != '\n' ? "\n" : "", lines[i]);
-                *dest[i] = drv_asprintf("%s/%s", rt->etc_dir, names[i]);
+                *dest[i] = drv_asprintf("%s/%s", rt->run_dir, names[i]);
                 if (!all || !*dest[i])
                         return drv_err(err, ENOMEM, "out of memory");
                 if ((r = drv_write_file_atomic(*dest[i], all, strlen(all), 0644, err)) < 0)
@@ -85,15 +90,83 @@ static int job_user_files(struct rts *rt, struct drv_error *err)
         return 0;
 }
 
+/* The job's own host directory: RUN_DIR_PREFIX-XXXXXX with an flock'ed owner file (held until
+ * rts_free; a crashed run's directory is found by runtime_sweep_stale through the free lock) and
+ * steps/ for the step scripts. */
+static int make_run_dir(struct rts *rt, struct drv_error *err)
+{
+        int r = drv_mkdir_p(RUN_DIR_ROOT, 0755, err);
+        if (r < 0)
+                return r;
+        char tmpl[] = RUN_DIR_ROOT "/" RUN_DIR_PREFIX "XXXXXX";
+        if (!mkdtemp(tmpl))
+                return drv_err_errno(err, "mkdtemp %s", tmpl);
+        if (!(rt->run_dir = strdup(tmpl)))
+                return drv_err(err, ENOMEM, "out of memory");
+        _cleanup_free_ char *owner = drv_asprintf("%s/owner", tmpl),
+                            *steps = drv_asprintf("%s/steps", tmpl);
+        if (!owner || !steps)
+                return drv_err(err, ENOMEM, "out of memory");
+        rt->run_lock_fd = open(owner, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (rt->run_lock_fd < 0 || flock(rt->run_lock_fd, LOCK_EX | LOCK_NB) < 0)
+                return drv_err_errno(err, "lock %s", owner);
+        char pid[24];
+        int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+        if (chmod(tmpl, 0755) < 0 || drv_write_all(rt->run_lock_fd, pid, (size_t)n) < 0 ||
+            mkdir(steps, 0700) < 0)
+                return drv_err_errno(err, "prepare %s", tmpl);
+        return 0;
+}
+
+/* Remove the run directories of crashed runs: their owner lock is free. Legacy etc-* directories
+ * (no owner file) go once a day old: no job lasts that long. */
+static void sweep_run_dirs(void)
+{
+        _cleanup_(closedirp) DIR *d = opendir(RUN_DIR_ROOT);
+        for (struct dirent *de; d && (de = readdir(d));) {
+                bool ours = strncmp(de->d_name, RUN_DIR_PREFIX, strlen(RUN_DIR_PREFIX)) == 0;
+                bool legacy = strncmp(de->d_name, "etc-", 4) == 0;
+                if (!ours && !legacy)
+                        continue;
+                _cleanup_free_ char *dir = drv_asprintf(RUN_DIR_ROOT "/%s", de->d_name);
+                _cleanup_free_ char *owner = drv_asprintf("%s/owner", dir ? dir : "");
+                if (!dir || !owner)
+                        return;
+                struct stat st;
+                _cleanup_close_ int fd = -1;
+                if (ours) {
+                        fd = open(owner, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+                        if (fd < 0 || flock(fd, LOCK_EX | LOCK_NB) < 0)
+                                continue; /* alive, or too new to have its lock yet */
+                } else if (lstat(dir, &st) < 0 || !S_ISDIR(st.st_mode) ||
+                           time(NULL) - st.st_mtime < 86400) {
+                        continue;
+                }
+                struct drv_error e = {0};
+                if (drv_rm_rf(dir, &e) < 0)
+                        log_warn("sweep_failed", "dir=%s error=\"%s\"", dir, e.message);
+                else
+                        log_info("swept", "dir=%s reason=\"no live owner\"", dir);
+        }
+}
+
+int runtime_sweep_stale(struct drv_error *err)
+{
+        sweep_run_dirs();
+        return sandbox_sweep_stale(err);
+}
+
 static void rts_free(struct rts *rt)
 {
-        if (rt->etc_dir) {
+        if (rt->run_dir) {
                 struct drv_error e = {0};
-                if (drv_rm_rf(rt->etc_dir, &e) < 0)
-                        log_warn("etc_cleanup_failed", "dir=%s error=\"%s\"", rt->etc_dir,
+                if (drv_rm_rf(rt->run_dir, &e) < 0)
+                        log_warn("run_dir_cleanup_failed", "dir=%s error=\"%s\"", rt->run_dir,
                                  e.message);
         }
-        free(rt->etc_dir);
+        if (rt->run_lock_fd >= 0)
+                close(rt->run_lock_fd);
+        free(rt->run_dir);
         free(rt->etc_passwd);
         free(rt->etc_group);
         free(rt);
@@ -126,14 +199,25 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
         struct rts *rt = calloc(1, sizeof(*rt));
         if (!rt)
                 return drv_err(err, ENOMEM, "out of memory");
+        rt->run_lock_fd = -1;
         sandbox_name(spec, rt->name, sizeof(rt->name));
-        int r;
+        int r = make_run_dir(rt, err);
+        if (r < 0) {
+                rts_free(rt);
+                return drv_err_prefix(err, "the job's run directory");
+        }
         if (e->kind == JS_KIND_DOCKER &&
             (r = rtimg_open(spec, rt->name, &cfg->hooks, &rt->img, err)) < 0) {
                 rts_free(rt);
                 return r;
         }
+        _cleanup_free_ char *steps = drv_asprintf("%s/steps", rt->run_dir);
+        if (!steps) {
+                rts_free(rt);
+                return drv_err(err, ENOMEM, "out of memory");
+        }
         size_t nb = 0;
+        rt->binds[nb++] = (struct sandbox_bind){steps, INJOB_STEPS_DIR, true};
         if (cfg->self_exe && !rt->img) { /* on images: rtimg_primary_config */
                 rt->binds[nb++] =
                     (struct sandbox_bind){cfg->self_exe, "/run/drover/bin/circleci", true};
@@ -171,6 +255,10 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
         sc.group = rt->group;
         if (r == 0)
                 r = sandbox_create(&sc, &rt->sb, err);
+        if (r == 0 &&
+            (chown(steps, sandbox_host_uid(rt->sb, false), sandbox_host_gid(rt->sb, false)) < 0 ||
+             chmod(steps, 0700) < 0))
+                r = drv_err_errno(err, "hand %s to the job user", steps);
         if (r == 0 && rt->img)
                 r = rtimg_start_services(rt->img, rt->sb, rt->group, err);
         if (r < 0) {
@@ -287,15 +375,33 @@ static uint64_t rts_memory_limit(void *impl)
         return sandbox_memory_limit(rt->sb);
 }
 
+/* Open a path of the job (as the job user, see rts_write_file). O_NONBLOCK: a FIFO the job put
+ * there cannot block us in open(); only a regular file is handed back (-EINVAL otherwise). */
 static int open_in_root(struct rts *rt, const char *path, int flags, mode_t mode)
 {
-        struct open_how how = {
-            .flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW | 0100000 /* O_LARGEFILE */),
-            .mode = flags & O_CREAT ? mode : 0,
-            .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+        struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
+                                                   0100000 /* O_LARGEFILE */),
+                               .mode = flags & O_CREAT ? mode : 0,
+                               .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
         while (*path == '/')
                 path++;
-        return (int)syscall(SYS_openat2, sandbox_root_fd(rt->sb), path, &how, sizeof(how));
+        int root = sandbox_root_fd(rt->sb);
+        if (root < 0) {
+                errno = ESRCH; /* the sandbox's pid 1 is gone: no root to resolve in */
+                return -1;
+        }
+        _cleanup_close_ int fd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return -1;
+        if (!S_ISREG(st.st_mode)) {
+                errno = EINVAL;
+                return -1;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+                return -1;
+        return TAKE_FD(fd);
 }
 
 static bool rts_path_exists(void *impl, const char *inside_path)
@@ -325,6 +431,9 @@ static int rts_write_file(void *impl, const char *inside_path, const void *data,
         setfsuid((uid_t)ofsuid);
         setfsgid((gid_t)ofsgid);
         errno = saved;
+        if (fd < 0 && errno == EINVAL)
+                return drv_err(err, EINVAL, "cannot create %s in the job: not a regular file",
+                               inside_path);
         if (fd < 0)
                 return drv_err_errno(err, "cannot create %s in the job", inside_path);
         if (fchmod(fd, mode) < 0)
@@ -335,6 +444,44 @@ static int rts_write_file(void *impl, const char *inside_path, const void *data,
                 return drv_err_errno(err, "cannot write %s in the job", inside_path);
         }
         return 0;
+}
+
+/* Step scripts go to steps/ of the job's run directory (bound read-only at INJOB_STEPS_DIR): the
+ * job can neither put a FIFO or symlink there nor fill the file system they are on. */
+static int rts_write_script(void *impl, const char *name, const void *data, size_t n,
+                            char **inside_path, struct drv_error *err)
+{
+        struct rts *rt = impl;
+        if (strchr(name, '/') || !name[0] || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+                return drv_err(err, EINVAL, "step script name '%s'", name);
+        _cleanup_free_ char *dir = drv_asprintf("%s/steps", rt->run_dir);
+        if (!dir)
+                return drv_err(err, ENOMEM, "out of memory");
+        _cleanup_close_ int dfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dfd < 0)
+                return drv_err_errno(err, "open %s", dir);
+        if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+                return drv_err_errno(err, "remove %s/%s", dir, name);
+        _cleanup_close_ int fd =
+            openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0700);
+        if (fd < 0)
+                return drv_err_errno(err, "create %s/%s", dir, name);
+        int r = drv_write_all(fd, data, n);
+        if (r < 0) {
+                errno = -r;
+                return drv_err_errno(err, "write %s/%s", dir, name);
+        }
+        if (fchown(fd, rts_host_uid(rt), rts_host_gid(rt)) < 0)
+                return drv_err_errno(err, "hand %s/%s to the job user", dir, name);
+        if (!(*inside_path = drv_asprintf("%s/%s", INJOB_STEPS_DIR, name)))
+                return drv_err(err, ENOMEM, "out of memory");
+        return 0;
+}
+
+static bool rts_broken(void *impl, char *reason, size_t n)
+{
+        struct rts *rt = impl;
+        return sandbox_broken(rt->sb, reason, n);
 }
 
 static void rts_close(void *impl)
@@ -447,4 +594,6 @@ const struct runtime_ops runtime_sandbox_ops = {
     .resize_session = rts_resize_session,
     .poll = rts_poll,
     .poll_fd = rts_poll_fd,
+    .write_script = rts_write_script,
+    .broken = rts_broken,
 };

@@ -8,6 +8,7 @@
 #include "executor/stepenv.h"
 #include "executor/stepctx.h"
 #include "executor/docker/docker_proxy.h"
+#include "executor/watchdog.h"
 #include "executor/ssh/ssh.h"
 #include "artifacts/artifacts.h"
 #include "artifacts/objstore.h"
@@ -62,6 +63,9 @@ struct machine {
         int64_t runtime_start_ms;    /* runtime_open took this long (-1: not opened) */
         struct docker_proxy *dproxy; /* setup_remote_docker's API proxy (NULL: none) */
         uint64_t env_begin_ns[2];    /* "Spin up environment", "Service containers" begun */
+        struct job_watchdog *wd;     /* ends the job even when this loop is stuck */
+        bool broken;                 /* the job's environment died under us (runtime_broken) */
+        char broken_reason[512];
 };
 
 /* The runtime's notices (image pulls, services) have streams of their own after the SSH ones:
@@ -111,6 +115,7 @@ static bool on_runtime_canceled(void *ud)
             read(m->o->cancel_signal_fd, &si, sizeof(si)) == sizeof(si)) {
                 log_info("job_cancel", "signal=%u phase=setup", si.ssi_signo);
                 m->canceled = true;
+                job_watchdog_noticed(m->wd);
         }
         return m->canceled;
 }
@@ -238,6 +243,7 @@ static void cancel_all(struct machine *m)
 {
         struct drv_error e;
         m->canceled = true;
+        job_watchdog_noticed(m->wd);
         for (size_t i = 0; i < m->n_procs; i++)
                 if (!m->procs[i].exited)
                         m->procs[i].canceled = true;
@@ -339,9 +345,10 @@ static struct proc *start_run(struct machine *m, unsigned idx, const char *comma
                 drv_err(err, EMFILE, "too many background steps in one job");
                 return NULL;
         }
-        char script[96];
-        snprintf(script, sizeof(script), "/tmp/.drover-step-%u.sh", idx);
-        if (runtime_write_file(m->rt, script, command, strlen(command), 0700, err) < 0)
+        char name[64];
+        snprintf(name, sizeof(name), ".drover-step-%u.sh", idx);
+        _cleanup_free_ char *script = NULL;
+        if (runtime_write_script(m->rt, name, command, strlen(command), &script, err) < 0)
                 return NULL;
         const char *shell = st->shell ? st->shell : m->spec->shell;
         if (st->type == JS_STEP_CHECKOUT || st->type == JS_STEP_ADD_SSH_KEYS)
@@ -447,6 +454,19 @@ static void end_step_output(struct machine *m, unsigned idx, enum step_status st
         emit_step_finished(m, idx, status, reason, p, dur_ms);
 }
 
+/* Did the job's environment die under us (the sandbox's pid 1 killed)? Then the job ends at once
+ * as an infrastructure failure and nothing touches its root any more. */
+static bool check_broken(struct machine *m, unsigned idx)
+{
+        if (m->broken || !m->rt ||
+            !runtime_broken(m->rt, m->broken_reason, sizeof(m->broken_reason)))
+                return m->broken;
+        m->broken = true;
+        log_error("job_environment_lost", "step=%u reason=\"%s\"", idx, m->broken_reason);
+        output_step_printf(m->o->out, idx, "drover: %s", m->broken_reason);
+        return true;
+}
+
 /* Run one step to completion (background steps: until started). */
 static enum step_status run_step(struct machine *m, unsigned idx)
 {
@@ -456,6 +476,7 @@ static enum step_status run_step(struct machine *m, unsigned idx)
         enum step_status status = STEP_FAILED;
         uint64_t t0 = drv_now_ns();
         struct drv_error e;
+        job_watchdog_step(m->wd, idx);
         if (output_step_begin(m->o->out, idx, st->name, st->background, &e) < 0)
                 log_warn("output_begin_failed", "step=%u error=\"%s\"", idx, e.message);
         job_events_emit(m->o->events, "step_started",
@@ -517,7 +538,10 @@ static enum step_status run_step(struct machine *m, unsigned idx)
         }
         struct proc *p = start_run(m, idx, command ? command : st->command, &err);
         if (!p) {
-                output_step_printf(m->o->out, idx, "drover: %s", err.message);
+                if (check_broken(m, idx))
+                        drv_err(&err, ESRCH, "%s", m->broken_reason);
+                else
+                        output_step_printf(m->o->out, idx, "drover: %s", err.message);
                 snprintf(reason, sizeof(reason), "%s", err.message);
                 end_step_output(m, idx, STEP_FAILED, reason, NULL, (drv_now_ns() - t0) / 1000000);
                 return STEP_FAILED;
@@ -529,6 +553,10 @@ static enum step_status run_step(struct machine *m, unsigned idx)
                 loop_once(m, &m->procs[pi]);
         p = &m->procs[pi];
         format_reason(m, p, &status, reason, sizeof(reason));
+        if (check_broken(m, idx)) {
+                status = STEP_FAILED;
+                snprintf(reason, sizeof(reason), "%s", m->broken_reason);
+        }
         if (scripted && status == STEP_FAILED &&
             checkout_failure_reason(p->tail, p->tail_len, reason, sizeof(reason)))
                 checkout_redact(m->spec, reason);
@@ -572,7 +600,7 @@ static void finish_background(struct machine *m)
 
 static bool halted(struct machine *m)
 {
-        return runtime_path_exists(m->rt, HALT_MARKER);
+        return !m->broken && runtime_path_exists(m->rt, HALT_MARKER);
 }
 
 static int machine_setup(struct machine *m, struct drv_error *err)
@@ -746,17 +774,26 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                                   (int)o->spec->node_index, "node_total",
                                   (int)o->spec->node_total));
         int r = machine_setup(&m, err);
+        /* after the setup: the sandbox's pid 1 is cloned while we have no other thread (the
+         * cheaper clone path, sandbox.md); the setup polls for cancellation itself */
+        struct job_watchdog_config wc = {.deadline_ns = m.job_deadline_ns,
+                                         .cancel_fd = o->cancel_signal_fd,
+                                         .events = o->events};
+        if (r == 0)
+                r = job_watchdog_start(&wc, &m.wd, err);
         if (r == 0 && o->spec->ssh.enabled)
                 r = ssh_begin(&m, err);
         bool failed = false;
         if (r == 0) {
                 for (unsigned i = 0; i < o->spec->n_steps; i++) {
                         const struct js_step *st = &o->spec->steps[i];
-                        if (m.canceled)
+                        if (m.canceled || check_broken(&m, i))
                                 break;
                         if (!step_should_run(st->when, failed))
                                 continue;
                         enum step_status s = run_step(&m, i);
+                        if (check_broken(&m, i))
+                                break;
                         runtime_poll(m.rt); /* a service that ended meanwhile is told now */
                         if (s != STEP_SUCCESS)
                                 failed = true;
@@ -767,7 +804,7 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                                 break;
                         }
                 }
-                if (m.ssh)
+                if (m.ssh && !m.broken)
                         ssh_wait(&m);
                 sshd_stop(m.ssh); /* sessions end before the background steps are stopped */
                 m.ssh = NULL;
@@ -777,12 +814,14 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
         stop_docker_proxy(&m);
         bool setup_canceled = r < 0 && !m.rt && m.canceled; /* e.g. during an image pull */
         bool setup_timed_out = r == -ETIME && !m.rt; /* the job's timeout during an image pull */
-        *status = job_classify(r < 0 && !setup_canceled && !setup_timed_out,
+        *status = job_classify((r < 0 && !setup_canceled && !setup_timed_out) || m.broken,
                                m.job_timed_out || setup_timed_out, m.canceled, failed);
         json_t *fin = json_pack("{s:s, s:I}", "status", job_status_name(*status), "duration_ms",
                                 (json_int_t)((drv_now_ns() - t0) / 1000000));
         if (r < 0)
                 json_object_set_new(fin, "reason", json_string(err->message));
+        else if (m.broken)
+                json_object_set_new(fin, "reason", json_string(m.broken_reason));
         if (m.runtime_start_ms >= 0) /* sandbox / containers ready: the agent's metric */
                 json_object_set_new(fin, "runtime_start_ms", json_integer(m.runtime_start_ms));
         job_events_emit(o->events, "finished", fin);
@@ -798,5 +837,6 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
         free(m.home);
         free(m.workdir);
         free(m.bash_env);
+        job_watchdog_stop(m.wd);
         return r < 0 && !setup_canceled ? r : 0;
 }

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <time.h>
@@ -523,4 +524,58 @@ int cg_destroy(struct cgroup *cg, struct drv_error *err)
         }
         free(cg);
         return r;
+}
+
+/* rmdir every group below dir (depth first) older than min_age_s; the kernel refuses a group with
+ * processes or children (EBUSY), so only empty ones go. Returns how many were removed. */
+static int sweep_dir(const char *dir, time_t now, unsigned min_age_s, int depth)
+{
+        DIR *d = opendir(dir);
+        if (!d)
+                return 0;
+        int removed = 0;
+        for (struct dirent *de; (de = readdir(d));) {
+                if (de->d_type != DT_DIR || de->d_name[0] == '.')
+                        continue;
+                _cleanup_free_ char *sub = drv_path_join(dir, de->d_name);
+                struct stat st;
+                if (!sub || lstat(sub, &st) < 0 || !S_ISDIR(st.st_mode))
+                        continue;
+                if (depth < 4)
+                        removed += sweep_dir(sub, now, min_age_s, depth + 1);
+                if (now - st.st_mtime < (time_t)min_age_s)
+                        continue;
+                if (rmdir(sub) == 0) {
+                        log_info("swept", "cgroup=%s reason=\"no processes\"", sub);
+                        removed++;
+                }
+        }
+        closedir(d);
+        return removed;
+}
+
+int cg_sweep(const struct cg_place *pl, unsigned min_age_s, struct drv_error *err)
+{
+        /* a parent given by the operator is swept only when it is drover's own ("drover...") */
+        const char *base = pl->parent ? strrchr(pl->parent, '/') : NULL;
+        base = base ? base + 1 : pl->parent;
+        if (base && strncmp(base, "drover", 6) != 0)
+                return 0;
+        char self[8192] = "";
+        if (!pl->parent)
+                (void)read_small("/proc/self", "cgroup", self, sizeof(self));
+        time_t now = time(NULL);
+        for (int i = 0; i < (pl->mode == CG_MODE_V2 ? 1 : V1_N); i++) {
+                _cleanup_free_ char *mnt = pl->mode == CG_MODE_V2
+                                               ? strdup(pl->root)
+                                               : drv_path_join(pl->root, v1_names[i]);
+                _cleanup_free_ char *dir =
+                    mnt ? group_dir(self, mnt, pl->parent,
+                                    pl->mode == CG_MODE_V2 ? NULL : v1_names[i], "")
+                        : NULL;
+                if (!dir)
+                        return drv_err(err, ENOMEM, "out of memory");
+                (void)sweep_dir(dir, now, min_age_s, 0);
+        }
+        return 0;
 }

@@ -66,5 +66,8 @@ void cg_reset_peak(struct cgroup *cg);
 uint64_t cg_memory_limit(struct cgroup *cg);
 /* Directory of the group in the (first) hierarchy, for tests and logs. */
 const char *cg_path(struct cgroup *cg);
+/* Remove the empty groups (no processes, no children) below drover's parent in every hierarchy
+ * that are at least min_age_s old: what crashed runs left. A live group is never removed. */
+int cg_sweep(const struct cg_place *pl, unsigned min_age_s, struct drv_error *err);
 /* Remove the group directories (after the processes are gone) and free. NULL is fine. */
 int cg_destroy(struct cgroup *cg, struct drv_error *err);

@@ -28,8 +28,6 @@ static const int docker_caps[] = {
 
 static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
-enum sb_stage { ST_NONE, ST_FDS, ST_CWD, ST_CAPS, ST_IDS, ST_SECCOMP, ST_EXEC };
-
 struct proc {
         pid_t pid;
         int32_t proc_id;
@@ -124,6 +122,25 @@ _Noreturn static void child_fail(int pipe_fd, int stage)
         _exit(127);
 }
 
+/* The job's processes go before pid 1 when the job runs out of memory. Raising the score needs
+ * no privilege, but our /proc files belong to the host's root while we are not dumpable (pid 1's
+ * memory is a copy of the supervisor's): dumpable for the one write, while we still hold every
+ * capability of the namespace (no job process may ptrace us meanwhile). A failure leaves the
+ * inherited score. */
+static void raise_oom_score(void)
+{
+        if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+                return;
+        int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                char v[16];
+                int n = snprintf(v, sizeof(v), "%d", SANDBOX_JOB_OOM_SCORE_ADJ);
+                (void)!write(fd, v, (size_t)n);
+                close(fd);
+        }
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 /* In the forked child: become the job process and exec. Never returns. */
 _Noreturn static void child_exec(const struct sb_init_args *a, const struct sbm_req *rq,
                                  char **argv, char **envp, const char *cwd, const int fds[3],
@@ -143,6 +160,7 @@ _Noreturn static void child_exec(const struct sb_init_args *a, const struct sbm_
          * group, so that an interactive `drover sandbox` stays in the terminal's foreground */
         if (rq->flags & (SBM_F_NEW_SESSION | SBM_F_PTY) && setsid() < 0)
                 child_fail(pipe_fd, ST_FDS);
+        raise_oom_score();
         /* fds: the three given (or /dev/null) on 0-2, the error pipe high, nothing else */
         int hi[3];
         for (int i = 0; i < 3; i++) {

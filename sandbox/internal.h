@@ -17,6 +17,11 @@ struct cg_place;
 int sb_cg_place(struct cg_place *pl, struct drv_error *err);
 /* The cgroup name of a group (its members' groups are "name/member"). */
 const char *sb_group_name(const struct sandbox_group *g);
+#define SB_SLOT_DIR "/run/drover/uid-slots"
+/* Mark slot as having (on) or no longer having a private network (sweep.c). */
+void sb_net_mark(int slot, bool on);
+/* Hold slot's lock if nobody does: the lock fd (close to release), or -1 when it is taken. */
+int sb_try_slot(int slot);
 /* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */
 int sb_take_slot(int *slot, int *fd_out, struct drv_error *err);
 /* uid_map and gid_map of pid: inside 0.. -> host base.. (UID_RANGE ids) */
@@ -66,6 +71,8 @@ struct sbm_req {
         uint32_t argc, envc;
         /* then argc + envc + 1 NUL-terminated strings: argv..., envp..., cwd */
 };
+/* Where a spawn failed (sbm_reply.stage). */
+enum sb_stage { ST_NONE, ST_FDS, ST_CWD, ST_CAPS, ST_IDS, ST_SECCOMP, ST_EXEC };
 struct sbm_reply {
         int32_t proc_id;
         int32_t result; /* 0 or -errno */
@@ -150,5 +157,8 @@ int sb_egress_plan(struct sb_net *n, const char *allow, const char *resolv_conf,
 /* The filter rules of n's policy, top to bottom, each "CHAIN match... -j TARGET" (words
  * separated by single spaces); base_subnet is drover's job range. Caller frees (strv). */
 int sb_egress_rules(const struct sb_net *n, const char *base_subnet, char ***out);
+/* A crashed run's network of n's slot (the caller holds the slot's lock): every copy of its rules
+ * and its veth. */
+void sb_net_remove_stale(struct sb_net *n);
 /* Bring lo up in the current netns (init calls this). */
 int sb_net_loopback_up(void);

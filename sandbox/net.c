@@ -181,6 +181,20 @@ static void remove_each(const struct sb_net *n)
         }
 }
 
+/* Delete every copy of the slot's rules (a crashed run may have left several). */
+static void remove_rules(struct sb_net *n)
+{
+        for (int i = 0; i < 8 && rules(n, "-D", NULL) == 0; i++)
+                ;
+}
+
+void sb_net_remove_stale(struct sb_net *n)
+{
+        remove_rules(n);
+        const char *del[] = {ip_tool(), "link", "del", n->host_if, NULL};
+        (void)run(del, -1, NULL);
+}
+
 int sb_net_setup(struct sb_net *n, pid_t init_pid, struct drv_error *err)
 {
         char pidstr[16], nspath[64], host_cidr[32], in_cidr[32];
@@ -221,8 +235,7 @@ int sb_net_setup(struct sb_net *n, pid_t init_pid, struct drv_error *err)
                 return drv_err_prefix(err, "private network");
         /* rules of a crashed run with our slot (the slot lock makes them ours): remove them, or
          * the teardown below would leave a copy behind */
-        for (int i = 0; i < 8 && rules(n, "-D", NULL) == 0; i++)
-                ;
+        remove_rules(n);
         n->rules_added = true;
         if ((r = rules(n, "-I", err)) < 0)
                 return drv_err_prefix(err, "private network");

@@ -7,7 +7,7 @@
 #include <sys/socket.h>
 
 #define SLOTS    SANDBOX_SLOTS
-#define SLOT_DIR "/run/drover/uid-slots"
+#define SLOT_DIR SB_SLOT_DIR
 #define SOCKBUF  (4 << 20)
 
 bool sb_name_ok(const char *s)
@@ -19,6 +19,18 @@ bool sb_name_ok(const char *s)
                       ('0' <= *s && *s <= '9') || *s == '.' || *s == '_' || *s == '-'))
                         return false;
         return true;
+}
+
+int sb_try_slot(int slot)
+{
+        char p[64];
+        snprintf(p, sizeof(p), SLOT_DIR "/%d.lock", slot);
+        int fd = open(p, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+                return fd;
+        if (fd >= 0)
+                close(fd);
+        return -1;
 }
 
 /* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */

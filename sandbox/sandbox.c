@@ -7,6 +7,7 @@
 #include <linux/mount.h>
 #include <linux/sched.h>
 #include <sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -44,6 +45,10 @@ struct sandbox {
         struct proc_rec *procs; /* spawned, exit not yet returned */
         size_t n_procs;
         bool init_gone;
+        bool net_marked; /* sb_net_mark'ed: unmark after the teardown */
+        bool init_dead;  /* sandbox_broken saw pid 1 end (exit status kept for the reason) */
+        int init_code;   /* its siginfo si_code and si_status */
+        int init_status;
         /* sandbox_create_spawn: the first spawn, sent with "c" while pid 1 finishes its setup */
         const struct sandbox_exec *first;
         struct sent_spawn first_sent;
@@ -227,6 +232,25 @@ static long clone_init(struct sandbox *sb, int netns_fd, bool *in_cgroup)
         return pid;
 }
 
+/* pid 1 is the last thing the OOM killer may pick: OOM_SCORE_ADJ_MIN from us (host root), which
+ * needs CAP_SYS_RESOURCE. Without it pid 1 keeps our score, and the job's processes still rank
+ * above it (SB_JOB_OOM_SCORE_ADJ, set by each of them in init.c); if pid 1 dies anyway, the job
+ * ends as an infrastructure failure (sandbox_broken). */
+static void protect_init(pid_t pid)
+{
+        static bool told;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/oom_score_adj", (int)pid);
+        struct drv_error e = {0};
+        if (drv_write_file(path, "-1000", &e) < 0 && !told) {
+                told = true;
+                log_info("sandbox_oom_protect_unavailable",
+                         "error=\"%s\" effect=\"pid 1 keeps the supervisor's oom_score_adj; the "
+                         "job's processes are still killed first\"",
+                         e.message);
+        }
+}
+
 /* Clone pid 1, map its ids, put it in the cgroup and network, let it build the root. */
 /* pid 1 reports its own setup error and dies; what failed after it (the network made for its
  * pid) is a consequence: name the cause. */
@@ -275,6 +299,7 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
         }
         sb->init_pid = (pid_t)pid;
         phase(sb, "clone");
+        protect_init(sb->init_pid);
         close(TAKE_FD(sync[1]));
         close(TAKE_FD(ctl[1]));
         close(TAKE_FD(ev[1]));
@@ -290,10 +315,13 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
         if (!in_cgroup && (r = cg_add_pid(sb->cg, sb->init_pid, err)) < 0)
                 goto out;
         phase(sb, "maps_cg");
-        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of &&
-            (r = sb_net_setup(&sb->net, sb->init_pid, err)) < 0) {
-                pid1_error_first(sync[0], &r, err);
-                goto out;
+        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of) {
+                sb_net_mark(sb->slot, true); /* before any rule: a crash leaves it to the sweep */
+                sb->net_marked = true;
+                if ((r = sb_net_setup(&sb->net, sb->init_pid, err)) < 0) {
+                        pid1_error_first(sync[0], &r, err);
+                        goto out;
+                }
         }
         if (DRV_RETRY(write(sync[0], "c", 1)) != 1) {
                 r = drv_err_errno(err, "start the sandbox's pid 1");
@@ -602,6 +630,9 @@ static int spawn_recv(struct sandbox *sb, const struct sandbox_exec *ex,
         int r = request_recv(sb, &rep, master, err);
         if (r < 0)
                 return r;
+        if (rep.result < 0 && rep.stage == ST_CWD) /* the directory, not the program */
+                return drv_err(err, -rep.result, "cannot enter the directory %s: %s",
+                               ex->cwd && *ex->cwd ? ex->cwd : sb->home, strerror(-rep.result));
         if (rep.result < 0)
                 return drv_err(err, -rep.result, "cannot %s %s: %s", stage_name(rep.stage),
                                ex->argv[0], strerror(-rep.result));
@@ -676,6 +707,10 @@ int sandbox_next_exit(struct sandbox *sb, struct sandbox_exit *ev, struct drv_er
                 return drv_err_errno(err, "sandbox %s: read exit event", sb->name);
         if (n == 0) {
                 sb->init_gone = true;
+                if (sb->root_fd >= 0) { /* its root is no longer the job's: never resolve in it */
+                        close(sb->root_fd);
+                        sb->root_fd = -1;
+                }
                 return sandbox_next_exit(sb, ev, err);
         }
         if (n != (ssize_t)sizeof(m))
@@ -709,6 +744,48 @@ int sandbox_kill_processes(struct sandbox *sb, struct drv_error *err)
                 return drv_err(err, -rep.result, "sandbox %s: kill processes: %s", sb->name,
                                strerror(-rep.result));
         return 0;
+}
+
+bool sandbox_broken(struct sandbox *sb, char *reason, size_t n)
+{
+        if (!sb || sb->init_pid <= 0)
+                return false;
+        if (!sb->init_dead) {
+                /* pid 1 closed its end of the control socket: it is dying, wait for it */
+                struct pollfd p = {.fd = sb->ctl_fd};
+                bool hup = sb->init_gone || (sb->ctl_fd >= 0 && poll(&p, 1, 0) == 1 &&
+                                             p.revents & (POLLHUP | POLLERR));
+                siginfo_t si = {0};
+                int opts = WEXITED | WNOWAIT | __WALL | (hup ? 0 : WNOHANG);
+                if (DRV_RETRY(waitid(P_PID, (id_t)sb->init_pid, &si, opts)) < 0 || si.si_pid == 0)
+                        return false;
+                sb->init_dead = true;
+                sb->init_code = si.si_code;
+                sb->init_status = si.si_status;
+                if (sb->root_fd >= 0) {
+                        close(sb->root_fd);
+                        sb->root_fd = -1;
+                }
+        }
+        struct cg_usage u = {0};
+        cg_read_usage(sb->cg, &u);
+        uint64_t lim = cg_memory_limit(sb->cg);
+        if (sb->init_code == CLD_EXITED)
+                snprintf(reason, n,
+                         "the job's sandbox ended: its pid 1 (drover-init) exited "
+                         "with code %d",
+                         sb->init_status);
+        else if (sb->init_status == SIGKILL && u.oom_kills > 0 && lim)
+                snprintf(reason, n,
+                         "the job's sandbox ended: the out-of-memory killer of the job's memory "
+                         "limit (%" PRIu64 " MiB) killed its pid 1 (drover-init)",
+                         lim >> 20);
+        else
+                snprintf(reason, n,
+                         "the job's sandbox ended: its pid 1 (drover-init) was killed "
+                         "by signal %d",
+                         sb->init_status);
+        return true;
 }
 
 int sandbox_root_fd(struct sandbox *sb)
@@ -763,6 +840,8 @@ void sandbox_destroy(struct sandbox *sb)
         }
         phase(sb, "destroyed");
         sb_net_teardown(&sb->net);
+        if (sb->net_marked)
+                sb_net_mark(sb->slot, false);
         if (sb->ctl_fd >= 0)
                 close(sb->ctl_fd);
         if (sb->ev_fd >= 0)

@@ -120,6 +120,15 @@ bool sandbox_has_pending_exit(struct sandbox *sb);
 int sandbox_signal(struct sandbox *sb, int proc_id, int sig);
 /* Kill every process in the sandbox except pid 1 (background steps included). */
 int sandbox_kill_processes(struct sandbox *sb, struct drv_error *err);
+/* Has pid 1 ended (killed, e.g. by the OOM killer)? Then everything inside is gone, the root fd
+ * is closed (sandbox_root_fd: -1) and reason (n bytes) says why. Does not reap pid 1. */
+bool sandbox_broken(struct sandbox *sb, char *reason, size_t n);
+/* The oom_score_adj every process started in a sandbox sets for itself: above pid 1's, so that
+ * the OOM killer of the job's memory limit takes the job's processes first. */
+#define SANDBOX_JOB_OOM_SCORE_ADJ 500
+/* At start of a drover process that runs jobs: remove the cgroups (empty, a minute old) and the
+ * private-network rules and veths (their slot's lock free) that crashed runs left behind. */
+int sandbox_sweep_stale(struct drv_error *err);
 /* O_PATH|O_DIRECTORY fd of the sandbox's root as the host sees it (resolve with RESOLVE_IN_ROOT).
  */
 int sandbox_root_fd(struct sandbox *sb);

@@ -1,5 +1,6 @@
 /* jobspec.c: parse and fully validate a job spec (docs/jobspec.md); errors name the JSON path. */
 #include "executor/jobspec.h"
+#include "executor/output/spool.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -277,6 +278,14 @@ static const char *default_step_name(const struct js_step *st)
         return "Run";
 }
 
+/* A shell (job's or step's) must name a program: "" would leave nothing to run. */
+static int check_shell(struct jp *j, const char *path, const char *shell)
+{
+        if (shell && !shell[strspn(shell, " \t")])
+                return bad(j, path, "shell", "must name a program (e.g. /bin/bash -eo pipefail)");
+        return 0;
+}
+
 static int parse_step(struct jp *j, json_t *v, const char *p, struct js_step *st)
 {
         static const char *const by_type[][12] = {
@@ -320,7 +329,8 @@ static int parse_step(struct jp *j, json_t *v, const char *p, struct js_step *st
                         0 ||
                     (r = get_bool(j, v, p, "background", &st->background)) < 0 ||
                     (r = get_u64(j, v, p, "no_output_timeout", false, 1, 7 * 86400,
-                                 &st->no_output_timeout)) < 0)
+                                 &st->no_output_timeout)) < 0 ||
+                    (r = check_shell(j, p, st->shell)) < 0)
                         return r;
                 if (!st->name) { /* the first non-blank line, trimmed; "Run" when none */
                         const char *c = st->command + strspn(st->command, " \t\r\n");
@@ -368,6 +378,23 @@ static int parse_step(struct jp *j, json_t *v, const char *p, struct js_step *st
         return st->name ? 0 : drv_err(j->err, ENOMEM, "out of memory");
 }
 
+/* steps + SSH (2) + environment (2) output streams must fit the spool */
+_Static_assert(JS_MAX_STEPS + 4 <= SPOOL_MAX_STEPS, "JS_MAX_STEPS outgrows the output spool");
+
+/* id.job names files (the output spool, the sandbox's cgroup): no path separators or dot names,
+ * no control characters, at most JS_MAX_JOB_ID bytes. */
+static int check_job_id(struct jp *j, const char *id)
+{
+        if (strlen(id) > JS_MAX_JOB_ID)
+                return bad(j, "$.id", "job", "longer than %d bytes", JS_MAX_JOB_ID);
+        if (id[0] == '.' || strchr(id, '/'))
+                return bad(j, "$.id", "job", "must not contain '/' nor start with '.'");
+        for (const unsigned char *c = (const unsigned char *)id; *c; c++)
+                if (*c < 0x20 || *c == 0x7f)
+                        return bad(j, "$.id", "job", "must not contain control characters");
+        return 0;
+}
+
 static int parse_ids(struct jp *j, json_t *root, struct jobspec *s)
 {
         static const char *const keys[] = {"job",           "name",    "build_num", "workflow",
@@ -391,6 +418,8 @@ static int parse_ids(struct jp *j, json_t *root, struct jobspec *s)
                 return r;
         if (!s->job_id[0])
                 return bad(j, "$.id", "job", "must not be empty");
+        if ((r = check_job_id(j, s->job_id)) < 0)
+                return r;
         if (idx >= total)
                 return bad(j, "$.id", "node_index", "%llu must be below node_total %llu",
                            (unsigned long long)idx, (unsigned long long)total);
@@ -770,6 +799,11 @@ int jobspec_from_json(json_t *root, struct jobspec **out, struct drv_error *err)
                 return drv_err(err, EINVAL, "$.steps: required field is missing");
         if (!json_is_array(steps) || json_array_size(steps) == 0)
                 return drv_err(err, EINVAL, "$.steps: expected a non-empty array of steps");
+        if (json_array_size(steps) > JS_MAX_STEPS)
+                return drv_err(err, EINVAL, "$.steps: %zu steps, at most %d",
+                               json_array_size(steps), JS_MAX_STEPS);
+        if ((r = check_shell(&j, "$", s->shell)) < 0)
+                return r;
         s->steps = calloc(json_array_size(steps), sizeof(*s->steps));
         if (!s->steps)
                 return drv_err(err, ENOMEM, "out of memory");
