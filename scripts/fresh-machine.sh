@@ -101,11 +101,18 @@ in_root() {
 
 step "debootstrap --variant=minbase bookworm $root $mirror"
 # in a private mount namespace too: the /proc and /sys it mounts in the root go away with it
-if ! run_logged debootstrap unshare --mount -- debootstrap --variant=minbase \
-        --cache-dir="$FRESH_CACHE/debootstrap" bookworm "$root" "$mirror"; then
+# a second try from an empty root: a download that a passing network fault broke is not the
+# project's fault (a missing package is, and fails both tries)
+for try in 1 2; do
+        if run_logged debootstrap unshare --mount -- debootstrap --variant=minbase \
+                --cache-dir="$FRESH_CACHE/debootstrap" bookworm "$root" "$mirror"; then
+                break
+        fi
         [ ! -f "$root/debootstrap/debootstrap.log" ] || tail -n 40 "$root/debootstrap/debootstrap.log"
-        exit 1
-fi
+        [ "$try" = 1 ] || exit 1
+        step "debootstrap failed; once more from an empty root"
+        rm -rf --one-file-system "$root" && mkdir -m 755 "$root"
+done
 # as on a fresh machine, services are not started by package installs in here: nothing runs
 # systemd in the root, and no daemon may outlive the stage
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"

@@ -25,6 +25,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-quiet apt-get -o DPkg::Lock::Timeout=600 update
-quiet apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
+quiet apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 update
+quiet apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3 install -y --no-install-recommends "${missing[@]}"
 echo "setup: done"
