@@ -357,11 +357,18 @@ def pumps_are_fresh_single_threaded_drover_processes_with_no_key_in_argv_or_env(
             # beyond its own fds only what it opened itself (its engine connections): nothing
             # else of its parent's (the runtime's pipes, the SSH server's sockets, drover's image)
             ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-            held = {fd_target(ppid, x) for x in os.listdir(f"/proc/{ppid}/fd")}
-            fds = {int(x) for x in os.listdir(f"/proc/{pid}/fd")}
+            # a forward's pump closes its report pipe (4) once its connect is reported, which
+            # can come a moment after the pump appears (seen under ASan): give it 10 s
+            deadline = time.time() + 10
+            while True:
+                held = {fd_target(ppid, x) for x in os.listdir(f"/proc/{ppid}/fd")}
+                fds = {int(x) for x in os.listdir(f"/proc/{pid}/fd")}
+                extra = {fd_target(pid, x) for x in fds - want_fds[kind]} & held
+                if not extra or time.time() > deadline:
+                    break
+                time.sleep(0.1)
             expect(want_fds[kind] <= fds, f"{kind} pump {pid}: fds {sorted(fds)}")
-            extra = {fd_target(pid, x) for x in fds - want_fds[kind]} & held
-            expect(not extra, f"{kind} pump {pid}: inherited {extra}")
+            expect(not extra, f"{kind} pump {pid}: inherited {extra} (fds {sorted(fds)})")
     finally:
         if conn:
             conn.close()
