@@ -481,7 +481,7 @@ static enum step_status run_step(struct machine *m, unsigned idx)
                 log_warn("output_begin_failed", "step=%u error=\"%s\"", idx, e.message);
         job_events_emit(m->o->events, "step_started",
                         json_pack("{s:i, s:s, s:s, s:b}", "step", (int)idx, "name", st->name,
-                                  "type", jobspec_step_type_name(st->type), "background",
+                                  "step_type", jobspec_step_type_name(st->type), "background",
                                   st->background));
         _cleanup_free_ char *command = NULL;
         bool scripted = st->type == JS_STEP_CHECKOUT || st->type == JS_STEP_ADD_SSH_KEYS;

@@ -47,6 +47,8 @@ def successful_job_exits_zero_with_ordered_events():
     expect(types == ["started", "step_started", "step_finished", "finished"], types)
     expect([e["seq"] for e in ev] == list(range(1, len(ev) + 1)), "sequence numbers not 1..n")
     expect(finished(ev)["status"] == "success", ev)
+    # the step's kind has its own key (it was written as "type", which the event's type replaced)
+    expect(ev[1].get("step_type") == "run" and ev[1]["background"] is False, ev[1])
 
 
 @test
