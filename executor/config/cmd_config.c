@@ -6,22 +6,64 @@
 
 static void usage(FILE *f)
 {
-        fprintf(f,
-                "usage: drover config validate [-c FILE]\n"
-                "       drover config process [-c FILE] [--branch B] [--tag T] [--revision SHA]\n"
-                "                             [--param NAME=VALUE]...\n"
-                "validate prints every error as FILE:LINE:COL: message (exit 1 when any);\n"
-                "process prints the compiled job specs as JSON (docs/config.md).\n"
-                "FILE defaults to .circleci/config.yml.\n");
+        fprintf(
+            f,
+            "usage: drover config validate [-c FILE]\n"
+            "       drover config process [-c FILE] [--branch B] [--tag T] [--revision SHA]\n"
+            "                             [--param NAME=VALUE]... [--trigger webhook|api|schedule]\n"
+            "                             [--schedule-name NAME] [--project SLUG]\n"
+            "                             [--base-revision SHA] [--default-branch B]\n"
+            "validate prints every error as FILE:LINE:COL: message (exit 1 when any);\n"
+            "process prints the compiled job specs as JSON (docs/config.md); warnings (keys\n"
+            "accepted but unused, jobs this builder cannot run) go to stderr.\n"
+            "--trigger schedule selects the workflows with `triggers:` (a scheduled pipeline).\n"
+            "FILE defaults to .circleci/config.yml.\n");
+}
+
+/* The statuses of a requires entry, as CircleCI spells them. */
+static json_t *status_json(unsigned bits)
+{
+        static const char *const names[] = {"success", "failed", "canceled", "unauthorized",
+                                            "not_run"};
+        json_t *a = json_array();
+        for (unsigned b = 0; b < 5; b++)
+                if (bits & (1u << b))
+                        json_array_append_new(a, json_string(names[b]));
+        return a;
 }
 
 static json_t *job_json(const struct config_job *j)
 {
-        json_t *req = json_array();
-        for (size_t k = 0; j->requires && j->requires[k]; k++)
+        json_t *req = json_array(), *st = json_object();
+        for (size_t k = 0; j->requires && j->requires[k]; k++) {
                 json_array_append_new(req, json_string(j->requires[k]));
-        return json_pack("{s:s, s:s, s:o, s:i, s:O}", "name", j->name, "job", j->job, "requires",
-                         req, "parallelism", (int)j->parallelism, "spec", j->spec);
+                unsigned bits = config_job_requires_status(j, k);
+                if (bits != CONFIG_REQ_SUCCESS)
+                        json_object_set_new(st, j->requires[k], status_json(bits));
+        }
+        json_t *o =
+            json_pack("{s:s, s:s, s:o, s:i, s:O}", "name", j->name, "job", j->job, "requires", req,
+                      "parallelism", (int)j->parallelism, "spec", j->spec ? j->spec : json_null());
+        if (json_object_size(st))
+                json_object_set(o, "requires_status", st);
+        json_decref(st);
+        if (j->serial_group)
+                json_object_set_new(o, "serial_group", json_string(j->serial_group));
+        if (j->unrunnable)
+                json_object_set_new(o, "unrunnable", json_string(j->unrunnable));
+        return o;
+}
+
+/* validate: the warnings of a valid config (accepted but unused keys, unrunnable jobs). */
+static void print_warnings(const char *path, const struct config_opts *o)
+{
+        struct config *cfg = NULL;
+        struct drv_error err = {0};
+        if (config_load(path, o, &cfg, &err) < 0)
+                return;
+        for (size_t i = 0; cfg->warnings && cfg->warnings[i]; i++)
+                fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
+        config_free(cfg);
 }
 
 int cmd_config(int argc, char **argv)
@@ -31,6 +73,11 @@ int cmd_config(int argc, char **argv)
                                                  {"tag", required_argument, 0, 't'},
                                                  {"revision", required_argument, 0, 'r'},
                                                  {"param", required_argument, 0, 'p'},
+                                                 {"trigger", required_argument, 0, 'T'},
+                                                 {"schedule-name", required_argument, 0, 'S'},
+                                                 {"project", required_argument, 0, 'P'},
+                                                 {"base-revision", required_argument, 0, 'B'},
+                                                 {"default-branch", required_argument, 0, 'D'},
                                                  {"help", no_argument, 0, 'h'},
                                                  {0, 0, 0, 0}};
         const char *path = ".circleci/config.yml";
@@ -69,6 +116,26 @@ int cmd_config(int argc, char **argv)
                         json_object_set_new(params, optarg, json_string(eq + 1));
                         break;
                 }
+                case 'T':
+                        if (config_trigger_parse(optarg, &o.trigger) < 0) {
+                                fprintf(stderr,
+                                        "drover config: --trigger webhook, api or schedule\n");
+                                json_decref(params);
+                                return 2;
+                        }
+                        break;
+                case 'S':
+                        o.schedule_name = optarg;
+                        break;
+                case 'P':
+                        o.project = optarg;
+                        break;
+                case 'B':
+                        o.base_revision = optarg;
+                        break;
+                case 'D':
+                        o.default_branch = optarg;
+                        break;
                 case 'h':
                         usage(stdout);
                         json_decref(params);
@@ -80,6 +147,8 @@ int cmd_config(int argc, char **argv)
                 }
         }
         o.pipeline_parameters = params;
+        if (o.schedule_name && o.trigger == CONFIG_TRIGGER_WEBHOOK)
+                o.trigger = CONFIG_TRIGGER_SCHEDULE; /* a named schedule is a scheduled pipeline */
         struct drv_error err = {0};
         int rc;
         if (strcmp(verb, "validate") == 0) {
@@ -95,6 +164,7 @@ int cmd_config(int argc, char **argv)
                                 drv_strv_len(errors) == 1 ? "" : "s");
                         rc = 1;
                 } else {
+                        print_warnings(path, &o);
                         printf("%s: config is valid\n", path);
                         rc = 0;
                 }
@@ -111,6 +181,8 @@ int cmd_config(int argc, char **argv)
                                 fprintf(stderr, "%s\n", err.message);
                         rc = err.code == EINVAL ? 1 : 2; /* 2: the file could not be read */
                 } else {
+                        for (size_t i = 0; cfg->warnings && cfg->warnings[i]; i++)
+                                fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
                         json_t *doc =
                             json_pack("{s:i, s:[], s:[]}", "version", 1, "workflows", "jobs");
                         json_t *wfs = json_object_get(doc, "workflows");

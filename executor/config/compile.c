@@ -3,7 +3,9 @@
 #include "executor/config/internal.h"
 #include "executor/jobspec.h"
 
+#include <ctype.h>
 #include <regex.h>
+#include <sys/utsname.h>
 
 struct rclass {
         const char *name;
@@ -30,12 +32,56 @@ bool config_top_key_ok(const char *key)
 
 static const struct rclass *find_rclass(const char *name)
 {
-        /* machine classes are spelled with a prefix: "arm.medium", "large" ... */
-        const char *dot = strrchr(name, '.');
-        const char *n = dot ? dot + 1 : name;
+        /* "large", "arm.medium", "medium.gen2", "large.gen3": the size is the word before a
+         * ".genN" suffix and after a platform prefix */
+        char buf[64];
+        snprintf(buf, sizeof(buf), "%s", name);
+        char *gen = strstr(buf, ".gen");
+        if (gen && gen[4] && strspn(gen + 4, "0123456789") == strlen(gen + 4))
+                *gen = '\0';
+        const char *dot = strrchr(buf, '.');
+        const char *n = dot ? dot + 1 : buf;
         for (size_t i = 0; i < DRV_ARRAY_SIZE(rclasses); i++)
                 if (strcmp(rclasses[i].name, n) == 0)
                         return &rclasses[i];
+        return NULL;
+}
+
+/* A self-hosted runner class: NAMESPACE/NAME (how CircleCI routes jobs to self-hosted
+ * builders; drover's agents take jobs of the classes they are configured with). */
+static bool self_hosted_class(const char *s)
+{
+        const char *slash = strchr(s, '/');
+        if (!slash || slash == s || !slash[1] || strchr(slash + 1, '/'))
+                return false;
+        for (const char *q = s; *q; q++)
+                if (!isalnum((unsigned char)*q) && !strchr("_-./", *q))
+                        return false;
+        return true;
+}
+
+static bool host_is_arm(const struct config_opts *o)
+{
+        struct utsname u;
+        const char *m = o->arch;
+        if (!m && uname(&u) == 0)
+                m = u.machine;
+        return m && (drv_startswith(m, "aarch64") || drv_startswith(m, "arm"));
+}
+
+/* Why this builder cannot run a job with this resource class / machine image; NULL: it can. */
+static const char *unrunnable_reason(struct cctx *c, const char *rc, const char *image)
+{
+        if (rc && drv_startswith(rc, "macos."))
+                return "macOS resource class: a Linux builder cannot run macOS jobs";
+        if (rc && drv_startswith(rc, "windows."))
+                return "Windows resource class: a Linux builder cannot run Windows jobs";
+        if (image && drv_startswith(image, "windows-"))
+                return "Windows machine image: a Linux builder cannot run Windows jobs";
+        if (rc && drv_startswith(rc, "gpu."))
+                return "GPU resource class: drover builders have no GPU";
+        if (rc && drv_startswith(rc, "arm.") && !host_is_arm(c->opts))
+                return "Arm resource class: this builder is not Arm";
         return NULL;
 }
 
@@ -90,6 +136,50 @@ static json_t *image_json(struct cctx *c, const struct ynode *im)
         return o;
 }
 
+/* Entries of an environment (map, or list of K=V / one-pair maps) appended to seq as one-pair
+ * maps or K=V strings (copies). */
+static void env_entries(struct ynode *seq, const struct ynode *env)
+{
+        for (size_t i = 0; env && env->kind == Y_MAP && i + 1 < env->n; i += 2) {
+                struct ynode *m = ynode_new(Y_MAP, env->items[i]->line, env->items[i]->col);
+                struct ynode *k = ynode_copy(env->items[i]), *v = ynode_copy(env->items[i + 1]);
+                if (!m || !k || !v || ynode_append(m, k) < 0 || ynode_append(m, v) < 0 ||
+                    ynode_append(seq, m) < 0) {
+                        ynode_free(m);
+                        continue;
+                }
+        }
+        for (size_t i = 0; env && env->kind == Y_SEQ && i < env->n; i++) {
+                struct ynode *e = ynode_copy(env->items[i]);
+                if (e && ynode_append(seq, e) < 0)
+                        ynode_free(e);
+        }
+}
+
+/* The executor's `environment` goes under the job's (CircleCI merges them; the job's value wins
+ * for a name both set: config_env keeps the last one). */
+static void merge_environment(struct ynode *body, const struct ynode *edef)
+{
+        const struct ynode *eenv = ynode_get(edef, "environment");
+        struct ynode *jenv = ynode_get(body, "environment");
+        if (!eenv || !jenv || ynode_is_null(eenv) || eenv->kind == Y_SCALAR ||
+            jenv->kind == Y_SCALAR)
+                return;
+        struct ynode *seq = ynode_new(Y_SEQ, jenv->line, jenv->col);
+        if (!seq)
+                return;
+        env_entries(seq, eenv);
+        env_entries(seq, jenv);
+        /* replace the job's value in place (the map keeps its key) */
+        for (size_t i = 0; i + 1 < body->n; i += 2)
+                if (body->items[i + 1] == jenv) {
+                        ynode_free(jenv);
+                        body->items[i + 1] = seq;
+                        return;
+                }
+        ynode_free(seq);
+}
+
 /* The job body with a named executor merged in (job keys win). Returns a new node. */
 static struct ynode *with_executor(struct cctx *c, const struct ynode *job)
 {
@@ -133,6 +223,7 @@ static struct ynode *with_executor(struct cctx *c, const struct ynode *job)
                 ynode_free(body);
                 return NULL;
         }
+        merge_environment(body, edef);
         for (size_t i = 0; i + 1 < edef->n; i += 2) {
                 const char *k = edef->items[i]->value;
                 if (strcmp(k, "parameters") == 0 || ynode_get(body, k))
@@ -145,6 +236,29 @@ static struct ynode *with_executor(struct cctx *c, const struct ynode *job)
         return body;
 }
 
+/* machine: true, or a map of image, docker_layer_caching, shell, resource_class. */
+static int machine_keys(struct cctx *c, const struct ynode *machine)
+{
+        static const char *const mkeys[] = {"image", "docker_layer_caching", "shell",
+                                            "resource_class", NULL};
+        bool on = false;
+        int r = 0;
+        if ((machine->kind == Y_SCALAR && (ynode_bool(machine, &on) < 0 || !on)) ||
+            machine->kind == Y_SEQ)
+                r = cerr(c, machine,
+                         "machine must be true or a map (image, docker_layer_caching, shell, "
+                         "resource_class)");
+        for (size_t i = 0; machine->kind == Y_MAP && i < ynode_pairs(machine); i++) {
+                const char *k = machine->items[2 * i]->value;
+                bool ok = false;
+                for (size_t j = 0; mkeys[j]; j++)
+                        ok = ok || strcmp(k, mkeys[j]) == 0;
+                if (!ok)
+                        r = cerr(c, machine->items[2 * i], "unknown key '%s' in machine", k);
+        }
+        return r;
+}
+
 static int job_executor(struct cctx *c, const struct ynode *job, json_t *spec)
 {
         json_t *ex = json_pack("{s:s, s:s, s:s}", "runtime", "sandbox", "kind", "machine",
@@ -152,12 +266,10 @@ static int job_executor(struct cctx *c, const struct ynode *job, json_t *spec)
         json_object_set_new(spec, "executor", ex);
         const struct ynode *docker = ynode_get(job, "docker");
         const struct ynode *machine = ynode_get(job, "machine");
+        const struct ynode *macos = ynode_get(job, "macos");
         int r = 0;
-        if (ynode_get(job, "macos"))
-                r = cerr(c, ynode_get(job, "macos"),
-                         "macos executors cannot run on a Linux builder");
-        if (docker && machine)
-                r = cerr(c, job, "a job has either docker or machine, not both");
+        if ((docker != NULL) + (machine != NULL) + (macos != NULL) > 1)
+                r = cerr(c, job, "a job has one of docker, machine or macos, not more");
         if (docker) {
                 if (docker->kind != Y_SEQ || docker->n == 0)
                         return cerr(c, docker, "docker must be a list of images");
@@ -171,31 +283,29 @@ static int job_executor(struct cctx *c, const struct ynode *job, json_t *spec)
                 }
                 json_object_set_new(ex, "kind", json_string("docker"));
                 json_object_set_new(ex, "images", imgs);
-        } else if (!machine) {
-                r = cerr(c, job, "the job has no executor (docker, machine or executor)");
-        } else {
-                bool on = false;
-                if (machine->kind == Y_SCALAR && (ynode_bool(machine, &on) < 0 || !on))
-                        r = cerr(c, machine,
-                                 "machine must be true or a map (image, "
-                                 "docker_layer_caching)");
-                static const char *const mkeys[] = {"image", "docker_layer_caching", NULL};
-                for (size_t i = 0; machine->kind == Y_MAP && i < ynode_pairs(machine); i++) {
-                        const char *k = machine->items[2 * i]->value;
-                        if (strcmp(k, mkeys[0]) && strcmp(k, mkeys[1]))
-                                r = cerr(c, machine->items[2 * i], "unknown key '%s' in machine",
-                                         k);
-                }
-                if (machine->kind == Y_SEQ)
-                        r = cerr(c, machine,
-                                 "machine must be true or a map (image, "
-                                 "docker_layer_caching)");
+        } else if (machine) {
+                r = machine_keys(c, machine) ?: r;
+        } else if (!macos) {
+                r = cerr(c, job, "the job has no executor (docker, machine, macos or executor)");
         }
         const struct ynode *rc = ynode_get(job, "resource_class");
+        if (!rc)
+                rc = ynode_get(machine, "resource_class");
+        const struct ynode *img = ynode_get(machine, "image");
         const char *rcname = rc && rc->kind == Y_SCALAR ? rc->value : "medium";
+        const char *why =
+            macos ? "macOS executor: a Linux builder cannot run macOS jobs"
+                  : unrunnable_reason(c, rcname, img && img->kind == Y_SCALAR ? img->value : NULL);
+        if (why && !c->unrunnable)
+                c->unrunnable = strdup(why);
         const struct rclass *cls = find_rclass(rcname);
-        if (!cls)
+        static const struct rclass self_hosted = {"self-hosted", 2, 4096};
+        if (!cls && self_hosted_class(rcname))
+                cls = &self_hosted; /* the runner's machine: sized as medium here */
+        if (!cls && !why)
                 return cerr(c, rc, "unknown resource_class '%s'", rcname);
+        if (!cls)
+                cls = &rclasses[1];
         json_object_set_new(ex, "resource_class", json_string(rcname));
         json_object_set_new(
             ex, "resources",
@@ -235,6 +345,8 @@ static json_t *job_spec(struct cctx *c, const char *name, const struct ynode *jo
                                            "circleci_ip_ranges",
                                            "description",
                                            "type",
+                                           "retention",
+                                           "branches",
                                            NULL};
         for (size_t i = 0; i < ynode_pairs(job); i++) {
                 const char *k = job->items[2 * i]->value;
@@ -244,6 +356,14 @@ static json_t *job_spec(struct cctx *c, const char *name, const struct ynode *jo
                 if (!ok)
                         cerr(c, job->items[2 * i], "unknown key '%s' in job '%s'", k, name);
         }
+        static const char *const ignored[] = {"retention", "branches", "circleci_ip_ranges"};
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(ignored); i++)
+                if (ynode_get(job, ignored[i]))
+                        cwarn(c, ynode_get(job, ignored[i]), "%s is accepted and ignored: %s",
+                              ignored[i],
+                              i == 0   ? "drover's store keeps caches by its own expiry"
+                              : i == 1 ? "deprecated by CircleCI; use workflow filters"
+                                       : "a drover builder's addresses are its own");
         json_t *spec = json_object();
         json_object_set_new(spec, "version", json_integer(JOBSPEC_VERSION));
         char id[512];
@@ -290,6 +410,8 @@ static json_t *job_spec(struct cctx *c, const char *name, const struct ynode *jo
         if (wd && wd->kind == Y_SCALAR)
                 json_object_set_new(spec, "working_directory", json_string(wd->value));
         const struct ynode *sh = ynode_get(job, "shell");
+        if (!sh)
+                sh = ynode_get(ynode_get(job, "machine"), "shell");
         if (sh && sh->kind == Y_SCALAR)
                 json_object_set_new(spec, "shell", json_string(sh->value));
         json_t *steps = json_array();
@@ -384,7 +506,31 @@ json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const
                 return NULL;
         }
         c->expanded = 0;
+        free(c->unrunnable);
+        c->unrunnable = NULL;
+        if (strcmp(job_kind(c, jobname), "release") == 0)
+                c->unrunnable = strdup("release job: it records a deploy in CircleCI's deploys "
+                                       "view, which drover does not have");
         json_t *spec = job_spec(c, name, body, wf, parallelism);
         ynode_free(body);
+        if (c->unrunnable) {
+                cwarn(c, job, "job '%s' cannot run on this builder (%s); it is reported as not run",
+                      jobname, c->unrunnable);
+                json_decref(spec);
+                return NULL;
+        }
         return spec;
+}
+
+const char *job_kind(struct cctx *c, const char *jobname)
+{
+        static const char *const kinds[] = {"build", "no-op", "approval", "release"};
+        const struct ynode *t = ynode_get(ynode_get(ynode_get(c->root, "jobs"), jobname), "type");
+        if (!t)
+                return "build";
+        for (size_t i = 0; t->kind == Y_SCALAR && i < DRV_ARRAY_SIZE(kinds); i++)
+                if (strcmp(t->value, kinds[i]) == 0)
+                        return kinds[i];
+        cerr(c, t, "job type must be build, no-op, approval or release");
+        return "build";
 }

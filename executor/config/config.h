@@ -5,6 +5,20 @@
 
 #include <jansson.h>
 
+/* What started the pipeline (pipeline.trigger_source). A push (webhook) or API pipeline leaves
+ * out workflows with `triggers:`; a scheduled one runs them (docs/config.md "Triggers"). */
+enum config_trigger { CONFIG_TRIGGER_WEBHOOK, CONFIG_TRIGGER_API, CONFIG_TRIGGER_SCHEDULE };
+
+/* Statuses a `requires` entry accepts, as bits (CircleCI's `- build: [success, failed]`). */
+enum {
+        CONFIG_REQ_SUCCESS = 1u << 0,
+        CONFIG_REQ_FAILED = 1u << 1,
+        CONFIG_REQ_CANCELED = 1u << 2,
+        CONFIG_REQ_UNAUTHORIZED = 1u << 3,
+        CONFIG_REQ_NOT_RUN = 1u << 4,
+        CONFIG_REQ_TERMINAL = (1u << 5) - 1,
+};
+
 /* Pipeline values the compiler needs (what the control plane would know about a pipeline). */
 struct config_opts {
         const char *branch;      /* for workflow filters and CIRCLE_BRANCH; may be NULL */
@@ -18,17 +32,28 @@ struct config_opts {
         const char *const *secret_env; /* the same, marked secret (drover run -s, --secret-env,
                                           --secret-file); NULL-terminated, may be NULL */
         json_t *pipeline_parameters;   /* object, may be NULL */
+        enum config_trigger trigger;   /* default: a push (webhook) */
+        const char *schedule_name;     /* pipeline.schedule.name; may be NULL */
+        const char *base_revision;     /* pipeline.git.base_revision; may be NULL */
+        const char *default_branch;    /* for pipeline.git.branch.is_default; NULL: "main" */
+        const char *arch;              /* builder machine (uname -m); NULL: this machine */
+        json_t *trigger_parameters;    /* pipeline.trigger_parameters.* (object); may be NULL */
 };
 
 /* One job as it runs in a workflow (after matrix expansion and parameter binding). */
 struct config_job {
-        char *name;           /* unique within its workflow (CircleCI's name / matrix name) */
-        char *job;            /* the `jobs:` entry it comes from */
-        char **requires;      /* names of upstream jobs of the same workflow; NULL-terminated */
-        unsigned parallelism; /* >= 1 */
-        json_t *spec;         /* job spec (docs/jobspec.md) for node_index 0 of node_total =
-                                 parallelism; valid except for storage/output, which the caller
-                                 fills in. Owned by the config. */
+        char *name;      /* unique within its workflow (CircleCI's name / matrix name) */
+        char *job;       /* the `jobs:` entry it comes from */
+        char **requires; /* names of upstream jobs of the same workflow; NULL-terminated */
+        unsigned *requires_status; /* per requires entry: CONFIG_REQ_* bits it accepts (NULL:
+                                      all CONFIG_REQ_SUCCESS) */
+        char *serial_group;        /* workflow job's `serial-group`; may be NULL */
+        char *unrunnable;          /* why this builder cannot run it (macOS, Windows, GPU, ...);
+                                      then spec is NULL and the job is reported as not run */
+        unsigned parallelism;      /* >= 1 */
+        json_t *spec;              /* job spec (docs/jobspec.md) for node_index 0 of node_total =
+                                      parallelism; valid except for storage/output, which the caller
+                                      fills in. Owned by the config. */
 };
 
 struct config_workflow {
@@ -44,7 +69,18 @@ struct config {
         struct config_job *jobs; /* every `jobs:` entry compiled standalone (for `drover run JOB`);
                                     a job whose required parameters have no default is absent */
         size_t n_jobs;
+        char **warnings; /* "FILE:LINE:COL: message": accepted but unused keys, unrunnable jobs
+                            (each once); NULL-terminated, may be NULL */
 };
+
+/* The accepted statuses of requires entry k of j (CONFIG_REQ_*). */
+unsigned config_job_requires_status(const struct config_job *j, size_t k);
+/* The CONFIG_REQ_* bit of a finished job's status (success, failed, canceled, not_run, ...). */
+unsigned config_req_bit(const char *job_status);
+/* pipeline.trigger_source of a trigger: webhook, api, scheduled_pipeline. */
+const char *config_trigger_source(enum config_trigger t);
+/* Parse "webhook"/"push", "api", "schedule"; -EINVAL otherwise. */
+int config_trigger_parse(const char *s, enum config_trigger *out);
 
 /* Load, resolve and compile a config file. On error, err has "FILE:LINE:COL: message" of the
  * first problem. Returns 0 and a new config (free with config_free). */

@@ -19,7 +19,12 @@ struct cctx {
                                                    recursion check */
         size_t expanded;                        /* steps compiled for the current job (bounded) */
         bool v21;                               /* version 2.1 (commands, parameters, executors) */
+        char **warnings;                        /* "FILE:LINE:COL: message", each once */
+        char *unrunnable; /* set by compile_job: why this builder cannot run the job */
 };
+
+/* Record a warning at n (may be NULL); the same line is kept once. */
+void cwarn(struct cctx *c, const struct ynode *n, const char *fmt, ...) DRV_PRINTF(3, 4);
 
 /* Record an error at node n (may be NULL: the document); returns -EINVAL. */
 int cerr(struct cctx *c, const struct ynode *n, const char *fmt, ...) DRV_PRINTF(3, 4);
@@ -47,6 +52,30 @@ struct ynode *params_subst(struct cctx *c, const struct ynode *n, const struct c
 char *params_subst_str(struct cctx *c, const struct ynode *where, const char *s,
                        const struct cparams *p);
 
+/* The bound value of parameter name; NULL when absent. */
+const struct ynode *cparams_get(const struct cparams *p, const char *name);
+
+/* An expression value (expr.c). */
+struct xval {
+        enum { X_NULL, X_BOOL, X_NUM, X_STR } t;
+        bool b;
+        double n;
+        char *s; /* owned */
+};
+void xval_release(struct xval *v);
+void xval_from_scalar(const struct ynode *n, struct xval *out);
+bool expr_truthy(const struct xval *v);
+/* Text of a value (caller frees; null is ""). */
+char *expr_render(const struct xval *v);
+/* Evaluate a CircleCI expression (docs/config.md "Expressions"); p gives parameters.x and
+ * matrix.x (may be NULL). Errors are recorded at where. */
+int expr_eval(struct cctx *c, const struct ynode *where, const char *text, const struct cparams *p,
+              struct xval *out);
+/* text names a pipeline value, parameter or matrix value (so it is an expression). */
+bool expr_mentions_vars(const char *text);
+/* Typed value of pipeline.<key>; -ENOENT when there is no such value. */
+int pipeline_lookup(struct cctx *c, const char *key, struct xval *out);
+
 /* Compile a steps sequence into a JSON array of job spec steps (appended to out). */
 int steps_compile(struct cctx *c, const struct ynode *steps, json_t *out);
 /* Evaluate a `when`/`unless` condition. */
@@ -58,8 +87,12 @@ const char *cscalar(struct cctx *c, const struct ynode *n, const char *what);
 /* environment: a map, or a list of "K=V" strings or one-pair maps -> job spec env array. */
 json_t *config_env(struct cctx *c, const struct ynode *env);
 /* Bind a job's parameters (args may be NULL), substitute, merge its executor and compile it into
- * a job spec named name. NULL with errors recorded. */
+ * a job spec named name. NULL with errors recorded, or NULL with c->unrunnable set (the caller
+ * takes it) when this builder cannot run the job. */
 json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const struct ynode *args,
                     const struct ynode *where, const char *wf, unsigned *parallelism);
+/* The `type:` of a `jobs:` entry: build (default), no-op, approval or release (an unknown type
+ * is an error recorded, and build). */
+const char *job_kind(struct cctx *c, const char *jobname);
 /* Top-level keys a config may have. */
 bool config_top_key_ok(const char *key);

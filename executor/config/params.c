@@ -5,6 +5,26 @@
 #include <ctype.h>
 #include <regex.h>
 
+void cwarn(struct cctx *c, const struct ynode *n, const char *fmt, ...)
+{
+        char msg[768];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        char *line = n ? drv_asprintf("%s:%u:%u: %s", c->file, n->line, n->col, msg)
+                       : drv_asprintf("%s: %s", c->file, msg);
+        for (size_t i = 0; line && c->warnings && c->warnings[i]; i++)
+                if (strcmp(c->warnings[i], line) == 0) {
+                        free(line);
+                        return;
+                }
+        if (line && drv_strv_len(c->warnings) < MAX_ERRORS)
+                drv_strv_push_take(&c->warnings, line);
+        else
+                free(line);
+}
+
 int cerr(struct cctx *c, const struct ynode *n, const char *fmt, ...)
 {
         if (c->n_errors > MAX_ERRORS)
@@ -171,9 +191,9 @@ int params_bind(struct cctx *c, const struct ynode *decl, const struct ynode *ar
                 out->v[out->n++] = (struct cparam){name, v};
         }
         /* every argument must be a declared parameter (a few keys are not parameters) */
-        static const char *const reserved[] = {"name",      "requires",   "context",
-                                               "filters",   "matrix",     "type",
-                                               "pre-steps", "post-steps", NULL};
+        static const char *const reserved[] = {
+            "name", "requires",  "context",    "filters",      "matrix",
+            "type", "pre-steps", "post-steps", "serial-group", NULL};
         for (size_t i = 0; i < ynode_pairs(args); i++) {
                 const char *k = args->items[2 * i]->value;
                 bool ok = ynode_get(decl, k) != NULL;
@@ -185,7 +205,7 @@ int params_bind(struct cctx *c, const struct ynode *decl, const struct ynode *ar
         return r;
 }
 
-static const struct ynode *param_value(const struct cparams *p, const char *name)
+const struct ynode *cparams_get(const struct cparams *p, const char *name)
 {
         for (size_t i = 0; p && i < p->n; i++)
                 if (strcmp(p->v[i].name, name) == 0)
@@ -193,46 +213,127 @@ static const struct ynode *param_value(const struct cparams *p, const char *name
         return NULL;
 }
 
-/* Value of a pipeline reference, NULL when unknown. */
-static const char *pipeline_value(struct cctx *c, const char *key, char *buf, size_t n)
+static void xstr(struct xval *out, const char *s)
+{
+        *out = s ? (struct xval){.t = X_STR, .s = strdup(s)} : (struct xval){0};
+}
+
+static void xjson(struct xval *out, json_t *v)
+{
+        if (json_is_string(v))
+                xstr(out, json_string_value(v));
+        else if (json_is_boolean(v))
+                *out = (struct xval){.t = X_BOOL, .b = json_is_true(v)};
+        else if (json_is_number(v))
+                *out = (struct xval){.t = X_NUM, .n = json_number_value(v)};
+        else
+                *out = (struct xval){0};
+}
+
+/* pipeline.project.type: the VCS of the project slug (gh/ORG/REPO -> github). */
+static const char *project_type(const char *slug)
+{
+        static const char *const map[][2] = {{"gh/", "github"},        {"github/", "github"},
+                                             {"bb/", "bitbucket"},     {"bitbucket/", "bitbucket"},
+                                             {"gl/", "gitlab"},        {"gitlab/", "gitlab"},
+                                             {"circleci/", "circleci"}};
+        for (size_t i = 0; slug && i < DRV_ARRAY_SIZE(map); i++)
+                if (drv_startswith(slug, map[i][0]))
+                        return map[i][1];
+        return "local";
+}
+
+int pipeline_lookup(struct cctx *c, const char *key, struct xval *out)
 {
         const struct config_opts *o = c->opts;
-        if (strcmp(key, "git.branch") == 0)
-                return o->branch ? o->branch : "";
-        if (strcmp(key, "git.tag") == 0)
-                return o->tag ? o->tag : "";
-        if (strcmp(key, "git.revision") == 0)
-                return o->revision ? o->revision : "";
-        if (strcmp(key, "project.git_url") == 0)
-                return o->repo_url ? o->repo_url : "";
-        if (strcmp(key, "id") == 0)
-                return o->workflow_id ? o->workflow_id : "";
+        *out = (struct xval){0};
+        const struct {
+                const char *key;
+                const char *value;
+        } strs[] = {{"git.branch", o->branch},
+                    {"git.tag", o->tag},
+                    {"git.revision", o->revision},
+                    {"git.base_revision", o->base_revision ? o->base_revision : ""},
+                    {"project.git_url", o->repo_url},
+                    {"project.slug", o->project ? o->project : ""},
+                    {"project.type", project_type(o->project)},
+                    {"id", o->workflow_id},
+                    {"trigger_source", config_trigger_source(o->trigger)},
+                    {"schedule.name", o->schedule_name ? o->schedule_name : ""},
+                    {"schedule.id", ""}};
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(strs); i++)
+                if (strcmp(key, strs[i].key) == 0) {
+                        /* "Empty if ..." (CircleCI's pipeline values): never null */
+                        xstr(out, strs[i].value ? strs[i].value : "");
+                        return 0;
+                }
         if (strcmp(key, "number") == 0) {
-                snprintf(buf, n, "%llu", (unsigned long long)o->build_num);
-                return buf;
+                *out = (struct xval){.t = X_NUM, .n = (double)o->build_num};
+                return 0;
+        }
+        if (strcmp(key, "git.branch.is_default") == 0) {
+                const char *def = o->default_branch ? o->default_branch : "main";
+                *out = (struct xval){.t = X_BOOL, .b = o->branch && strcmp(o->branch, def) == 0};
+                return 0;
+        }
+        if (drv_startswith(key, "trigger_parameters.")) {
+                /* what a trigger sends depends on the trigger: unknown ones are null (empty) */
+                json_t *v = o->trigger_parameters;
+                _cleanup_free_ char *path = strdup(key + strlen("trigger_parameters."));
+                char *save = NULL;
+                for (char *t = path ? strtok_r(path, ".", &save) : NULL; t && v;
+                     t = strtok_r(NULL, ".", &save))
+                        v = json_object_get(v, t);
+                xjson(out, v);
+                return 0;
         }
         if (drv_startswith(key, "parameters.")) {
                 const char *name = key + strlen("parameters.");
                 json_t *v = json_object_get(o->pipeline_parameters, name);
-                if (json_is_string(v))
-                        return json_string_value(v);
-                if (json_is_boolean(v))
-                        return json_is_true(v) ? "true" : "false";
-                if (json_is_integer(v)) {
-                        snprintf(buf, n, "%lld", (long long)json_integer_value(v));
-                        return buf;
+                if (v) {
+                        xjson(out, v);
+                        return 0;
                 }
                 /* declared defaults of the top-level `parameters:` */
                 const struct ynode *decl = ynode_get(ynode_get(c->root, "parameters"), name);
                 const struct ynode *def = ynode_get(decl, "default");
-                if (def && def->kind == Y_SCALAR)
-                        return def->value;
+                if (def && def->kind == Y_SCALAR) {
+                        xval_from_scalar(def, out);
+                        if (out->t == X_NULL)
+                                xstr(out, def->value);
+                        return 0;
+                }
         }
-        return NULL;
+        return -ENOENT;
 }
 
-/* Find the next `<< ... >>` in s; returns its start and sets ref (trimmed) and end. */
-static const char *next_ref(const char *s, char *ref, size_t rn, const char **end)
+/* Value of a pipeline reference as text (caller frees), NULL when unknown. */
+static char *pipeline_value(struct cctx *c, const char *key)
+{
+        struct xval v;
+        if (pipeline_lookup(c, key, &v) < 0)
+                return NULL;
+        char *s = v.t == X_STR ? TAKE_PTR(v.s) : expr_render(&v);
+        xval_release(&v);
+        return s;
+}
+
+/* A plain reference: parameters.x, pipeline.x.y or matrix.x and nothing else. */
+static bool plain_ref(const char *a, size_t n)
+{
+        if (!(drv_startswith(a, "parameters.") || drv_startswith(a, "pipeline.") ||
+              drv_startswith(a, "matrix.")))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!isalnum((unsigned char)a[i]) && !strchr("_-.", a[i]))
+                        return false;
+        return true;
+}
+
+/* Find the next `<< ... >>` in s that is a reference or an expression (it names a pipeline
+ * value, parameter or matrix value: a shell heredoc `<< EOF >>` is neither); returns its start
+ * and sets ref (trimmed), end and *expr (not a plain reference). */
+static const char *next_ref(const char *s, char *ref, size_t rn, const char **end, bool *expr)
 {
         const char *open = strstr(s, "<<");
         while (open) {
@@ -244,55 +345,72 @@ static const char *next_ref(const char *s, char *ref, size_t rn, const char **en
                         a++;
                 while (b > a && isspace((unsigned char)b[-1]))
                         b--;
-                if ((size_t)(b - a) < rn &&
-                    (drv_startswith(a, "parameters.") || drv_startswith(a, "pipeline.") ||
-                     drv_startswith(a, "matrix."))) {
+                if ((size_t)(b - a) < rn) {
                         snprintf(ref, rn, "%.*s", (int)(b - a), a);
-                        *end = close + 2;
-                        return open;
+                        *expr = !plain_ref(a, (size_t)(b - a));
+                        if (!*expr || expr_mentions_vars(ref)) {
+                                *end = close + 2;
+                                return open;
+                        }
                 }
                 open = strstr(open + 2, "<<");
         }
         return NULL;
 }
 
+/* Text of one `<< ... >>`: NULL with *defer when it is a matrix value bound later (p is NULL),
+ * NULL with an error recorded otherwise. Caller frees. */
+static char *ref_value(struct cctx *c, const struct ynode *where, const char *ref, bool expr,
+                       const struct cparams *p, bool *defer)
+{
+        *defer = false;
+        if (!p && strstr(ref, "matrix.")) {
+                *defer = true; /* matrix values are substituted by the workflow pass */
+                return NULL;
+        }
+        if (expr) {
+                struct xval v;
+                if (expr_eval(c, where, ref, p, &v) < 0)
+                        return NULL;
+                char *s = expr_render(&v);
+                xval_release(&v);
+                return s;
+        }
+        if (drv_startswith(ref, "pipeline.")) {
+                char *val = pipeline_value(c, ref + strlen("pipeline."));
+                if (!val)
+                        cerr(c, where, "unknown pipeline value '%s'", ref);
+                return val;
+        }
+        const struct ynode *v = cparams_get(p, strchr(ref, '.') + 1);
+        if (v && v->kind != Y_SCALAR) {
+                cerr(c, where, "<< %s >> is not a string and cannot be part of one", ref);
+                return NULL;
+        }
+        if (!v) {
+                cerr(c, where, "unknown parameter '%s'", ref);
+                return NULL;
+        }
+        return strdup(v->value);
+}
+
 char *params_subst_str(struct cctx *c, const struct ynode *where, const char *s,
                        const struct cparams *p)
 {
         struct strbuf sb = STRBUF_INIT;
-        char ref[256], buf[64];
+        char ref[512];
         const char *end;
+        bool expr, defer;
         int r = 0;
-        for (const char *at; r == 0 && (at = next_ref(s, ref, sizeof(ref), &end));) {
+        for (const char *at; r == 0 && (at = next_ref(s, ref, sizeof(ref), &end, &expr));) {
                 r = strbuf_append(&sb, s, (size_t)(at - s));
-                const char *val = NULL;
-                if (drv_startswith(ref, "pipeline.")) {
-                        val = pipeline_value(c, ref + strlen("pipeline."), buf, sizeof(buf));
-                } else {
-                        const char *name = strchr(ref, '.') + 1;
-                        const struct ynode *v = param_value(p, name);
-                        if (v && v->kind != Y_SCALAR) {
-                                cerr(c, where, "<< %s >> is not a string and cannot be part of one",
-                                     ref);
-                                r = -EINVAL;
-                                break;
-                        }
-                        val = v ? v->value : NULL;
-                }
-                if (!val) {
-                        /* matrix and parameter refs may be resolved by an outer pass */
-                        if (drv_startswith(ref, "matrix.") && !p) {
-                                r = strbuf_append(&sb, at, (size_t)(end - at));
-                                s = end;
-                                continue;
-                        }
-                        cerr(c, where, "unknown %s '%s'",
-                             drv_startswith(ref, "pipeline.") ? "pipeline value" : "parameter",
-                             ref);
+                _cleanup_free_ char *val = ref_value(c, where, ref, expr, p, &defer);
+                if (defer)
+                        r = r ?: strbuf_append(&sb, at, (size_t)(end - at));
+                else if (!val)
                         r = -EINVAL;
-                        break;
-                }
-                r = r ?: strbuf_puts(&sb, val);
+                else
+                        r = r ?: strbuf_puts(&sb, val);
                 s = end;
         }
         r = r ?: strbuf_puts(&sb, s);
@@ -306,14 +424,15 @@ char *params_subst_str(struct cctx *c, const struct ynode *where, const char *s,
 struct ynode *params_subst(struct cctx *c, const struct ynode *n, const struct cparams *p)
 {
         if (n->kind == Y_SCALAR) {
-                char ref[256];
+                char ref[512];
                 const char *end;
-                const char *at = next_ref(n->value, ref, sizeof(ref), &end);
+                bool expr;
+                const char *at = next_ref(n->value, ref, sizeof(ref), &end, &expr);
                 if (!at)
                         return ynode_copy(n);
                 /* a whole-scalar reference to a list or map parameter becomes that value */
-                if (at == n->value && *end == '\0' && !drv_startswith(ref, "pipeline.")) {
-                        const struct ynode *v = param_value(p, strchr(ref, '.') + 1);
+                if (at == n->value && *end == '\0' && !expr && !drv_startswith(ref, "pipeline.")) {
+                        const struct ynode *v = cparams_get(p, strchr(ref, '.') + 1);
                         if (v && v->kind != Y_SCALAR)
                                 return params_subst(c, v, NULL);
                 }

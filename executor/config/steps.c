@@ -34,6 +34,15 @@ static bool scalar_equal(const struct ynode *a, const struct ynode *b)
 
 int condition_eval(struct cctx *c, const struct ynode *cond, bool *out)
 {
+        if (cond && cond->kind == Y_SCALAR && !cond->quoted && expr_mentions_vars(cond->value)) {
+                /* an expression: `when: pipeline.git.branch == "main"` */
+                struct xval v;
+                if (expr_eval(c, cond, cond->value, NULL, &v) < 0)
+                        return -EINVAL;
+                *out = expr_truthy(&v);
+                xval_release(&v);
+                return 0;
+        }
         if (!cond || cond->kind != Y_MAP) {
                 *out = cond ? truthy(cond) : false;
                 return 0;
@@ -147,6 +156,12 @@ static void env_add(struct cctx *c, json_t *a, const struct ynode *where, const 
         if (!env_name_ok(name, n)) {
                 cerr(c, where, "'%.*s' is not a valid environment variable name", (int)n, name);
                 return;
+        }
+        /* a name given twice (an executor's and the job's environment merged): the last wins */
+        for (size_t i = json_array_size(a); i-- > 0;) {
+                const char *have = json_string_value(json_object_get(json_array_get(a, i), "name"));
+                if (have && strlen(have) == n && strncmp(have, name, n) == 0)
+                        json_array_remove(a, i);
         }
         json_array_append_new(a, json_pack("{s:s#, s:s}", "name", name, (int)n, "value", value));
 }
@@ -345,6 +360,10 @@ static bool is_builtin(const char *name)
 static int custom_command(struct cctx *c, const char *name, const struct ynode *args,
                           const struct ynode *where, json_t *out)
 {
+        if (strcmp(name, "deploy") == 0 && !ynode_get(ynode_get(c->root, "commands"), name))
+                return cerr(c, where,
+                            "the deploy step is deprecated and not supported: use `run` (it "
+                            "takes the same keys)");
         if (strchr(name, '/'))
                 return cerr(c, where,
                             "orb command '%s' cannot be used: orbs are fetched from the "

@@ -10,8 +10,10 @@ struct wjob {
         char *name;
         char *job;
         char *alias;
-        char **requires; /* as written */
-        bool approval;
+        char **requires;      /* as written */
+        unsigned *req_status; /* CONFIG_REQ_* bits per requires entry */
+        char *serial_group;
+        bool approval; /* approval or no-op: satisfied at once, not run */
         bool filtered;
         const struct ynode *where;
         struct ynode *args; /* owned */
@@ -23,6 +25,8 @@ static void wjob_free(struct wjob *w)
         free(w->job);
         free(w->alias);
         drv_strv_free(w->requires);
+        free(w->req_status);
+        free(w->serial_group);
         ynode_free(w->args);
 }
 
@@ -69,6 +73,15 @@ static bool key_in(const char *k, const char *const *set)
 static bool passes_filters(struct cctx *c, const struct ynode *filters)
 {
         const struct config_opts *o = c->opts;
+        if (filters && filters->kind == Y_SCALAR && !ynode_is_null(filters)) {
+                /* an expression-based job filter: `pipeline.git.branch == "main" or ...` */
+                struct xval v;
+                if (expr_eval(c, filters, filters->value, NULL, &v) < 0)
+                        return false;
+                bool pass = expr_truthy(&v);
+                xval_release(&v);
+                return pass;
+        }
         static const char *const fkeys[] = {"branches", "tags", NULL}, *const okeys[] = {
                                                                            "only", "ignore", NULL};
         if (filters && !ynode_is_null(filters) && filters->kind != Y_MAP)
@@ -110,7 +123,7 @@ static struct ynode *job_args(const struct ynode *args, const struct ynode *cons
         struct ynode *m = ynode_new(Y_MAP, args ? args->line : 0, args ? args->col : 0);
         for (size_t i = 0; m && args && i + 1 < args->n; i += 2) {
                 const char *k = args->items[i]->value;
-                if (strcmp(k, "matrix") == 0)
+                if (strcmp(k, "matrix") == 0 || strcmp(k, "serial-group") == 0)
                         continue;
                 struct ynode *kc = ynode_copy(args->items[i]), *vc = ynode_copy(args->items[i + 1]);
                 if (!kc || !vc || ynode_append(m, kc) < 0 || ynode_append(m, vc) < 0) {
@@ -168,12 +181,101 @@ static char **matrix_requires(struct cctx *c, const struct ynode *req, char **re
 {
         char **out = calloc(1, sizeof(char *));
         for (size_t i = 0; out && requires && requires[i]; i++) {
-                char *s = strstr(requires[i], "<<") ? params_subst_str(c, req, requires[i], mp)
-                                                    : strdup(requires[i]);
-                if (s)
-                        drv_strv_push_take(&out, s);
+                char *s =
+                    strstr(requires[i], "<<") ? params_subst_str(c, req, requires[i], mp) : NULL;
+                drv_strv_push_take(&out, s ? s : strdup(requires[i])); /* keeps statuses aligned */
         }
         return out;
+}
+
+static unsigned *dup_status(const unsigned *st, size_t n)
+{
+        unsigned *d = calloc(n + 1, sizeof(unsigned));
+        if (d && st)
+                memcpy(d, st, n * sizeof(unsigned));
+        return d;
+}
+
+static int status_bits(struct cctx *c, const struct ynode *v, unsigned *bits)
+{
+        static const struct {
+                const char *name;
+                unsigned bit;
+        } st[] = {{"success", CONFIG_REQ_SUCCESS},   {"failed", CONFIG_REQ_FAILED},
+                  {"canceled", CONFIG_REQ_CANCELED}, {"unauthorized", CONFIG_REQ_UNAUTHORIZED},
+                  {"not_run", CONFIG_REQ_NOT_RUN},   {"terminal", CONFIG_REQ_TERMINAL}};
+        const struct ynode *one[1] = {v};
+        const struct ynode *const *items =
+            v->kind == Y_SEQ ? (const struct ynode *const *)v->items : one;
+        size_t n = v->kind == Y_SEQ ? v->n : 1;
+        *bits = 0;
+        for (size_t i = 0; i < n; i++) {
+                unsigned b = 0;
+                for (size_t k = 0; items[i]->kind == Y_SCALAR && k < DRV_ARRAY_SIZE(st); k++)
+                        if (strcmp(items[i]->value, st[k].name) == 0)
+                                b = st[k].bit;
+                if (!b)
+                        return cerr(c, items[i],
+                                    "a requires status is success, failed, canceled, "
+                                    "unauthorized, not_run or terminal");
+                *bits |= b;
+        }
+        return n ? 0 : cerr(c, v, "a requires entry needs at least one status");
+}
+
+/* requires: names, or one-pair maps NAME: STATUS / NAME: [STATUS...]. */
+static int parse_requires(struct cctx *c, const struct ynode *req, char ***names, unsigned **status)
+{
+        size_t n = req && req->kind == Y_SEQ ? req->n : 0;
+        *names = calloc(1, sizeof(char *));
+        *status = calloc(n + 1, sizeof(unsigned));
+        if (!*names || !*status)
+                return -ENOMEM;
+        if (req && req->kind != Y_SEQ && !ynode_is_null(req))
+                cerr(c, req, "requires must be a list of job names");
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+                const struct ynode *it = req->items[i];
+                unsigned bits = CONFIG_REQ_SUCCESS;
+                const char *name = it->kind == Y_SCALAR ? it->value : NULL;
+                if (it->kind == Y_MAP && ynode_pairs(it) == 1) {
+                        name = it->items[0]->value;
+                        if (status_bits(c, it->items[1], &bits) < 0)
+                                continue;
+                } else if (!name) {
+                        cerr(c, it, "a requires entry is a job name or NAME: STATUS(ES)");
+                        continue;
+                }
+                if (drv_strv_push(names, name) < 0)
+                        return -ENOMEM;
+                (*status)[k++] = bits;
+        }
+        return 0;
+}
+
+/* serial-group: a string of [A-Za-z0-9./_-], at most 512 characters (after substitution). */
+static char *serial_group(struct cctx *c, const struct ynode *v)
+{
+        static const struct cparams none = {0};
+        if (!v)
+                return NULL;
+        if (v->kind != Y_SCALAR || ynode_is_null(v)) {
+                cerr(c, v, "serial-group must be a string");
+                return NULL;
+        }
+        char *s = params_subst_str(c, v, v->value, &none);
+        if (!s)
+                return NULL;
+        size_t len = strlen(s);
+        if (len == 0 || len > 512 ||
+            strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./_-") !=
+                len) {
+                cerr(c, v, "serial-group '%s' must be 1 to 512 characters of A-Z a-z 0-9 . - _ /",
+                     s);
+                free(s);
+                return NULL;
+        }
+        return s;
 }
 
 /* Expand one workflow entry (maybe a matrix) into wjobs. */
@@ -192,14 +294,15 @@ static int expand_entry(struct cctx *c, const struct ynode *entry, struct wjob *
                 return cerr(c, entry, "a workflow job is a name or a map with one job name");
         }
         const struct ynode *type = ynode_get(args, "type");
-        bool approval = type && type->kind == Y_SCALAR && strcmp(type->value, "approval") == 0;
+        const char *kind = job_kind(c, jobname);
+        bool approval = (type && type->kind == Y_SCALAR && strcmp(type->value, "approval") == 0) ||
+                        strcmp(kind, "no-op") == 0 || strcmp(kind, "approval") == 0;
         const struct ynode *req = ynode_get(args, "requires");
-        char **requires = calloc(1, sizeof(char *));
-        for (size_t i = 0; requires && req && req->kind == Y_SEQ && i < req->n; i++)
-                if (req->items[i]->kind == Y_SCALAR)
-                        drv_strv_push(&requires, req->items[i]->value);
-        if (req && req->kind != Y_SEQ)
-                cerr(c, req, "requires must be a list of job names");
+        char **requires = NULL;
+        _cleanup_free_ unsigned *req_status = NULL;
+        if (parse_requires(c, req, &requires, &req_status) < 0)
+                return -ENOMEM;
+        _cleanup_free_ char *serial = serial_group(c, ynode_get(args, "serial-group"));
         bool filtered = !passes_filters(c, ynode_get(args, "filters"));
         const struct ynode *nm = ynode_get(args, "name");
         const struct ynode *matrix = ynode_get(args, "matrix");
@@ -207,6 +310,8 @@ static int expand_entry(struct cctx *c, const struct ynode *entry, struct wjob *
                 struct wjob w = {.name = strdup(nm && nm->kind == Y_SCALAR ? nm->value : jobname),
                                  .job = strdup(jobname),
                                  .requires = requires,
+                                 .req_status = TAKE_PTR(req_status),
+                                 .serial_group = TAKE_PTR(serial),
                                  .approval = approval,
                                  .filtered = filtered,
                                  .where = entry,
@@ -258,6 +363,8 @@ static int expand_entry(struct cctx *c, const struct ynode *entry, struct wjob *
                             .job = strdup(jobname),
                             .alias = strdup(al && al->kind == Y_SCALAR ? al->value : jobname),
                             .requires = matrix_requires(c, req, requires, &mparams),
+                            .req_status = dup_status(req_status, drv_strv_len(requires)),
+                            .serial_group = serial ? strdup(serial) : NULL,
                             .approval = approval,
                             .filtered = filtered,
                             .where = entry,
@@ -291,38 +398,109 @@ static ssize_t find_w(struct wjob *v, size_t n, const char *name)
         return -1;
 }
 
-/* The requires of job i, with approval jobs (approved at once here) replaced by what they
- * require, so the order between the jobs around an approval is kept. */
-static void push_requires(struct wjob *w, size_t n, char ***deps, size_t i, char ***out,
-                          unsigned depth)
+/* The requires of job i, with approval and no-op jobs (satisfied at once here) replaced by
+ * what they require, so the order between the jobs around them is kept. */
+static void push_requires(struct wjob *w, size_t n, char ***deps, unsigned **dst, size_t i,
+                          struct config_job *j, unsigned depth)
 {
         for (size_t k = 0; deps[i][k] && depth <= n; k++) {
                 ssize_t d = find_w(w, n, deps[i][k]);
                 if (d < 0)
                         continue;
                 if (w[d].approval) {
-                        push_requires(w, n, deps, (size_t)d, out, depth + 1);
+                        push_requires(w, n, deps, dst, (size_t)d, j, depth + 1);
                         continue;
                 }
+                size_t q = 0;
                 bool have = false;
-                for (size_t q = 0; *out && (*out)[q]; q++)
-                        have = have || strcmp((*out)[q], deps[i][k]) == 0;
-                if (!have)
-                        drv_strv_push(out, deps[i][k]);
+                for (; j->requires[q]; q++)
+                        if (strcmp(j->requires[q], deps[i][k]) == 0) {
+                                j->requires_status[q] |= dst[i][k];
+                                have = true;
+                        }
+                unsigned *ns = have ? NULL : realloc(j->requires_status, (q + 2) * sizeof(*ns));
+                if (!ns || drv_strv_push(&j->requires, deps[i][k]) < 0)
+                        continue;
+                ns[q] = dst[i][k];
+                ns[q + 1] = 0;
+                j->requires_status = ns;
         }
 }
 
-static int compile_workflow(struct cctx *c, const char *wfname, const struct ynode *wf,
-                            struct config *cfg)
+/* The same job listed more than once under one name: CircleCI names them NAME-1, NAME-2, ...
+ * and `requires: [NAME]` waits for all of them. */
+static void number_duplicates(struct wjob *w, size_t n)
 {
-        static const char *const wkeys[] = {"jobs", "when", "unless", "triggers", NULL};
+        for (size_t i = 0; i < n; i++) {
+                if (find_w(w + i + 1, n - i - 1, w[i].name) < 0)
+                        continue;
+                _cleanup_free_ char *orig = strdup(w[i].name);
+                unsigned count = 0;
+                for (size_t j = i; orig && j < n; j++) {
+                        if (strcmp(w[j].name, orig) != 0)
+                                continue;
+                        char *nn = drv_asprintf("%s-%u", orig, ++count);
+                        if (!nn)
+                                continue;
+                        free(w[j].name);
+                        w[j].name = nn;
+                        if (!w[j].alias)
+                                w[j].alias = strdup(orig);
+                }
+        }
+}
+
+/* triggers: a list of `schedule: {cron, filters}`. Such a workflow runs only on its schedule:
+ * left out of push and API pipelines, selected by a scheduled one whose branch its filters
+ * take. Returns whether the workflow runs in this pipeline. */
+static bool triggers_select(struct cctx *c, const char *wfname, const struct ynode *trig)
+{
+        bool scheduled = c->opts->trigger == CONFIG_TRIGGER_SCHEDULE, any = false;
+        if (trig->kind != Y_SEQ || trig->n == 0) {
+                cerr(c, trig, "triggers of workflow '%s' must be a list of schedule entries",
+                     wfname);
+                return false;
+        }
+        for (size_t i = 0; i < trig->n; i++) {
+                const struct ynode *sch = ynode_get(trig->items[i], "schedule");
+                const struct ynode *cron = ynode_get(sch, "cron");
+                if (!sch || ynode_pairs(trig->items[i]) != 1 || sch->kind != Y_MAP) {
+                        cerr(c, trig->items[i], "a trigger is `schedule: {cron, filters}`");
+                        continue;
+                }
+                static const char *const skeys[] = {"cron", "filters", NULL};
+                for (size_t k = 0; k < ynode_pairs(sch); k++)
+                        if (!key_in(sch->items[2 * k]->value, skeys))
+                                cerr(c, sch->items[2 * k], "unknown key '%s' in schedule",
+                                     sch->items[2 * k]->value);
+                int fields = 0;
+                for (const char *q = cron && cron->kind == Y_SCALAR ? cron->value : ""; *q;) {
+                        q += strspn(q, " \t");
+                        if (*q)
+                                fields++;
+                        q += strcspn(q, " \t");
+                }
+                if (fields != 5)
+                        cerr(c, cron ? cron : sch, "schedule needs a cron of 5 fields");
+                if (scheduled && passes_filters(c, ynode_get(sch, "filters")))
+                        any = true;
+        }
+        return any;
+}
+
+/* Workflow-level keys: when/unless (conditions or expressions) and triggers. */
+static int workflow_runs(struct cctx *c, const char *wfname, const struct ynode *wf, bool *run)
+{
+        static const char *const wkeys[] = {"jobs", "when", "unless", "triggers", "max_auto_reruns",
+                                            NULL};
         for (size_t i = 0; i < ynode_pairs(wf); i++)
                 if (!key_in(wf->items[2 * i]->value, wkeys))
                         cerr(c, wf->items[2 * i], "unknown key '%s' in workflow '%s'",
                              wf->items[2 * i]->value, wfname);
-        const struct ynode *jobs = ynode_get(wf, "jobs");
-        if (!jobs || jobs->kind != Y_SEQ)
-                return cerr(c, wf, "workflow '%s' needs a list of jobs", wfname);
+        if (ynode_get(wf, "max_auto_reruns"))
+                cwarn(c, ynode_get(wf, "max_auto_reruns"),
+                      "max_auto_reruns is accepted and ignored: drover does not rerun "
+                      "workflows by itself");
         /* when/unless see pipeline values (`<< pipeline.parameters.x >>`) */
         static const struct cparams none = {0};
         const struct ynode *w0 = ynode_get(wf, "when"), *u0 = ynode_get(wf, "unless");
@@ -330,34 +508,41 @@ static int compile_workflow(struct cctx *c, const char *wfname, const struct yno
         _cleanup_(ynode_freep) struct ynode *unless = u0 ? params_subst(c, u0, &none) : NULL;
         if ((w0 && !when) || (u0 && !unless))
                 return -EINVAL;
-        bool run = true, skip = false;
-        if (when && condition_eval(c, when, &run) < 0)
+        bool yes = true, skip = false;
+        if (when && condition_eval(c, when, &yes) < 0)
                 return -EINVAL;
         if (unless && condition_eval(c, unless, &skip) < 0)
                 return -EINVAL;
-        run = run && !skip;
-        if (!run)
-                return 0;
-        struct wjob *w = NULL;
-        size_t n = 0;
+        const struct ynode *trig = ynode_get(wf, "triggers");
+        bool sel = trig ? triggers_select(c, wfname, trig) : true;
+        *run = yes && !skip && sel;
+        return 0;
+}
+
+/* Resolve each job's requires (names, aliases) into deps (upstream names) and dst (their
+ * statuses); unknown names are errors. */
+static int resolve_requires(struct cctx *c, const char *wfname, struct wjob *w, size_t n,
+                            char ***deps, unsigned **dst)
+{
         int r = 0;
-        for (size_t i = 0; i < jobs->n; i++)
-                if (expand_entry(c, jobs->items[i], &w, &n) < 0)
-                        r = -EINVAL;
-        /* resolve requires: names, aliases; duplicates; unknown names */
-        char ***deps = calloc(n + 1, sizeof(char **));
-        for (size_t i = 0; deps && i < n; i++) {
+        for (size_t i = 0; i < n; i++) {
                 if (find_w(w, i, w[i].name) >= 0)
                         r = cerr(c, w[i].where, "workflow '%s' has two jobs named '%s'", wfname,
                                  w[i].name);
+                size_t nreq = drv_strv_len(w[i].requires), k2 = 0;
                 deps[i] = calloc(1, sizeof(char *));
-                for (size_t k = 0; w[i].requires && w[i].requires[k]; k++) {
+                dst[i] = calloc(nreq * n + 1, sizeof(unsigned));
+                if (!deps[i] || !dst[i])
+                        return -ENOMEM;
+                for (size_t k = 0; k < nreq; k++) {
                         const char *q = w[i].requires[k];
                         bool found = false;
                         for (size_t j = 0; j < n; j++)
                                 if (strcmp(w[j].name, q) == 0 ||
                                     (w[j].alias && strcmp(w[j].alias, q) == 0)) {
                                         drv_strv_push(&deps[i], w[j].name);
+                                        dst[i][k2++] = w[i].req_status ? w[i].req_status[k]
+                                                                       : CONFIG_REQ_SUCCESS;
                                         found = true;
                                 }
                         if (!found)
@@ -366,14 +551,62 @@ static int compile_workflow(struct cctx *c, const char *wfname, const struct yno
                                          w[i].name, q, wfname);
                 }
         }
-        if (!deps)
+        return r;
+}
+
+/* One workflow job compiled (or listed as unrunnable). false: an error was recorded. */
+static bool add_job(struct cctx *c, const char *wfname, struct wjob *w, size_t n, char ***deps,
+                    unsigned **dst, size_t i, struct config_workflow *cw)
+{
+        unsigned par = 1;
+        json_t *spec = compile_job(c, w[i].job, w[i].name, w[i].args, w[i].where, wfname, &par);
+        char *why = TAKE_PTR(c->unrunnable);
+        if (!spec && !why)
+                return false;
+        struct config_job *j = &cw->jobs[cw->n_jobs++];
+        j->name = strdup(w[i].name);
+        j->job = strdup(w[i].job);
+        j->parallelism = par;
+        j->spec = spec;
+        j->unrunnable = why;
+        j->serial_group = w[i].serial_group ? strdup(w[i].serial_group) : NULL;
+        j->requires = calloc(1, sizeof(char *));
+        j->requires_status = calloc(1, sizeof(unsigned));
+        push_requires(w, n, deps, dst, i, j, 0);
+        return true;
+}
+
+static int compile_workflow(struct cctx *c, const char *wfname, const struct ynode *wf,
+                            struct config *cfg)
+{
+        const struct ynode *jobs = ynode_get(wf, "jobs");
+        if (!jobs || jobs->kind != Y_SEQ)
+                return cerr(c, wf, "workflow '%s' needs a list of jobs", wfname);
+        bool run;
+        if (workflow_runs(c, wfname, wf, &run) < 0)
+                return -EINVAL;
+        if (!run)
+                return 0;
+        struct wjob *w = NULL;
+        size_t n = 0;
+        int r = 0;
+        for (size_t i = 0; i < jobs->n; i++)
+                if (expand_entry(c, jobs->items[i], &w, &n) < 0)
+                        r = -EINVAL;
+        number_duplicates(w, n);
+        char ***deps = calloc(n + 1, sizeof(char **));
+        unsigned **dst = calloc(n + 1, sizeof(unsigned *));
+        if (!deps || !dst)
                 r = -ENOMEM;
+        else if (resolve_requires(c, wfname, w, n, deps, dst) < 0 && r == 0)
+                r = -EINVAL;
         /* with a broken graph, still compile every job once to report its own errors */
         for (size_t i = 0; r == -EINVAL && i < n; i++)
                 if (!w[i].filtered && !w[i].approval) {
                         unsigned par = 1;
                         json_decref(compile_job(c, w[i].job, w[i].name, w[i].args, w[i].where,
                                                 wfname, &par));
+                        free(TAKE_PTR(c->unrunnable));
                 }
         /* a job whose upstream is filtered out is left out too */
         for (bool changed = true; r == 0 && changed;) {
@@ -385,7 +618,7 @@ static int compile_workflow(struct cctx *c, const char *wfname, const struct yno
                                         changed = true;
                                 }
         }
-        /* topological order (Kahn), approvals are satisfied at once */
+        /* topological order (Kahn), approvals and no-op jobs are satisfied at once */
         struct config_workflow *cw = NULL;
         if (r == 0) {
                 struct config_workflow *nw =
@@ -415,22 +648,9 @@ static int compile_workflow(struct cctx *c, const char *wfname, const struct yno
                         placed[i] = true;
                         n_placed++;
                         progress = true;
-                        if (w[i].filtered || w[i].approval)
-                                continue;
-                        unsigned par = 1;
-                        json_t *spec = compile_job(c, w[i].job, w[i].name, w[i].args, w[i].where,
-                                                   wfname, &par);
-                        if (!spec) {
+                        if (!w[i].filtered && !w[i].approval &&
+                            !add_job(c, wfname, w, n, deps, dst, i, cw))
                                 failed = true; /* go on: report the other jobs' errors too */
-                                continue;
-                        }
-                        struct config_job *j = &cw->jobs[cw->n_jobs++];
-                        j->name = strdup(w[i].name);
-                        j->job = strdup(w[i].job);
-                        j->parallelism = par;
-                        j->spec = spec;
-                        j->requires = calloc(1, sizeof(char *));
-                        push_requires(w, n, deps, i, &j->requires, 0);
                 }
                 if (!progress) {
                         r = cerr(c, wf, "workflow '%s' has a cycle in its requires", wfname);
@@ -442,9 +662,11 @@ static int compile_workflow(struct cctx *c, const char *wfname, const struct yno
                 r = -EINVAL;
         for (size_t i = 0; i < n; i++) {
                 drv_strv_free(deps ? deps[i] : NULL);
+                free(dst ? dst[i] : NULL);
                 wjob_free(&w[i]);
         }
         free(deps);
+        free(dst);
         free(w);
         return r;
 }
@@ -453,6 +675,9 @@ static void config_job_free(struct config_job *j)
 {
         free(j->name);
         free(j->job);
+        free(j->requires_status);
+        free(j->serial_group);
+        free(j->unrunnable);
         drv_strv_free(j->requires);
         json_decref(j->spec);
 }
@@ -471,6 +696,7 @@ void config_free(struct config *c)
         for (size_t j = 0; j < c->n_jobs; j++)
                 config_job_free(&c->jobs[j]);
         free(c->jobs);
+        drv_strv_free(c->warnings);
         free(c->path);
         free(c);
 }
@@ -480,10 +706,12 @@ static int compile_all(struct cctx *c, struct config *cfg)
         struct ynode *root = c->root;
         if (root->kind != Y_MAP)
                 return cerr(c, root, "the config must be a map");
-        for (size_t i = 0; i < ynode_pairs(root); i++)
-                if (!config_top_key_ok(root->items[2 * i]->value))
-                        cerr(c, root->items[2 * i], "unknown top-level key '%s'",
-                             root->items[2 * i]->value);
+        /* CircleCI takes any other top-level key: real configs park YAML anchors under
+         * `x-docker:`, `references:`, `job_defaults:`... */
+        if (ynode_get(root, "job-groups"))
+                cwarn(c, ynode_get(root, "job-groups"),
+                      "job-groups are not supported by drover: a workflow that invokes a group "
+                      "fails with 'unknown job'");
         const struct ynode *ver = ynode_get(root, "version");
         if (!ver || ver->kind != Y_SCALAR ||
             (strcmp(ver->value, "2") && strcmp(ver->value, "2.1") && strcmp(ver->value, "2.0")))
@@ -537,9 +765,13 @@ static int compile_all(struct cctx *c, struct config *cfg)
                                 needs_args = true;
                 if (needs_args)
                         continue; /* only runnable from a workflow that passes its parameters */
+                const char *kind = job_kind(c, name);
+                if (strcmp(kind, "no-op") == 0 || strcmp(kind, "approval") == 0)
+                        continue; /* nothing to run */
                 unsigned par = 1;
                 json_t *spec = compile_job(c, name, name, NULL, jobs->items[2 * i], NULL, &par);
-                if (!spec)
+                char *why = TAKE_PTR(c->unrunnable);
+                if (!spec && !why)
                         continue;
                 struct config_job *j = &cfg->jobs[cfg->n_jobs++];
                 j->name = strdup(name);
@@ -547,6 +779,7 @@ static int compile_all(struct cctx *c, struct config *cfg)
                 j->requires = calloc(1, sizeof(char *));
                 j->parallelism = par;
                 j->spec = spec;
+                j->unrunnable = why;
         }
         const struct ynode *wfs = ynode_get(root, "workflows");
         for (size_t i = 0; i < ynode_pairs(wfs); i++) {
@@ -578,6 +811,8 @@ static int compile_text(const char *name, const char *text, size_t len,
         }
         compile_all(&c, cfg);
         ynode_free(c.root);
+        free(c.unrunnable);
+        cfg->warnings = c.warnings;
         if (c.errors) {
                 drv_err(err, EINVAL, "%s", c.errors[0]);
                 *errors = c.errors;
@@ -644,4 +879,43 @@ const struct config_job *config_find_job(const struct config *c, const char *nam
                 if (strcmp(c->jobs[i].name, name) == 0)
                         return &c->jobs[i];
         return NULL;
+}
+
+unsigned config_job_requires_status(const struct config_job *j, size_t k)
+{
+        return j->requires_status && j->requires_status[k] ? j->requires_status[k]
+                                                           : CONFIG_REQ_SUCCESS;
+}
+
+unsigned config_req_bit(const char *st)
+{
+        if (!st || strcmp(st, "success") == 0)
+                return CONFIG_REQ_SUCCESS;
+        if (strcmp(st, "canceled") == 0)
+                return CONFIG_REQ_CANCELED;
+        if (strcmp(st, "unauthorized") == 0)
+                return CONFIG_REQ_UNAUTHORIZED;
+        if (strcmp(st, "not_run") == 0 || strcmp(st, "blocked") == 0)
+                return CONFIG_REQ_NOT_RUN;
+        return CONFIG_REQ_FAILED; /* failed, timedout, infrastructure_fail, ... */
+}
+
+const char *config_trigger_source(enum config_trigger t)
+{
+        return t == CONFIG_TRIGGER_SCHEDULE ? "scheduled_pipeline"
+               : t == CONFIG_TRIGGER_API    ? "api"
+                                            : "webhook";
+}
+
+int config_trigger_parse(const char *s, enum config_trigger *out)
+{
+        if (strcmp(s, "webhook") == 0 || strcmp(s, "push") == 0)
+                *out = CONFIG_TRIGGER_WEBHOOK;
+        else if (strcmp(s, "api") == 0)
+                *out = CONFIG_TRIGGER_API;
+        else if (strcmp(s, "schedule") == 0 || strcmp(s, "scheduled_pipeline") == 0)
+                *out = CONFIG_TRIGGER_SCHEDULE;
+        else
+                return -EINVAL;
+        return 0;
 }
