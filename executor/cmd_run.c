@@ -61,6 +61,7 @@ static void usage(FILE *f)
                 "                  [--store DIR] [--branch B] [--tag T] [--revision SHA] [-j N]\n"
                 "                  [--pull never|missing|always] [--image-store DIR]\n"
                 "                  [--ssh[=PUBKEYFILE]] [--committed] [--egress-allow ADDR]...\n"
+                "                  [--trigger webhook|api|schedule] [--schedule-name NAME]\n"
                 "Run a job (every parallelism index) or a whole workflow in requires order on\n"
                 "this machine, in drover's sandbox. Caches, workspaces and artifacts go to a\n"
                 "local directory (--store, default ~/.cache/drover/store). With -j N, up to N\n"
@@ -82,7 +83,11 @@ static void usage(FILE *f)
                 "blank lines, optional export, optional quotes). Values of fewer than 4\n"
                 "characters and true/True/false/False are not masked (CircleCI's rule).\n"
                 "--ssh: rerun with SSH — the job stays up after its steps for SSH sessions with\n"
-                "your public keys (~/.ssh/*.pub, or PUBKEYFILE); see docs/ssh.md.\n");
+                "your public keys (~/.ssh/*.pub, or PUBKEYFILE); see docs/ssh.md.\n"
+                "--trigger schedule [--schedule-name NAME]: a scheduled pipeline (workflows with\n"
+                "`triggers:` run, pipeline.schedule.name is NAME). Jobs this builder cannot run\n"
+                "(macOS, Windows, GPU, Arm on x86) are reported as not run, with their\n"
+                "dependents; they do not fail the workflow (docs/config.md).\n");
 }
 
 static char *default_store(void)
@@ -112,6 +117,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                                                  {"ssh", optional_argument, 0, 'S'},
                                                  {"committed", no_argument, 0, 'C'},
                                                  {"egress-allow", required_argument, 0, 'A'},
+                                                 {"trigger", required_argument, 0, 'T'},
+                                                 {"schedule-name", required_argument, 0, 'N'},
                                                  {"help", no_argument, 0, 'h'},
                                                  {0, 0, 0, 0}};
         int c;
@@ -199,6 +206,17 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                                 return -ENOMEM;
                         break;
                 }
+                case 'T':
+                        if (config_trigger_parse(optarg, &o->copts.trigger) < 0) {
+                                fprintf(stderr, "drover run: --trigger webhook, api or schedule\n");
+                                return -EINVAL;
+                        }
+                        break;
+                case 'N': /* a named schedule: a scheduled pipeline */
+                        o->copts.schedule_name = optarg;
+                        if (o->copts.trigger == CONFIG_TRIGGER_WEBHOOK)
+                                o->copts.trigger = CONFIG_TRIGGER_SCHEDULE;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 1;
@@ -358,7 +376,9 @@ static void block_cancel_signals(void)
 
 /* Upstream jobs of job i (they come earlier: jobs are in requires order). done[u] counts the
  * finished nodes of job u (NULL: all upstreams are finished). Returns 1 when every upstream has
- * finished and succeeded, 0 when one has not finished yet, -1 when one did not succeed. */
+ * finished with a status its requires entry accepts (success unless it names others:
+ * `- build: [success, failed]`, `- build: terminal`), 0 when one has not finished yet, -1 when
+ * one ended otherwise. */
 static int upstreams_state(const struct job_outcome *out, size_t i, const unsigned *done)
 {
         const struct config_job *j = out[i].job;
@@ -367,12 +387,33 @@ static int upstreams_state(const struct job_outcome *out, size_t i, const unsign
                 for (size_t u = 0; u < i; u++) {
                         if (strcmp(out[u].job->name, j->requires[k]) != 0)
                                 continue;
-                        if (done && done[u] < out[u].job->parallelism)
+                        bool finished = !done || done[u] >= out[u].job->parallelism;
+                        if (!finished)
                                 state = state < 0 ? state : 0;
-                        else if (!out[u].ok)
+                        else if (!(config_req_bit(out[u].ok ? "success" : out[u].status) &
+                                   config_job_requires_status(j, k)))
                                 state = -1;
                 }
         return state;
+}
+
+/* A job this builder cannot run (macOS, Windows, GPU, ...): reported as not run. */
+static bool not_runnable(struct job_outcome *o)
+{
+        if (!o->job->unrunnable)
+                return false;
+        printf("\n### %s: not run: %s\n", o->job->name, o->job->unrunnable);
+        fflush(stdout);
+        o->ok = false;
+        o->status = "not_run";
+        return true;
+}
+
+/* The workflow failed: a job failed or was canceled (a job not run because this builder
+ * cannot run it, or because of such a job upstream, is not a failure). */
+static bool outcome_fails(const struct job_outcome *o)
+{
+        return !o->ok && strcmp(o->status, "not_run") != 0 && strcmp(o->status, "blocked") != 0;
 }
 
 /* One job node running in a child process (-j > 1). */
@@ -537,10 +578,11 @@ static void run_nodes_parallel(const struct run_opts *o, struct job_outcome *out
                                 int st = upstreams_state(out, i, done);
                                 if (st == 0)
                                         continue;
-                                if (st < 0) {
+                                if (st < 0 || not_runnable(&out[i])) {
                                         out[i].ok = false;
-                                        out[i].status = "blocked";
-                                        done[i] = j->parallelism;
+                                        out[i].status = st < 0 ? "blocked" : "not_run";
+                                        /* never started, on a later pass either */
+                                        started[i] = done[i] = j->parallelism;
                                         continue;
                                 }
                                 layers[i] = upstream_layers(out, i, j);
@@ -609,7 +651,7 @@ static int run_jobs(const struct run_opts *o, const struct config_job *jobs, siz
         if (o->max_parallel > 1) {
                 run_nodes_parallel(o, out, n, store_url, &canceled);
                 for (size_t i = 0; i < n; i++)
-                        all_ok = all_ok && out[i].ok;
+                        all_ok = all_ok && !outcome_fails(&out[i]);
         }
         for (size_t i = 0; i < n && o->max_parallel <= 1; i++) {
                 const struct config_job *j = &jobs[i];
@@ -617,6 +659,8 @@ static int run_jobs(const struct run_opts *o, const struct config_job *jobs, siz
                 if (upstreams_state(out, i, NULL) < 0) {
                         out[i].ok = false;
                         out[i].status = "blocked";
+                } else if (!canceled && not_runnable(&out[i])) {
+                        /* listed with its reason, status not_run */
                 }
                 json_t *layers = upstream_layers(out, i, j);
                 out[i].layers = json_deep_copy(layers);
@@ -635,7 +679,7 @@ static int run_jobs(const struct run_opts *o, const struct config_job *jobs, siz
                         out[i].status = "canceled";
                 }
                 json_decref(layers);
-                all_ok = all_ok && out[i].ok;
+                all_ok = all_ok && !outcome_fails(&out[i]);
         }
         summary(out, n);
         for (size_t i = 0; i < n; i++) {
@@ -801,6 +845,11 @@ int cmd_run(int argc, char **argv)
                                 "have no defaults runs only in its workflow)\n",
                                 o.job, o.config);
                         return 2;
+                }
+                if (j->unrunnable) {
+                        fprintf(stderr, "drover run: job '%s' is not run: %s\n", j->name,
+                                j->unrunnable);
+                        return 1;
                 }
                 struct config_job alone = *j;
                 char *none[] = {NULL};
