@@ -94,5 +94,13 @@ json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const
 /* The `type:` of a `jobs:` entry: build (default), no-op, approval or release (an unknown type
  * is an error recorded, and build). */
 const char *job_kind(struct cctx *c, const char *jobname);
+/* requires: names, or one-pair maps NAME: STATUS / NAME: [STATUS...] -> names and their
+ * CONFIG_REQ_* bits (index-aligned; both new). -ENOMEM only: bad entries are errors recorded. */
+int requires_parse(struct cctx *c, const struct ynode *req, char ***names, unsigned **status);
+/* A copy of n statuses (NULL st: zeros); caller frees. */
+unsigned *requires_status_dup(const unsigned *st, size_t n);
+/* serial-group value (pipeline values substituted, charset and length checked); NULL when
+ * absent or bad (error recorded). Caller frees. */
+char *serial_group_parse(struct cctx *c, const struct ynode *v);
 /* Top-level keys a config may have. */
 bool config_top_key_ok(const char *key);
