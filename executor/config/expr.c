@@ -199,6 +199,8 @@ static int primary(struct xp *x, struct xval *out)
                 r = 0;
         } else if (isalpha((unsigned char)*x->s)) {
                 r = variable(x, out);
+        } else if (*x->s == '\'') {
+                r = fail(x, "%s", "single-quoted strings are not supported (use double quotes)");
         } else if (*x->s == '\0') {
                 r = fail(x, "%s", "ends where a value was expected");
         } else {
