@@ -391,6 +391,12 @@ static char *ref_value(struct cctx *c, const struct ynode *where, const char *re
                 cerr(c, where, "unknown parameter '%s'", ref);
                 return NULL;
         }
+        /* pipeline values are substituted everywhere first in CircleCI, so also in a value
+         * that came from a parameter (a default `<< pipeline.parameters.env >>`) */
+        if (strstr(v->value, "<<") && strstr(v->value, "pipeline.")) {
+                static const struct cparams none = {0};
+                return params_subst_str(c, where, v->value, &none);
+        }
         return strdup(v->value);
 }
 
