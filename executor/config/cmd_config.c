@@ -54,16 +54,10 @@ static json_t *job_json(const struct config_job *j)
         return o;
 }
 
-/* validate: the warnings of a valid config (accepted but unused keys, unrunnable jobs). */
-static void print_warnings(const char *path, const struct config_opts *o)
+static void print_warnings(const struct config *cfg)
 {
-        struct config *cfg = NULL;
-        struct drv_error err = {0};
-        if (config_load(path, o, &cfg, &err) < 0)
-                return;
         for (size_t i = 0; cfg->warnings && cfg->warnings[i]; i++)
                 fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
-        config_free(cfg);
 }
 
 int cmd_config(int argc, char **argv)
@@ -151,7 +145,12 @@ int cmd_config(int argc, char **argv)
                 o.trigger = CONFIG_TRIGGER_SCHEDULE; /* a named schedule is a scheduled pipeline */
         struct drv_error err = {0};
         int rc;
-        if (strcmp(verb, "validate") == 0) {
+        _cleanup_(config_freep) struct config *valid = NULL;
+        if (strcmp(verb, "validate") == 0 && config_load(path, &o, &valid, &err) == 0) {
+                print_warnings(valid); /* one compile when the config is valid */
+                printf("%s: config is valid\n", path);
+                rc = 0;
+        } else if (strcmp(verb, "validate") == 0) {
                 _cleanup_strv_ char **errors = NULL;
                 int n = config_validate(path, &o, &errors, &err);
                 if (n < 0 && !errors) {
@@ -164,7 +163,6 @@ int cmd_config(int argc, char **argv)
                                 drv_strv_len(errors) == 1 ? "" : "s");
                         rc = 1;
                 } else {
-                        print_warnings(path, &o);
                         printf("%s: config is valid\n", path);
                         rc = 0;
                 }
@@ -181,8 +179,7 @@ int cmd_config(int argc, char **argv)
                                 fprintf(stderr, "%s\n", err.message);
                         rc = err.code == EINVAL ? 1 : 2; /* 2: the file could not be read */
                 } else {
-                        for (size_t i = 0; cfg->warnings && cfg->warnings[i]; i++)
-                                fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
+                        print_warnings(cfg);
                         json_t *doc =
                             json_pack("{s:i, s:[], s:[]}", "version", 1, "workflows", "jobs");
                         json_t *wfs = json_object_get(doc, "workflows");
@@ -198,7 +195,11 @@ int cmd_config(int argc, char **argv)
                         for (size_t k = 0; k < cfg->n_jobs; k++)
                                 json_array_append_new(json_object_get(doc, "jobs"),
                                                       job_json(&cfg->jobs[k]));
-                        json_dumpf(doc, stdout, JSON_INDENT(2) | JSON_SORT_KEYS);
+                        /* one write: json_dumpf writes token by token */
+                        _cleanup_free_ char *text =
+                            json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS);
+                        if (text)
+                                fputs(text, stdout);
                         printf("\n");
                         json_decref(doc);
                         rc = 0;
