@@ -5,15 +5,21 @@
 #include <ctype.h>
 #include <regex.h>
 
-void cwarn(struct cctx *c, const struct ynode *n, const char *fmt, ...)
+/* "FILE:LINE:COL: message" (caller frees; NULL on OOM). */
+static char *located(const struct cctx *c, const struct ynode *n, const char *fmt, va_list ap)
 {
         char msg[768];
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        return n ? drv_asprintf("%s:%u:%u: %s", c->file, n->line, n->col, msg)
+                 : drv_asprintf("%s: %s", c->file, msg);
+}
+
+void cwarn(struct cctx *c, const struct ynode *n, const char *fmt, ...)
+{
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        char *line = located(c, n, fmt, ap);
         va_end(ap);
-        char *line = n ? drv_asprintf("%s:%u:%u: %s", c->file, n->line, n->col, msg)
-                       : drv_asprintf("%s: %s", c->file, msg);
         for (size_t i = 0; line && c->warnings && c->warnings[i]; i++)
                 if (strcmp(c->warnings[i], line) == 0) {
                         free(line);
@@ -36,13 +42,10 @@ int cerr(struct cctx *c, const struct ynode *n, const char *fmt, ...)
                         c->n_errors++;
                 return -EINVAL;
         }
-        char msg[768];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        char *line = located(c, n, fmt, ap);
         va_end(ap);
-        char *line = n ? drv_asprintf("%s:%u:%u: %s", c->file, n->line, n->col, msg)
-                       : drv_asprintf("%s: %s", c->file, msg);
         /* the same node can be compiled more than once (a job standalone and in a workflow) */
         for (size_t i = 0; line && c->errors && c->errors[i]; i++)
                 if (strcmp(c->errors[i], line) == 0) {

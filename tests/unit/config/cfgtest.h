@@ -16,6 +16,8 @@ static inline struct config *load(const char *yaml, const struct config_opts *o,
 
 static inline void check_spec_valid(const struct config_job *j)
 {
+        if (!j->spec && j->unrunnable)
+                return; /* a job this builder cannot run has no spec */
         struct jobspec *s = NULL;
         struct drv_error e = {0};
         if (jobspec_from_json(j->spec, &s, &e) < 0) {
@@ -45,14 +47,35 @@ static inline const char *sget(json_t *o, const char *k)
         return json_string_value(json_object_get(o, k));
 }
 
-static inline void expect_error(const char *yaml, const char *fragment)
+/* Compiling yaml with o fails with an error containing fragment. */
+static inline void expect_error_opts(const char *yaml, const struct config_opts *o,
+                                     const char *fragment)
 {
         struct drv_error e = {0};
-        struct config *c = load(yaml, NULL, &e);
+        struct config *c = load(yaml, o, &e);
         CHECK(c == NULL);
         if (!strstr(e.message, fragment)) {
                 printf("#   error '%s' lacks '%s'\n", e.message, fragment);
                 tl_cur_failed = 1;
         }
         config_free(c);
+}
+
+static inline void expect_error(const char *yaml, const char *fragment)
+{
+        expect_error_opts(yaml, NULL, fragment);
+}
+
+/* Compiling yaml with o succeeds (the test fails otherwise); NULL on failure. */
+static inline struct config *must_load(const char *yaml, const struct config_opts *o)
+{
+        struct drv_error e = {0};
+        struct config *c = load(yaml, o, &e);
+        if (!c) {
+                printf("#   unexpected error: %s\n", e.message);
+                tl_cur_failed = 1;
+                return NULL;
+        }
+        check_specs_valid(c);
+        return c;
 }

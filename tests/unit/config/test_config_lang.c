@@ -7,29 +7,6 @@
 #define JOB_OF(cmd)                                                                                \
         "version: 2.1\njobs:\n  a:\n    machine: true\n    steps:\n      - run: " cmd "\n"
 
-static struct config *must_load(const char *yaml, const struct config_opts *o)
-{
-        struct drv_error e = {0};
-        struct config *c = load(yaml, o, &e);
-        if (!c) {
-                printf("#   unexpected error: %s\n", e.message);
-                tl_cur_failed = 1;
-        }
-        return c;
-}
-
-static void expect_error_opts(const char *yaml, const struct config_opts *o, const char *frag)
-{
-        struct drv_error e = {0};
-        struct config *c = load(yaml, o, &e);
-        CHECK(c == NULL);
-        if (!strstr(e.message, frag)) {
-                printf("#   error '%s' lacks '%s'\n", e.message, frag);
-                tl_cur_failed = 1;
-        }
-        config_free(c);
-}
-
 static const struct config_job *wjob(const struct config *c, const char *wf, const char *name)
 {
         const struct config_workflow *w = c ? config_find_workflow(c, wf) : NULL;
@@ -221,6 +198,16 @@ TEST(pipeline_values_of_issue_13)
                 CHECK_STREQ(sget(step(j, 0), "command"), "echo true webhook");
         config_free(c);
         json_decref(tp);
+        /* pipeline values inside a parameter's value are substituted too */
+        c = must_load("version: 2.1\nparameters:\n  env: {type: string, default: staging}\n"
+                      "jobs:\n  a:\n    parameters:\n      to: {type: string, default: "
+                      "\"<< pipeline.parameters.env >>\"}\n    machine: true\n"
+                      "    steps: [run: deploy << parameters.to >>]\n",
+                      NULL);
+        j = c ? config_find_job(c, "a") : NULL;
+        if (j)
+                CHECK_STREQ(sget(step(j, 0), "command"), "deploy staging");
+        config_free(c);
 }
 
 TEST(executor_environment_is_merged_under_the_jobs)

@@ -4,19 +4,6 @@
 
 #define JOB_HEAD "version: 2.1\njobs:\n  a:\n    machine: true\n"
 
-static struct config *must_load(const char *yaml, const struct config_opts *o)
-{
-        struct drv_error e = {0};
-        struct config *c = load(yaml, o, &e);
-        if (!c) {
-                printf("#   unexpected error: %s\n", e.message);
-                tl_cur_failed = 1;
-                return NULL;
-        }
-        check_specs_valid(c);
-        return c;
-}
-
 static size_t n_steps(const struct config_job *j)
 {
         return json_array_size(json_object_get(j->spec, "steps"));
