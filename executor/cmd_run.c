@@ -548,6 +548,19 @@ static void node_finish(struct job_outcome *out, struct node_run *nr)
         strbuf_release(&nr->partial);
 }
 
+/* Another job of job i's serial-group is running: jobs of one group run one after another. */
+static bool serial_group_busy(const struct job_outcome *out, size_t n, size_t i,
+                              const unsigned *started, const unsigned *done)
+{
+        const char *g = out[i].job->serial_group;
+        for (size_t k = 0; g && k < n; k++)
+                if (k != i && out[k].job->serial_group &&
+                    strcmp(out[k].job->serial_group, g) == 0 && started[k] > 0 &&
+                    done[k] < out[k].job->parallelism)
+                        return true;
+        return false;
+}
+
 /* -j N: schedule job nodes on up to N child processes as their upstreams finish. */
 static void run_nodes_parallel(const struct run_opts *o, struct job_outcome *out, size_t n,
                                const char *store_url, bool *canceled)
@@ -576,7 +589,7 @@ static void run_nodes_parallel(const struct run_opts *o, struct job_outcome *out
                         const struct config_job *j = out[i].job;
                         if (started[i] == 0 && done[i] == 0) {
                                 int st = upstreams_state(out, i, done);
-                                if (st == 0)
+                                if (st == 0 || serial_group_busy(out, n, i, started, done))
                                         continue;
                                 if (st < 0 || not_runnable(&out[i])) {
                                         out[i].ok = false;

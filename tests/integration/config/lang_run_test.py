@@ -28,7 +28,7 @@ jobs:
     steps: [run: echo CLEANUP-RAN]
   slow:
     <<: *m
-    steps: [run: sleep 2 && echo SLOW-DONE]
+    steps: [run: echo "START $(date +%s.%N)" && sleep 2 && echo "END $(date +%s.%N)"]
   mac:
     macos: {xcode: "15.0.0"}
     steps: [run: echo MAC-RAN]
@@ -52,6 +52,10 @@ workflows:
       - always: {requires: [{mac: terminal}]}
   mac-only:
     jobs: [mac, {after-mac: {requires: [mac]}}, {always: {requires: [{mac: terminal}]}}]
+  serial:
+    jobs:
+      - slow: {name: first, serial-group: deploy/prod}
+      - slow: {name: second, serial-group: deploy/prod}
   nightly:
     triggers:
       - schedule: {cron: "0 3 * * *", filters: {branches: {only: [main]}}}
@@ -116,6 +120,22 @@ def jobs_not_run_on_this_builder_do_not_fail_the_workflow():
     expect(rc == 1 and "job 'mac' is not run: macOS" in err, f"rc={rc} {err}")
 
 
+def stamps(out, job, what):
+    return [float(ln.split()[-1]) for ln in out.splitlines()
+            if ln.startswith(f"[{job}] ") and len(ln.split()) == 3 and ln.split()[1] == what]
+
+
+@test
+def dash_j_runs_jobs_of_one_serial_group_one_after_another():
+    d = project()
+    rc, out, err = drover(d, "-j", "2", "--workflow", "serial")
+    expect(rc == 0, f"rc={rc} {out[-1500:]} {err}")
+    s1, e1 = stamps(out, "first", "START"), stamps(out, "first", "END")
+    s2, e2 = stamps(out, "second", "START"), stamps(out, "second", "END")
+    expect(len(s1) == len(e1) == len(s2) == len(e2) == 1, out[-2000:])
+    expect(s2[0] >= e1[0] or s1[0] >= e2[0], f"overlap: first {s1}-{e1}, second {s2}-{e2}")
+
+
 @test
 def scheduled_workflows_run_only_with_trigger_schedule():
     d = project()
@@ -133,7 +153,7 @@ def config_process_carries_statuses_and_unrunnable_jobs():
     expect(rc == 0, f"rc={rc} {err}")
     doc = json.loads(out)
     wf = {w["name"]: w for w in doc["workflows"]}
-    expect(set(wf) == {"w", "mac-only"}, list(wf))
+    expect(set(wf) == {"w", "mac-only", "serial"}, list(wf))
     jobs = {j["name"]: j for j in wf["w"]["jobs"]}
     expect(jobs["cleanup"]["requires_status"] == {"build": ["success", "failed"]}, jobs["cleanup"])
     expect(jobs["always"]["requires_status"]["mac"] ==
