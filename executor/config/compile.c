@@ -103,6 +103,10 @@ static json_t *image_json(struct cctx *c, const struct ynode *im)
                 if (!ok)
                         cerr(c, im->items[2 * i], "unknown key '%s' in a docker image", k);
         }
+        if (ynode_get(im, "aws_auth"))
+                cwarn(c, ynode_get(im, "aws_auth"),
+                      "aws_auth is accepted and ignored: drover pulls with `auth` "
+                      "(username and password) or the builder's own registry credentials");
         json_t *o = json_pack("{s:s}", "image", img->value);
         const struct ynode *v;
         if ((v = ynode_get(im, "name")) && v->kind == Y_SCALAR)

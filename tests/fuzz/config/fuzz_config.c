@@ -11,6 +11,11 @@ static void check(const struct config_job *j)
 {
         struct jobspec *s = NULL;
         struct drv_error e;
+        if (!j->spec) { /* only a job this builder cannot run has no spec, and says why */
+                if (!j->unrunnable)
+                        abort();
+                return;
+        }
         if (jobspec_from_json(j->spec, &s, &e) < 0) {
                 fprintf(stderr, "compiled spec of %s is invalid: %s\n", j->name, e.message);
                 abort();
@@ -22,7 +27,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         struct config *c = NULL;
         struct drv_error e;
-        struct config_opts o = {.branch = "main", .build_num = 1};
+        /* odd sizes are scheduled pipelines (workflows with triggers:) */
+        struct config_opts o = {.branch = "main",
+                                .build_num = 1,
+                                .project = "gh/acme/app",
+                                .arch = "x86_64",
+                                .trigger =
+                                    size % 2 ? CONFIG_TRIGGER_SCHEDULE : CONFIG_TRIGGER_WEBHOOK};
         if (config_load_text("fuzz.yml", (const char *)data, size, &o, &c, &e) < 0)
                 return 0;
         for (size_t w = 0; w < c->n_workflows; w++)

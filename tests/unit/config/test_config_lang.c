@@ -398,12 +398,16 @@ TEST(no_op_job_needs_no_executor_and_is_not_standalone)
 
 TEST(accepted_but_unused_keys_warn)
 {
-        struct config *c = must_load("version: 2.1\njobs:\n  a:\n    machine: true\n"
-                                     "    retention: {caches: 7d}\n    steps: [checkout]\n"
-                                     "workflows:\n  w:\n    max_auto_reruns: 2\n    jobs: [a]\n",
-                                     NULL);
+        struct config *c =
+            must_load("version: 2.1\njobs:\n  a:\n    machine: true\n"
+                      "    retention: {caches: 7d}\n    steps: [checkout]\n"
+                      "  b:\n    docker: [{image: x, aws_auth: {oidc_role_arn: r}}]\n"
+                      "    steps: [checkout]\n"
+                      "workflows:\n  w:\n    max_auto_reruns: 2\n    jobs: [a]\n",
+                      NULL);
         CHECK_INTEQ(n_warnings_with(c, "retention is accepted and ignored"), 1);
         CHECK_INTEQ(n_warnings_with(c, "max_auto_reruns is accepted and ignored"), 1);
+        CHECK_INTEQ(n_warnings_with(c, "aws_auth is accepted and ignored"), 1);
         config_free(c);
 }
 
