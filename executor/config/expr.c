@@ -356,3 +356,13 @@ bool expr_mentions_vars(const char *s)
         }
         return false;
 }
+
+bool expr_is_condition(const char *s)
+{
+        while (isspace((unsigned char)*s))
+                s++;
+        return expr_mentions_vars(s) &&
+               (drv_startswith(s, "pipeline.") || drv_startswith(s, "parameters.") ||
+                drv_startswith(s, "matrix.") || drv_startswith(s, "not ") ||
+                drv_startswith(s, "not(") || s[0] == '(' || s[0] == '"');
+}

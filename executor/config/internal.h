@@ -73,6 +73,9 @@ int expr_eval(struct cctx *c, const struct ynode *where, const char *text, const
               struct xval *out);
 /* text names a pipeline value, parameter or matrix value (so it is an expression). */
 bool expr_mentions_vars(const char *text);
+/* A `when:`/`unless:`/`filters:` string that is an expression (it starts with a variable,
+ * `not`, `(` or a string literal and names a variable), not a literal. */
+bool expr_is_condition(const char *text);
 /* Typed value of pipeline.<key>; -ENOENT when there is no such value. */
 int pipeline_lookup(struct cctx *c, const char *key, struct xval *out);
 

@@ -34,7 +34,7 @@ static bool scalar_equal(const struct ynode *a, const struct ynode *b)
 
 int condition_eval(struct cctx *c, const struct ynode *cond, bool *out)
 {
-        if (cond && cond->kind == Y_SCALAR && !cond->quoted && expr_mentions_vars(cond->value)) {
+        if (cond && cond->kind == Y_SCALAR && !cond->quoted && expr_is_condition(cond->value)) {
                 /* an expression: `when: pipeline.git.branch == "main"` */
                 struct xval v;
                 if (expr_eval(c, cond, cond->value, NULL, &v) < 0)

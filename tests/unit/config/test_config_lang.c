@@ -355,6 +355,12 @@ TEST(expressions_in_fields_filters_and_when)
         }
         CHECK(c && wjob(c, "w", "b") && !config_find_workflow(c, "m"));
         config_free(c);
+        /* a literal that merely mentions a pipeline value is a literal (true: non-empty) */
+        c = must_load("version: 2.1\njobs:\n  a: {machine: true, steps: [checkout]}\n"
+                      "workflows:\n  w:\n    when: update pipeline.yml\n    jobs: [a]\n",
+                      &o);
+        CHECK(c && config_find_workflow(c, "w"));
+        config_free(c);
         o.branch = "release/1.2";
         c = must_load(yaml, &o);
         CHECK(c && wjob(c, "w", "a") && wjob(c, "w", "a")->parallelism == 1);
