@@ -340,6 +340,10 @@ static const char *next_ref(const char *s, char *ref, size_t rn, const char **en
 {
         const char *open = strstr(s, "<<");
         while (open) {
+                if (open > s && open[-1] == '\\') { /* `\<<` is a literal `<<` */
+                        open = strstr(open + 2, "<<");
+                        continue;
+                }
                 const char *close = strstr(open + 2, ">>");
                 if (!close)
                         return NULL;
@@ -351,7 +355,9 @@ static const char *next_ref(const char *s, char *ref, size_t rn, const char **en
                 if ((size_t)(b - a) < rn) {
                         snprintf(ref, rn, "%.*s", (int)(b - a), a);
                         *expr = !plain_ref(a, (size_t)(b - a));
-                        if (!*expr || expr_mentions_vars(ref)) {
+                        /* an expression is one line that names a variable: a heredoc
+                         * `cat <<EOF` ... `>> f` around shell text is not */
+                        if (!*expr || (!strchr(ref, '\n') && expr_mentions_vars(ref))) {
                                 *end = close + 2;
                                 return open;
                         }
@@ -403,6 +409,18 @@ static char *ref_value(struct cctx *c, const struct ynode *where, const char *re
         return strdup(v->value);
 }
 
+/* Text with each `\<<` written as `<<` (CircleCI's escape for a literal `<<`). */
+static int append_unescaped(struct strbuf *sb, const char *s, size_t n)
+{
+        int r = 0;
+        for (const char *e; r == 0 && n && (e = memmem(s, n, "\\<<", 3));) {
+                r = strbuf_append(sb, s, (size_t)(e - s));
+                n -= (size_t)(e + 1 - s);
+                s = e + 1;
+        }
+        return r ?: strbuf_append(sb, s, n);
+}
+
 char *params_subst_str(struct cctx *c, const struct ynode *where, const char *s,
                        const struct cparams *p)
 {
@@ -412,7 +430,7 @@ char *params_subst_str(struct cctx *c, const struct ynode *where, const char *s,
         bool expr, defer;
         int r = 0;
         for (const char *at; r == 0 && (at = next_ref(s, ref, sizeof(ref), &end, &expr));) {
-                r = strbuf_append(&sb, s, (size_t)(at - s));
+                r = append_unescaped(&sb, s, (size_t)(at - s));
                 _cleanup_free_ char *val = ref_value(c, where, ref, expr, p, &defer);
                 if (defer)
                         r = r ?: strbuf_append(&sb, at, (size_t)(end - at));
@@ -422,7 +440,7 @@ char *params_subst_str(struct cctx *c, const struct ynode *where, const char *s,
                         r = r ?: strbuf_puts(&sb, val);
                 s = end;
         }
-        r = r ?: strbuf_puts(&sb, s);
+        r = r ?: append_unescaped(&sb, s, strlen(s));
         if (r < 0) {
                 strbuf_release(&sb);
                 return NULL;
@@ -437,10 +455,11 @@ struct ynode *params_subst(struct cctx *c, const struct ynode *n, const struct c
                 const char *end;
                 bool expr;
                 const char *at = next_ref(n->value, ref, sizeof(ref), &end, &expr);
-                if (!at)
+                if (!at && !strstr(n->value, "\\<<"))
                         return ynode_copy(n);
                 /* a whole-scalar reference to a list or map parameter becomes that value */
-                if (at == n->value && *end == '\0' && !expr && !drv_startswith(ref, "pipeline.")) {
+                if (at && at == n->value && *end == '\0' && !expr &&
+                    !drv_startswith(ref, "pipeline.")) {
                         const struct ynode *v = cparams_get(p, strchr(ref, '.') + 1);
                         if (v && v->kind != Y_SCALAR)
                                 return params_subst(c, v, NULL);

@@ -355,6 +355,18 @@ TEST(expressions_in_fields_filters_and_when)
         }
         CHECK(c && wjob(c, "w", "b") && !config_find_workflow(c, "m"));
         config_free(c);
+        /* `\<<` is CircleCI's escape for a literal `<<`; a heredoc around shell text that
+         * mentions parameters.json is shell text, not an expression */
+        c = must_load("version: 2.1\njobs:\n  a:\n    parameters: {f: {type: string, default: "
+                      "out}}\n    machine: true\n    steps:\n      - run: |\n"
+                      "          cat > x \\<<EOF\n          hi\n          EOF\n"
+                      "          cat <<EOF >> parameters.json && echo << parameters.f >>\n",
+                      &o);
+        const struct config_job *h = c ? config_find_job(c, "a") : NULL;
+        if (h)
+                CHECK_STREQ(sget(step(h, 0), "command"),
+                            "cat > x <<EOF\nhi\nEOF\ncat <<EOF >> parameters.json && echo out\n");
+        config_free(c);
         /* a literal that merely mentions a pipeline value is a literal (true: non-empty) */
         c = must_load("version: 2.1\njobs:\n  a: {machine: true, steps: [checkout]}\n"
                       "workflows:\n  w:\n    when: update pipeline.yml\n    jobs: [a]\n",
