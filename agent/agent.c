@@ -36,12 +36,20 @@ uint64_t agent_backoff_ns(struct agent *a)
         return base / 2 + base * r / 1000;
 }
 
-void agent_server_failed(struct agent *a, int server, const char *what, const char *detail)
+void agent_server_failed(struct agent *a, const struct http_req *r, const char *what,
+                         const char *detail)
 {
-        int n = (int)drv_strv_len(a->cfg.servers);
+        int n = (int)drv_strv_len(a->cfg.servers), server = r->server;
         a->fail_streak++;
-        log_warn("control_plane_unreachable", "request=%s server=%s error=\"%s\" streak=%u", what,
-                 server < n ? a->cfg.servers[server] : "?", detail, a->fail_streak);
+        const char *url = server < n ? a->cfg.servers[server] : "?";
+        if (r->fail != NETFAIL_NONE) /* the words of `drover check` (agent/netfail.c) */
+                log_warn("control_plane_unreachable",
+                         "request=%s server=%s problem=\"%s\" error=\"%s\" fix=\"%s\" streak=%u",
+                         what, url, netfail_kind(r->fail), detail, netfail_fix(r->fail),
+                         a->fail_streak);
+        else
+                log_warn("control_plane_unreachable", "request=%s server=%s error=\"%s\" streak=%u",
+                         what, url, detail, a->fail_streak);
         if (n > 1 && server == a->server)
                 a->server = (a->server + 1) % n;
 }
@@ -146,8 +154,7 @@ static void on_register(struct agent *a, struct http_req *r, int rc, long status
         a->reg_req = NULL;
         _cleanup_(json_decrefp) json_t *resp = http_json(r);
         if (rc != HTTP_OK || status >= 500 || status == 0) {
-                agent_server_failed(a, r->server, "register",
-                                    rc != HTTP_OK ? r->error : "server error");
+                agent_server_failed(a, r, "register", rc != HTTP_OK ? r->error : "server error");
                 a->next_register_ns = drv_now_ns() + agent_backoff_ns(a);
                 return;
         }
@@ -233,8 +240,7 @@ static void on_heartbeat(struct agent *a, struct http_req *r, int rc, long statu
         _cleanup_(json_decrefp) json_t *resp = http_json(r);
         if (rc != HTTP_OK || status >= 500 || status == 0) {
                 a->m.heartbeat_failures++;
-                agent_server_failed(a, r->server, "heartbeat",
-                                    rc != HTTP_OK ? r->error : "server error");
+                agent_server_failed(a, r, "heartbeat", rc != HTTP_OK ? r->error : "server error");
                 a->next_hb_ns = drv_now_ns() + agent_backoff_ns(a);
                 return;
         }
@@ -283,8 +289,7 @@ static void on_claim(struct agent *a, struct http_req *r, int rc, long status)
         _cleanup_(json_decrefp) json_t *resp = http_json(r);
         if (rc != HTTP_OK || status >= 500 || status == 0) {
                 a->m.claim_errors++;
-                agent_server_failed(a, r->server, "claim",
-                                    rc != HTTP_OK ? r->error : "server error");
+                agent_server_failed(a, r, "claim", rc != HTTP_OK ? r->error : "server error");
                 a->next_claim_ns = drv_now_ns() + agent_backoff_ns(a);
                 return;
         }
@@ -356,8 +361,7 @@ static void on_release(struct agent *a, struct http_req *r, int rc, long status)
         if (!jid)
                 return;
         if (rc != HTTP_OK || status >= 500 || status == 0) {
-                agent_server_failed(a, r->server, "release",
-                                    rc != HTTP_OK ? r->error : "server error");
+                agent_server_failed(a, r, "release", rc != HTTP_OK ? r->error : "server error");
                 a->next_release_ns = drv_now_ns() + agent_backoff_ns(a);
                 return;
         }

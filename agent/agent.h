@@ -1,6 +1,7 @@
 /* agent.h: internals of `drover agent` shared by its files (config, http, jobs, metrics, loop). */
 #pragma once
 
+#include "agent/netfail.h"
 #include "executor/jobspec.h"
 #include "lib/drv.h"
 
@@ -115,7 +116,8 @@ struct http_req {
         void *data;
         int server; /* index into servers */
         uint64_t started_ns;
-        char error[256]; /* rc != HTTP_OK: what failed */
+        char error[256];   /* rc != HTTP_OK: what failed */
+        enum netfail fail; /* rc != HTTP_OK: its kind, as `drover check` names it */
 };
 #define HTTP_TIMER_FD     (-1) /* http_drive: the transport's timer fired */
 #define HTTP_MAX_RESPONSE (8u << 20)
@@ -287,7 +289,8 @@ struct agent {
 };
 /* A request to servers[server] failed (connection error or 5xx): back off, and move on to the
  * next server unless another failed request already did. */
-void agent_server_failed(struct agent *a, int server, const char *what, const char *detail);
+void agent_server_failed(struct agent *a, const struct http_req *r, const char *what,
+                         const char *detail);
 void agent_server_ok(struct agent *a);
 uint64_t agent_backoff_ns(struct agent *a);
 char *agent_node_body(struct agent *a, json_t *extra); /* {"node_id":..., ...extra} */

@@ -2,6 +2,7 @@
  * object storage and Docker hosts through libcurl (so HTTP(S)_PROXY/NO_PROXY apply exactly as in
  * the agent), and which SSH rerun ports are free. */
 #include "agent/check_internal.h"
+#include "agent/netfail.h"
 #include "agent/proxy.h"
 
 #include <curl/curl.h>
@@ -58,61 +59,6 @@ static void check_file_storage(struct check_report *r, const char *what, const c
                 check_line(r, CHECK_OK, what, NULL, "%s is a writable directory", dir);
 }
 
-static const char *fix_for(CURLcode c)
-{
-        switch (c) {
-        case CURLE_COULDNT_RESOLVE_HOST:
-                return "check the host name and /etc/resolv.conf";
-        case CURLE_COULDNT_RESOLVE_PROXY:
-        case CURLE_PROXY:
-                return "check HTTPS_PROXY/HTTP_PROXY, or add the host to NO_PROXY";
-        case CURLE_COULDNT_CONNECT:
-        case CURLE_OPERATION_TIMEDOUT:
-                return "check the address and port, firewalls/security groups, and whether the "
-                       "host belongs in NO_PROXY";
-        case CURLE_PEER_FAILED_VERIFICATION:
-        case CURLE_SSL_CACERT_BADFILE:
-                return "trust the server's CA: set tls.ca in the agent config (or --ca-file), "
-                       "and check the certificate's host name";
-        case CURLE_SSL_CONNECT_ERROR:
-        case CURLE_SSL_CERTPROBLEM:
-        case CURLE_RECV_ERROR:
-        case CURLE_SEND_ERROR:
-        case CURLE_GOT_NOTHING:
-                return "check the client certificate and key (tls.cert, tls.key) and that the "
-                       "server speaks TLS on this port";
-        default:
-                return "see the message above";
-        }
-}
-
-static const char *kind_for(CURLcode c)
-{
-        switch (c) {
-        case CURLE_COULDNT_RESOLVE_HOST:
-                return "cannot resolve";
-        case CURLE_COULDNT_RESOLVE_PROXY:
-        case CURLE_PROXY:
-                return "proxy failed";
-        case CURLE_COULDNT_CONNECT:
-                return "unreachable";
-        case CURLE_OPERATION_TIMEDOUT:
-                return "timed out";
-        case CURLE_PEER_FAILED_VERIFICATION:
-        case CURLE_SSL_CACERT_BADFILE:
-                return "TLS certificate not trusted";
-        case CURLE_SSL_CONNECT_ERROR:
-        case CURLE_SSL_CERTPROBLEM:
-                return "TLS handshake failed";
-        case CURLE_RECV_ERROR:
-        case CURLE_SEND_ERROR:
-        case CURLE_GOT_NOTHING:
-                return "connection refused after TLS (client certificate?)";
-        default:
-                return "failed";
-        }
-}
-
 static size_t discard(char *p, size_t size, size_t n, void *data)
 {
         (void)p;
@@ -162,7 +108,9 @@ void check_endpoint(struct check_report *r, const char *what, const char *url,
         _cleanup_free_ char *proxy = check_proxy_for(url);
         _cleanup_free_ char *via = proxy ? drv_asprintf(" via proxy %s", proxy) : NULL;
         if (rc != CURLE_OK) {
-                check_line(r, CHECK_FAIL, what, fix_for(rc), "%s %s%s: %s", url, kind_for(rc),
+                /* the classification the daemon's log uses too (agent/netfail.c) */
+                enum netfail f = netfail_of_curl(c, rc, errbuf);
+                check_line(r, CHECK_FAIL, what, netfail_fix(f), "%s %s%s: %s", url, netfail_kind(f),
                            via ? via : "", errbuf[0] ? errbuf : curl_easy_strerror(rc));
         } else {
                 long status = 0;

@@ -191,6 +191,66 @@ json_t *http_json(struct http_req *r)
         return json_loadb(r->resp.buf, r->resp.len, 0, NULL);
 }
 
+/* Our certificate was refused: the server says so with a TLS alert, as OpenSSL words it in
+ * libcurl's message ("tlsv13 alert certificate required", "tlsv1 alert unknown ca"), or — the
+ * alert lost to a reset, libcurl then says e.g. "getpeername() failed" — the server ended a new
+ * connection after the handshake, before any response: with TLS 1.3 a server checks a client
+ * certificate only once the client finished its handshake (docs/protocol-control-plane.md:
+ * without a valid one the connection is refused). */
+static bool client_refused(CURL *easy, const char *errbuf)
+{
+        static const char *const alerts[] = {
+            "alert certificate required",    "alert unknown ca",
+            "alert bad certificate",         "alert certificate expired",
+            "alert certificate revoked",     "alert certificate unknown",
+            "alert unsupported certificate", "alert access denied"};
+        for (size_t i = 0; i < sizeof(alerts) / sizeof(alerts[0]); i++)
+                if (strstr(errbuf, alerts[i]))
+                        return true;
+        curl_off_t tls_done = 0;
+        long conns = 0, status = 0;
+        curl_easy_getinfo(easy, CURLINFO_APPCONNECT_TIME_T, &tls_done);
+        curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &conns);
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+        return tls_done > 0 && conns > 0 && status == 0;
+}
+
+enum netfail netfail_of_curl(void *easy, int rc, const char *errbuf)
+{
+        long verify = 0;
+        switch ((CURLcode)rc) {
+        case CURLE_OK:
+                return NETFAIL_NONE;
+        case CURLE_COULDNT_RESOLVE_HOST:
+                return NETFAIL_RESOLVE;
+        case CURLE_COULDNT_RESOLVE_PROXY:
+        case CURLE_PROXY:
+                return NETFAIL_PROXY;
+        case CURLE_COULDNT_CONNECT:
+                return NETFAIL_CONNECT;
+        case CURLE_OPERATION_TIMEDOUT:
+                return NETFAIL_TIMEOUT;
+        case CURLE_PEER_FAILED_VERIFICATION:
+                /* OpenSSL's verify result (X509_V_ERR_*) for the chain; libcurl checks the host
+                 * name itself and says so ("... matches target host name '...'") */
+                curl_easy_getinfo(easy, CURLINFO_SSL_VERIFYRESULT, &verify);
+                return netfail_of_verify(
+                    false, verify == 9 || verify == 10 /* not yet valid, expired */,
+                    verify == 62 /* hostname mismatch */ || strstr(errbuf, "target host name"));
+        case CURLE_SSL_CACERT_BADFILE:
+                return NETFAIL_UNTRUSTED;
+        case CURLE_SSL_CONNECT_ERROR:
+        case CURLE_SSL_CERTPROBLEM:
+                return client_refused(easy, errbuf) ? NETFAIL_CLIENT_REFUSED : NETFAIL_HANDSHAKE;
+        case CURLE_RECV_ERROR:
+        case CURLE_SEND_ERROR:
+        case CURLE_GOT_NOTHING:
+                return client_refused(easy, errbuf) ? NETFAIL_CLIENT_REFUSED : NETFAIL_CLOSED;
+        default:
+                return NETFAIL_OTHER;
+        }
+}
+
 static int http_rc_of(CURLcode rc)
 {
         switch (rc) {
@@ -247,9 +307,11 @@ void http_drive(struct agent *a, int fd, uint32_t events)
                 curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
                 curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
                 curl_multi_remove_handle(a->http, e);
-                if (rc != CURLE_OK)
+                if (rc != CURLE_OK) {
                         snprintf(r->error, sizeof(r->error), "%s",
                                  r->impl->errbuf[0] ? r->impl->errbuf : curl_easy_strerror(rc));
+                        r->fail = netfail_of_curl(e, rc, r->error);
+                }
                 if (r->done)
                         r->done(a, r, http_rc_of(rc), status);
                 req_free(r);

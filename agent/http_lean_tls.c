@@ -356,6 +356,28 @@ int lean_tls_start(struct lean *l, struct conn *c, int which, char *err, size_t 
         return 0;
 }
 
+/* The kind of a failed handshake (agent/netfail.h, the words of `drover check`): a peer that
+ * alerts, closes or resets once it has our certificate refused it (TLS 1.2 names no reason we
+ * could rely on: servers send bad_certificate, unknown_ca, or just close). */
+static enum netfail handshake_fail(const mbedtls_ssl_context *ssl, bool px, int e)
+{
+        bool ended = e == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE || e == MBEDTLS_ERR_NET_SEND_FAILED ||
+                     e == MBEDTLS_ERR_NET_RECV_FAILED || e == MBEDTLS_ERR_SSL_CONN_EOF ||
+                     e == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY;
+        if (px)
+                return NETFAIL_PROXY;
+        if (ended && ssl->client_auth && ssl->state > MBEDTLS_SSL_CLIENT_CERTIFICATE)
+                return NETFAIL_CLIENT_REFUSED;
+        return ended && e != MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE ? NETFAIL_CLOSED
+                                                                 : NETFAIL_HANDSHAKE;
+}
+
+static void set_fail(struct conn *c, enum netfail f)
+{
+        if (c->req)
+                c->req->fail = f;
+}
+
 int lean_tls_handshake(struct lean *l, struct conn *c, int which, char *err, size_t n)
 {
         bool px = which == TLS_PROXY;
@@ -378,8 +400,15 @@ int lean_tls_handshake(struct lean *l, struct conn *c, int which, char *err, siz
                         vb[strcspn(vb, "\n")] = 0;
                         snprintf(err, n, "%s: %s%s", who, vb,
                                  px ? " (tls.proxy_ca: the proxy's CA)" : "");
+                        set_fail(c,
+                                 px ? NETFAIL_PROXY
+                                    : netfail_of_verify(flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED,
+                                                        flags & (MBEDTLS_X509_BADCERT_EXPIRED |
+                                                                 MBEDTLS_X509_BADCERT_FUTURE),
+                                                        flags & MBEDTLS_X509_BADCERT_CN_MISMATCH));
                 } else {
                         tls_err(err, n, px ? "tls handshake with the proxy" : "tls handshake", e);
+                        set_fail(c, handshake_fail(ssl, px, e));
                 }
                 return -EIO;
         }
@@ -387,6 +416,7 @@ int lean_tls_handshake(struct lean *l, struct conn *c, int which, char *err, siz
                 const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(ssl);
                 if (!peer || !cert_has_ip(peer, host)) {
                         snprintf(err, n, "%s does not name %s", who, host);
+                        set_fail(c, px ? NETFAIL_PROXY : NETFAIL_NAME);
                         return -EIO;
                 }
         }

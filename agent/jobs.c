@@ -473,7 +473,7 @@ static void on_events_done(struct agent *a, struct http_req *r, int rc, long sta
         if (rc != HTTP_OK || status >= 500 || status == 0) {
                 j->attempts++;
                 j->retry_at_ns = drv_now_ns() + agent_backoff_ns(a);
-                agent_server_failed(a, r->server, "events", rc != HTTP_OK ? r->error : "5xx");
+                agent_server_failed(a, r, "events", rc != HTTP_OK ? r->error : "5xx");
                 return;
         }
         agent_server_ok(a);
