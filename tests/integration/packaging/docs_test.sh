@@ -13,7 +13,7 @@ not_ok() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1${2:+ # $2}";
 cmds=$("$DROVER" --help | sed -n 's/^  \([a-z][a-z-]*\) .*/\1/p')
 [ -n "$cmds" ] && ok "help_lists_commands" || not_ok "help_lists_commands"
 
-for m in drover.1 drover-agent.yaml.5; do
+for m in drover.1 drover-agent.yaml.5 drover-agent.8; do
         w=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$pk/$m" 2>&1 >/dev/null)
         [ -z "$w" ] && ok "man_${m}_renders_clean" || not_ok "man_${m}_renders_clean" "$w"
 done
@@ -54,7 +54,7 @@ done
 
 # every key the agent knows is documented (top-level and dotted keys of --print-config)
 cfg=$(mktemp)
-trap 'rm -f "$cfg" "$cfg.ci"' EXIT
+trap 'rm -f "$cfg" "$cfg.ci" "$cfg.keys"' EXIT
 if "$DROVER" agent --print-config >"$cfg" 2>/dev/null && [ -s "$cfg" ]; then
         keys=$(python3 - "$cfg" <<'PY'
 import sys, json
@@ -123,6 +123,54 @@ grace=$("$DROVER" agent --print-config --config "$pk/agent.yaml" | sed -n 's/^dr
 stop=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)min$/\1/p' "$pk/drover-agent.service")
 if [ -n "$grace" ] && [ -n "$stop" ] && [ "$grace" -lt $((stop * 60)) ]; then ok "drain_grace_below_timeout_stop"; else
         not_ok "drain_grace_below_timeout_stop" "drain_grace=${grace}s TimeoutStopSec=${stop}min"; fi
+
+# the default config: every key --print-config knows is there (set, or commented out as
+# "# key:"), and each key's comment sits right above it (no blank line in between)
+"$DROVER" agent --print-config --config "$pk/agent.yaml" >"$cfg" 2>/dev/null
+python3 - "$pk/agent.yaml" "$cfg" >"$cfg.keys" <<'PY'
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+keys = [l.split(":", 1)[0] for l in open(sys.argv[2]).read().splitlines()
+        if re.match(r"^[a-z_]+:", l)]
+listed = {}
+for n, l in enumerate(lines):
+    m = re.match(r"^(?:# ?)?([a-z_]+):", l)
+    if m:
+        listed.setdefault(m.group(1), n)
+bad = [k for k in keys if k not in listed]
+for k, n in listed.items():
+    if not lines[n].startswith("#") and (n == 0 or lines[n - 1].strip() == ""):
+        bad.append(f"{k}(no comment above it)")
+print(" ".join(bad))
+PY
+[ -z "$(tr -d ' \n' <"$cfg.keys")" ] && ok "default_config_lists_every_key_with_its_comment" ||
+        not_ok "default_config_lists_every_key_with_its_comment" "$(cat "$cfg.keys")"
+for k in idle_timeout exit_after_job max_jobs drain_grace; do
+        grep -q "^$k:" "$pk/agent.yaml" && ok "default_config_has_autoscaling_key_$k" ||
+                not_ok "default_config_has_autoscaling_key_$k"
+done
+
+# every docs/NAME.md a message, man page or shipped config names is installed by meson install
+# as share/doc/drover/docs/NAME.md (the .deb and .rpm: packages_test.sh)
+dest=$(mktemp -d)
+refs=$("$DROVER_SRC/tests/integration/packaging/doc_refs.sh")
+if [ -z "$refs" ]; then
+        not_ok "doc_references_found"
+elif ! DESTDIR=$dest meson install -C "$DROVER_BUILD" --no-rebuild --quiet >"$dest.log" 2>&1; then
+        not_ok "meson_install_works" "$(tail -3 "$dest.log")"
+else
+        missing=
+        for d in $refs; do
+                [ -n "$(find "$dest" -path "*/share/doc/drover/docs/$d")" ] || missing="$missing $d"
+        done
+        [ -z "$missing" ] && ok "meson_install_has_every_referenced_doc" ||
+                not_ok "meson_install_has_every_referenced_doc" "missing:$missing"
+        [ -n "$(find "$dest" -path '*/man8/drover-agent.8')" ] && ok "meson_install_has_drover_agent_8" ||
+                not_ok "meson_install_has_drover_agent_8"
+        [ -x "$(find "$dest" -path '*/share/drover/drover-pki' | head -1)" ] && ok "meson_install_has_drover_pki" ||
+                not_ok "meson_install_has_drover_pki"
+fi
+rm -rf "$dest" "$dest.log"
 
 echo "1..$n"
 [ $fails = 0 ]

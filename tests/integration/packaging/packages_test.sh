@@ -42,6 +42,14 @@ for f in ./usr/bin/drover ./usr/bin/drover-agent ./usr/bin/drover-sandbox ./lib/
         ./usr/share/doc/drover/copyright; do
         t "deb_contains_${f##*/}" grep -q " $f\$" "$tmp/contents"
 done
+# every docs/NAME.md that a message or man page names (doc_refs.sh), the agent's man page, drover-pki
+refs=$("$DROVER_SRC/tests/integration/packaging/doc_refs.sh")
+missing=
+for d in $refs ./usr/share/man/man8/drover-agent.8.gz ./usr/share/drover/drover-pki; do
+        case $d in ./*) f=$d ;; *) f=./usr/share/doc/drover/docs/$d ;; esac
+        grep -q " $f\$" "$tmp/contents" || missing="$missing $f"
+done
+t "deb_contains_every_referenced_doc" test -n "$refs" -a -z "$missing"
 t "deb_has_no_static_libs" bash -c "! grep -q '\\.a\$' '$tmp/contents'"
 
 # --- .rpm metadata and contents ---
@@ -49,6 +57,12 @@ t "rpm_info" bash -c "rpm -qip '$rpm' | grep -q '^Name *: drover'"
 rpm -qlp "$rpm" >"$tmp/rpmfiles" 2>/dev/null
 cp "$tmp/rpmfiles" "$tmp/out"
 t "rpm_contains_binary_and_unit" bash -c "grep -qx /usr/bin/drover '$tmp/rpmfiles' && grep -qx /usr/bin/drover-sandbox '$tmp/rpmfiles' && grep -qx /usr/bin/drover-agent '$tmp/rpmfiles' && grep -q '/systemd/system/drover-agent.service\$' '$tmp/rpmfiles'"
+missing=
+for d in $refs /usr/share/man/man8/drover-agent.8.gz /usr/share/drover/drover-pki; do
+        case $d in /*) f=$d ;; *) f=/usr/share/doc/drover/docs/$d ;; esac
+        grep -qx "$f" "$tmp/rpmfiles" || missing="$missing $f"
+done
+t "rpm_contains_every_referenced_doc" test -n "$refs" -a -z "$missing"
 rpm -qp --configfiles "$rpm" >"$tmp/out" 2>/dev/null
 t "rpm_config_noreplace" grep -qx /etc/drover/agent.yaml "$tmp/out"
 rpm -qp --requires "$rpm" >"$tmp/out" 2>/dev/null
