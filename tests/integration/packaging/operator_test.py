@@ -125,7 +125,13 @@ def cloud_init_works_as_written():
     log = os.path.join(TMP, "cloud-init.log")
     # /etc/drover and /etc/default as cloud-init leaves them, in a private mount namespace; only
     # the port differs (the double's); the host name resolves through the bound hosts file
-    script = (f"mount -t tmpfs tmpfs /etc/drover && cp -a {stage}/etc/drover/. /etc/drover/ && "
+    ov = os.path.join(TMP, "etc-overlay")
+    os.makedirs(ov + "/u")
+    os.makedirs(ov + "/w")
+    # /etc as an overlay (this machine's /etc below, changes discarded): /etc/drover need not
+    # exist here
+    script = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={ov}/u,workdir={ov}/w /etc && "
+              f"rm -rf /etc/drover && cp -a {stage}/etc/drover /etc/drover && "
               f"mount --bind {stage}/hosts /etc/hosts && "
               f"set -a && . {stage}/etc/default/drover-agent && set +a && "
               f'exec "$0" --config /etc/drover/agent.yaml --servers '
