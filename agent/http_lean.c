@@ -155,6 +155,11 @@ static void req_unlink(struct lean *l, struct http_req *r)
 
 void lean_complete(struct lean *l, struct http_req *r, int rc, long status)
 {
+        if (rc != HTTP_OK && r->fail == NETFAIL_NONE) /* what no step named more precisely */
+                r->fail = rc == HTTP_E_TIMEOUT   ? NETFAIL_TIMEOUT
+                          : rc == HTTP_E_CONNECT ? NETFAIL_CONNECT
+                          : rc == HTTP_E_TLS     ? NETFAIL_HANDSHAKE
+                                                 : NETFAIL_OTHER;
         req_unlink(l, r);
         struct conn *c = r->impl->c;
         if (c) {
@@ -450,6 +455,8 @@ static void step_conn(struct lean *l, struct conn *c, uint32_t events)
                 case C_PROXY_SEND:
                 case C_PROXY_RECV:
                         rc = lean_proxy_step(l, c, err, en);
+                        if (rc < 0 && rc != -EAGAIN)
+                                r->fail = NETFAIL_PROXY;
                         rc = rc == 0         ? lean_conn_advance(l, c, err, en)
                              : rc == -EAGAIN ? rc
                                              : HTTP_E_CONNECT;
@@ -515,6 +522,7 @@ static void drive_timer(struct lean *l)
                 nx = c->next;
                 if (c->state < C_SEND && c->req && now - c->req->started_ns >= CONNECT_TIMEOUT_NS) {
                         connect_timeout(c, c->req->error, sizeof(c->req->error));
+                        c->req->fail = NETFAIL_TIMEOUT;
                         lean_complete(l, c->req, HTTP_E_CONNECT, 0);
                         break; /* the list may have changed */
                 }

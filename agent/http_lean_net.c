@@ -150,6 +150,7 @@ static void resolved(struct lean *l, struct conn *c)
                                   : res->rc == EAI_SYSTEM      ? strerror(res->err_no)
                                                                : gai_strerror(res->rc);
                 snprintf(r->error, sizeof(r->error), "could not resolve %s: %s", c->hop.host, why);
+                r->fail = c->proxied ? NETFAIL_PROXY : NETFAIL_RESOLVE;
                 lean_complete(l, r, HTTP_E_CONNECT, 0);
                 return;
         }

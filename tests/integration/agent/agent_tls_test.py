@@ -148,5 +148,33 @@ def server_certificate_names_another_host():
         cp.close()
 
 
+@test
+def closed_port_is_unreachable():
+    # not TLS, but the same words: a port nothing listens on
+    from agentlib import free_port
+
+    class Closed:
+        urls = [f"https://127.0.0.1:{free_port()}"]
+        state = type("S", (), {"nodes": {}})()
+
+        def wait(self, cond, timeout):
+            import time
+            end = time.time() + timeout
+            while time.time() < end:
+                if cond():
+                    return True
+                time.sleep(0.1)
+            return cond()
+
+    cp = Closed()
+    ag = Agent(cp.urls, "tls-closed")
+    try:
+        lines = failed_log(ag, cp)
+        expect_kind(lines, "unreachable", ["firewalls"])
+        check_says(cp.urls[0], "unreachable")
+    finally:
+        ag.stop()
+
+
 if __name__ == "__main__":
     main()
