@@ -42,7 +42,7 @@ start)
         exit 1 ;;
 stop) kill -TERM "$(cat /run/drover-agent.pid)" ;;
 is-active) kill -0 "$(cat /run/drover-agent.pid 2>/dev/null)" 2>/dev/null && echo active ;;
-*) echo "stand-in systemctl: $*: not supported" >&2; exit 1 ;;
+*) exec /bin/systemctl "$@" ;; # enable, preset (maintainer scripts) work without systemd running
 esac
 '''
 JOURNALCTL = r'''#!/bin/bash
@@ -54,7 +54,7 @@ SETUP = r'''
 set -euo pipefail
 ip link set lo up
 t=$(mktemp -d)
-mount -t tmpfs -o size=4g tmpfs "$t"
+mount -t tmpfs -o size=8g tmpfs "$t"
 mkdir "$t/u" "$t/w" "$t/r"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$t/u,workdir=$t/w" "$t/r"
 r=$t/r
@@ -65,8 +65,14 @@ mount -t tmpfs tmpfs "$r/run"
 mount -t tmpfs tmpfs "$r/tmp"
 install -m 0755 "$STANDIN_DIR/systemctl" "$STANDIN_DIR/journalctl" "$r/usr/local/sbin/"
 install -m 0644 "$STANDIN_DIR/walkthrough.sh" "$r/walkthrough.sh"
+mkdir -p "$r/.oldroot"
+cd "$r"
+# pivot_root, not a bare chroot: in a chroot the kernel refuses new user namespaces (drover
+# check's probe, the sandbox's jobs); after pivot_root this root is the namespace's own
+pivot_root . .oldroot
+umount -l /.oldroot
 rc=0
-chroot "$r" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+chroot . /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root DROVER_PKG_BUILDDIR="$DROVER_PKG_BUILDDIR" TERM=dumb \
         bash -c 'cd "$0" && bash /walkthrough.sh' "$DROVER_SRC" || rc=$?
 kill -9 -1 2>/dev/null || true
