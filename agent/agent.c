@@ -22,7 +22,8 @@ static void usage(FILE *f)
         fprintf(f, "usage: drover agent [--config PATH] [--print-config] [--KEY VALUE...]\n"
                    "The build agent daemon. Every key of /etc/drover/agent.yaml is also a flag\n"
                    "(--max-jobs 1, --tls-ca PATH, --exit-after-job) and an environment variable\n"
-                   "(DROVER_MAX_JOBS). See docs/agent.md and man 5 drover-agent.yaml.\n");
+                   "(DROVER_MAX_JOBS). See man 8 drover-agent, man 5 drover-agent.yaml and\n"
+                   "docs/agent.md (installed in /usr/share/doc/drover/docs/).\n");
 }
 
 uint64_t agent_backoff_ns(struct agent *a)
