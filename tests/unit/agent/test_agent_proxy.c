@@ -119,11 +119,36 @@ TEST(protocol_headers_are_the_same_for_both_transports)
         strbuf_release(&sb);
 }
 
+/* agent/netfail.c: one table of kinds and fixes for drover check and both daemons' logs */
+TEST(failure_kinds_and_fixes)
+{
+        CHECK_STREQ(netfail_kind(NETFAIL_NONE), "");
+        CHECK(netfail_fix(NETFAIL_NONE) == NULL);
+        for (int f = NETFAIL_RESOLVE; f <= NETFAIL_OTHER; f++) {
+                CHECK(netfail_kind((enum netfail)f)[0] != '\0');
+                CHECK(netfail_fix((enum netfail)f) && netfail_fix((enum netfail)f)[0]);
+                CHECK(!strchr(netfail_fix((enum netfail)f), '"')); /* a quoted log field */
+        }
+        CHECK_STREQ(netfail_kind((enum netfail)99), "failed");
+        CHECK_STREQ(netfail_kind(NETFAIL_CLIENT_REFUSED), "client certificate refused");
+        /* the chain first: an expired certificate from an unknown CA is "not trusted" */
+        CHECK(netfail_of_verify(true, true, true) == NETFAIL_UNTRUSTED);
+        CHECK(netfail_of_verify(false, true, true) == NETFAIL_EXPIRED);
+        CHECK(netfail_of_verify(false, false, true) == NETFAIL_NAME);
+        CHECK(netfail_of_verify(false, false, false) == NETFAIL_UNTRUSTED);
+        /* libcurl results without a transfer behind them */
+        CHECK(netfail_of_curl(NULL, 0, "") == NETFAIL_NONE);
+        CHECK(netfail_of_curl(NULL, 6 /* CURLE_COULDNT_RESOLVE_HOST */, "") == NETFAIL_RESOLVE);
+        CHECK(netfail_of_curl(NULL, 7 /* CURLE_COULDNT_CONNECT */, "") == NETFAIL_CONNECT);
+        CHECK(netfail_of_curl(NULL, 28 /* CURLE_OPERATION_TIMEDOUT */, "") == NETFAIL_TIMEOUT);
+}
+
 int main(void)
 {
         RUN(url_endpoint_parses_hosts_ports_paths);
         RUN(proxy_variables_in_libcurl_order);
         RUN(proxy_credentials_are_percent_decoded_and_never_shown);
         RUN(protocol_headers_are_the_same_for_both_transports);
+        RUN(failure_kinds_and_fixes);
         TEST_DONE();
 }
