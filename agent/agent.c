@@ -679,6 +679,7 @@ static void agent_export_job_settings(const struct agent_config *c)
                 if (vals[i][1] && *vals[i][1])
                         setenv(vals[i][0], vals[i][1], 1);
         export_list("DROVER_IMAGE_MIRRORS", c->image_mirrors);
+        export_list("DROVER_IMAGE_REGISTRY_ALLOW", c->image_registry_allow);
         export_list("DROVER_SANDBOX_EGRESS_ALLOW", c->egress_allow);
 }
 

@@ -48,6 +48,8 @@ struct agent_config {
         uint64_t image_store_max; /* bytes, 0 = no bound */
         char *image_pull;         /* never | missing | always */
         char **image_mirrors;
+        char **image_registry_allow; /* HOST[:PORT] registries jobs may name on loopback or
+                                        private addresses (DROVER_IMAGE_REGISTRY_ALLOW) */
         char *image_ca_file;
         /* services a docker job may have (exported as DROVER_MAX_SERVICES): with max_jobs it
          * sizes the sandbox slots a node needs, (1 + this) per job (docs/agent.md) */

@@ -53,6 +53,7 @@ static const struct key keys[] = {
     K("image_store_max", K_SIZE, image_store_max, false, false),
     K("image_pull", K_STR, image_pull, false, false),
     K("image_mirrors", K_STRV, image_mirrors, false, false),
+    K("image_registry_allow", K_STRV, image_registry_allow, false, false),
     K("image_ca_file", K_STR, image_ca_file, false, false),
     K("max_services_per_job", K_UINT, max_services_per_job, false, false),
     K("sandbox.rcu_expedited", K_BOOL, rcu_expedited, false, true),

@@ -123,6 +123,7 @@ static int parse(int argc, char **argv, struct image_args *a)
                 a->store =
                     getenv("DROVER_IMAGE_STORE") ? getenv("DROVER_IMAGE_STORE") : DEFAULT_STORE;
         a->po.mirrors = (const char *const *)a->mirrors;
+        a->po.operator_pull = true; /* the operator at a terminal, not a job: any registry */
         return 0;
 }
 

@@ -1,10 +1,15 @@
-/* egress.c: where the image puller may connect on a job's behalf. A job names its registry; a
- * redirect (blob storage) or a bearer-token realm from that registry may lead only to the
- * registry's own addresses, to public addresses, or to what the operator allow-lists
- * (DROVER_IMAGE_EGRESS_ALLOW: comma-separated CIDRs) — never to another loopback, link-local
- * (cloud metadata), private or unique-local address. The check is on the address each connection
- * is opened to (curl's opensocket callback: after DNS, so a name cannot be rebound between the
- * check and the connect). Loopback is decided exactly, by address (and the name "localhost"). */
+/* egress.c: where the image puller may connect on a job's behalf. The registry a job names must
+ * resolve to public addresses only, unless the operator lists the registry
+ * (DROVER_IMAGE_REGISTRY_ALLOW: comma-separated HOST[:PORT]) or its addresses
+ * (DROVER_IMAGE_EGRESS_ALLOW, DROVER_SANDBOX_EGRESS_ALLOW: CIDRs): `image: 127.0.0.1:5000/x` does
+ * not reach a service of the agent host, nor a private or link-local one (cloud metadata). The
+ * operator's own pulls (`drover image`) and mirrors are the operator's choice and pass. A redirect
+ * (blob storage) or a bearer-token realm from that registry may lead only to the registry's own
+ * addresses, to public addresses, or to what the operator allow-lists — never to another
+ * loopback, link-local, private or unique-local address. The check is on the address each
+ * connection is opened to (curl's opensocket callback: after DNS, so a name cannot be rebound
+ * between the check and the connect). Loopback is decided exactly, by address (and the name
+ * "localhost"). */
 #include "executor/images/images_int.h"
 
 #include <arpa/inet.h>
@@ -189,7 +194,31 @@ bool img_host_is_loopback(const char *hostport)
         return inet_pton(AF_INET6, h, &a6) == 1 && v6_class(&a6) == ADDR_LOOPBACK;
 }
 
-int img_egress_init(struct img_egress *eg, const char *base, struct drv_error *err)
+/* Is HOST:PORT one of the operator's registries (DROVER_IMAGE_REGISTRY_ALLOW entries HOST[:PORT];
+ * HOST alone: any port)? Exact names, case-insensitive: never a prefix or a suffix. */
+static bool registry_listed(const char *host, const char *port)
+{
+        const char *list = getenv("DROVER_IMAGE_REGISTRY_ALLOW");
+        char item[300], h[256];
+        for (const char *p = list; p && *p;) {
+                size_t n = strcspn(p, ", ");
+                if (n && n < sizeof(item)) {
+                        memcpy(item, p, n);
+                        item[n] = '\0';
+                        if (split_host(item, h, sizeof(h)) && strcasecmp(h, host) == 0) {
+                                const char *ip =
+                                    item + (item[0] == '[' ? strlen(h) + 2 : strlen(h));
+                                if (!*ip || (*ip == ':' && strcmp(ip + 1, port) == 0))
+                                        return true;
+                        }
+                }
+                p += n;
+                p += strspn(p, ", ");
+        }
+        return false;
+}
+
+int img_egress_init(struct img_egress *eg, const char *base, bool trusted, struct drv_error *err)
 {
         memset(eg, 0, sizeof(*eg));
         const char *auth = strstr(base, "://");
@@ -207,15 +236,17 @@ int img_egress_init(struct img_egress *eg, const char *base, struct drv_error *e
         if (g != 0)
                 return 0; /* curl says it better; nothing else but public addresses passes */
         int r = 0;
+        bool listed = trusted || registry_listed(host, port);
         for (struct addrinfo *p = ai; p && eg->n < IMG_EGRESS_MAX_ADDRS; p = p->ai_next) {
                 enum addr_class c = addr_class(p->ai_addr);
-                if ((c == ADDR_LINK_LOCAL || c == ADDR_RESERVED) && !operator_allows(p->ai_addr)) {
+                if (c != ADDR_PUBLIC && !listed && !operator_allows(p->ai_addr)) {
                         char t[64];
                         addr_text(p->ai_addr, t, sizeof(t));
                         r = drv_err(err, EPERM,
-                                    "registry %s: %s is a %s address: refused (allow it in "
-                                    "DROVER_IMAGE_EGRESS_ALLOW)",
-                                    base, t, class_names[c]);
+                                    "registry %s: %s is a %s address: refused for a job (the "
+                                    "operator lists registries jobs may use on such addresses in "
+                                    "DROVER_IMAGE_REGISTRY_ALLOW; docs/images.md)",
+                                    auth, t, class_names[c]);
                         break;
                 }
                 if (p->ai_addrlen <= sizeof(eg->addrs[0]))

@@ -16,6 +16,8 @@ struct img_pull_opts {
             *mirrors;             /* "https://host:port" tried before docker.io, NULL-terminated */
         const char *arch;         /* NULL = host arch ("amd64", "arm64", ...) */
         bool insecure_http;       /* allow plain http for 127.0.0.1/localhost registries */
+        bool operator_pull;       /* the operator's own pull (drover image), not a job's: any
+                                     registry address (egress.c) */
         unsigned stall_timeout_s; /* a transfer with nothing received for so long fails
                                      (and is retried); 0 = 60 */
         /* progress: called from the pulling threads (up to 3 layers at once: must be

@@ -51,9 +51,11 @@ struct img_egress { /* the addresses of the registry the job named */
         size_t n;
         struct sockaddr_storage addrs[IMG_EGRESS_MAX_ADDRS];
 };
-/* Resolve the registry of base ("https://host:port"); a link-local or reserved registry address
- * is refused (-EPERM) unless the operator allow-lists it. */
-int img_egress_init(struct img_egress *eg, const char *base, struct drv_error *err);
+/* Resolve the registry of base ("https://host:port"); for a job (trusted false: not the
+ * operator's own pull or mirror) a loopback, link-local, private or reserved registry address is
+ * refused (-EPERM) unless the operator lists the registry (DROVER_IMAGE_REGISTRY_ALLOW) or the
+ * address (DROVER_IMAGE_EGRESS_ALLOW, DROVER_SANDBOX_EGRESS_ALLOW). */
+int img_egress_init(struct img_egress *eg, const char *base, bool trusted, struct drv_error *err);
 /* May a connection go to sa? The registry's own addresses (any port), public addresses and the
  * operator's DROVER_IMAGE_EGRESS_ALLOW pass; else false and why gets "ADDR (class)". */
 bool img_egress_allowed(const struct img_egress *eg, const struct sockaddr *sa, char *why,

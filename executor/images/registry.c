@@ -54,6 +54,17 @@ static void curl_init_once(void)
         curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+/* The operator's own pull, or one of the operator's mirrors: not a registry a job chose. */
+static bool operator_registry(const char *registry, const struct img_pull_opts *o)
+{
+        if (o && o->operator_pull)
+                return true;
+        for (size_t i = 0; o && o->mirrors && o->mirrors[i]; i++)
+                if (strcmp(o->mirrors[i], registry) == 0)
+                        return true;
+        return false;
+}
+
 int reg_open(const char *registry, const char *repository, const struct img_pull_opts *o,
              struct reg **out, struct drv_error *err)
 {
@@ -90,7 +101,7 @@ int reg_open(const char *registry, const char *repository, const struct img_pull
                 reg_close(r);
                 return drv_err(err, ENOMEM, "out of memory");
         }
-        int e = img_egress_init(&r->eg, r->base, err);
+        int e = img_egress_init(&r->eg, r->base, operator_registry(registry, o), err);
         if (e < 0) {
                 reg_close(r);
                 return e;

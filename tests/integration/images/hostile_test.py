@@ -296,10 +296,57 @@ def finished(events):
 
 
 @test
+def job_cannot_name_a_registry_on_host_loopback():
+    """A job's `image: 127.0.0.1:PORT/x` (or localhost:PORT) reached any service of the agent host
+    on loopback through the puller. Refused unless the operator lists the registry
+    (DROVER_IMAGE_REGISTRY_ALLOW); the service sees no connection at all."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    port = srv.getsockname()[1]
+    hits, stop = [], threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+                hits.append(c.recv(200))
+                c.close()
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        env = dict(os.environ, DROVER_IMAGE_STORE=store("loopback"))
+        env.pop("DROVER_IMAGE_REGISTRY_ALLOW", None)
+        for ref in (f"127.0.0.1:{port}/internal/svc:1", f"localhost:{port}/internal/svc:1"):
+            rc, out, err, ev = run_job(image_job(ref), timeout=60, env=env)
+            fin = finished(ev) if ev else {}
+            expect(rc != 0 and "refused for a job" in fin.get("reason", "") + out + err,
+                   f"{ref}: rc={rc} {fin} {out[-400:]} {err[-400:]}")
+        # the operator's list names other registries only: still refused
+        env["DROVER_IMAGE_REGISTRY_ALLOW"] = f"127.0.0.1:{port + 1},localhost.example"
+        rc, out, err, ev = run_job(image_job(f"127.0.0.1:{port}/internal/svc:1"), timeout=60, env=env)
+        expect(rc != 0 and "refused for a job" in out + err + str(ev), f"rc={rc} {out} {err}")
+        expect(not hits, f"the job's pull reached the host's loopback service: {hits}")
+        # listed by the operator: the pull goes there (and fails there: it is no registry)
+        env["DROVER_IMAGE_REGISTRY_ALLOW"] = f"127.0.0.1:{port}"
+        rc, out, err, ev = run_job(image_job(f"127.0.0.1:{port}/internal/svc:1"), timeout=60, env=env)
+        expect(rc != 0 and hits, f"a listed registry was not contacted: rc={rc} {out} {err}")
+    finally:
+        stop.set()
+        t.join()
+        srv.close()
+
+
+@test
 def job_timeout_stops_a_trickling_pull():
     repo, _ = small_image("trickle", "none")
     with Hostile("--trickle", "2") as h:
-        env = dict(os.environ, DROVER_IMAGE_STORE=store("trickle"))
+        env = dict(os.environ, DROVER_IMAGE_STORE=store("trickle"), DROVER_IMAGE_REGISTRY_ALLOW=h.addr)
         t0 = time.time()
         rc, out, err, ev = run_job(image_job(f"{h.addr}/{repo}:1", timeouts={"job": 6}),
                                    timeout=90, env=env)
@@ -313,7 +360,8 @@ def job_timeout_stops_a_trickling_pull():
 def stalled_pull_ends_with_the_stall_timeout():
     repo, _ = small_image("stall", "none")
     with Hostile("--trickle", "30") as h:
-        env = dict(os.environ, DROVER_IMAGE_STORE=store("stall"), DROVER_IMAGE_STALL_TIMEOUT="2s")
+        env = dict(os.environ, DROVER_IMAGE_STORE=store("stall"), DROVER_IMAGE_STALL_TIMEOUT="2s",
+                   DROVER_IMAGE_REGISTRY_ALLOW=h.addr)
         t0 = time.time()
         rc, out, err, ev = run_job(image_job(f"{h.addr}/{repo}:1"), timeout=90, env=env)
         took = time.time() - t0

@@ -82,7 +82,23 @@ TEST(loopback_is_exact_and_egress_by_address)
         CHECK(!img_host_is_loopback("[::1.example]"));
         CHECK(!img_host_is_loopback("10.0.0.1"));
         struct img_egress eg;
-        CHECK_INTEQ(img_egress_init(&eg, "http://127.0.0.1:5000", NULL), 0);
+        /* a job's registry on loopback, a private or a link-local address: refused unless the
+         * operator lists it (by name, or its address); the operator's own pulls pass */
+        unsetenv("DROVER_IMAGE_REGISTRY_ALLOW");
+        CHECK_INTEQ(img_egress_init(&eg, "http://127.0.0.1:5000", false, NULL), -EPERM);
+        CHECK_INTEQ(img_egress_init(&eg, "https://localhost:5000", false, NULL), -EPERM);
+        CHECK_INTEQ(img_egress_init(&eg, "https://10.9.8.7", false, NULL), -EPERM);
+        CHECK_INTEQ(img_egress_init(&eg, "https://[::1]:5000", false, NULL), -EPERM);
+        CHECK_INTEQ(img_egress_init(&eg, "http://127.0.0.1:5000", true, NULL), 0);
+        setenv("DROVER_IMAGE_REGISTRY_ALLOW", "127.0.0.1:5001, LOCALHOST,10.9.8.7:443", 1);
+        CHECK_INTEQ(img_egress_init(&eg, "http://127.0.0.1:5000", false, NULL), -EPERM);
+        CHECK_INTEQ(img_egress_init(&eg, "https://localhost:5000", false, NULL), 0);
+        CHECK_INTEQ(img_egress_init(&eg, "https://10.9.8.7", false, NULL), 0);
+        CHECK_INTEQ(img_egress_init(&eg, "https://10.9.8.7:444", false, NULL), -EPERM);
+        CHECK_INTEQ(img_egress_init(&eg, "https://127.0.0.1:50011", false, NULL), -EPERM);
+        setenv("DROVER_IMAGE_REGISTRY_ALLOW", "127.0.0.1:5000", 1);
+        CHECK_INTEQ(img_egress_init(&eg, "http://127.0.0.1:5000", false, NULL), 0);
+        unsetenv("DROVER_IMAGE_REGISTRY_ALLOW");
         static const struct {
                 const char *ip;
                 bool ok;
@@ -123,7 +139,10 @@ TEST(loopback_is_exact_and_egress_by_address)
         a.sin_port = htons(80);
         CHECK(!img_egress_allowed(&eg, (struct sockaddr *)&a, why, sizeof(why)));
         unsetenv("DROVER_SANDBOX_EGRESS_ALLOW");
-        CHECK_INTEQ(img_egress_init(&eg, "https://169.254.169.254", NULL), -EPERM);
+        CHECK_INTEQ(img_egress_init(&eg, "https://169.254.169.254", false, NULL), -EPERM);
+        setenv("DROVER_IMAGE_EGRESS_ALLOW", "127.0.0.0/8", 1); /* by address */
+        CHECK_INTEQ(img_egress_init(&eg, "http://127.0.0.1:5000", false, NULL), 0);
+        unsetenv("DROVER_IMAGE_EGRESS_ALLOW");
 }
 
 TEST(docker_and_oci_manifests_parse)
