@@ -143,8 +143,11 @@ void rtdocker_mirror_free(struct rtdocker *rt)
 
 /* The job's home copied to the agent for built-in steps is the job's to choose: bounded (its
  * tar stream, the sum of its files' sizes, its entries; DROVER_DOCKER_HOME_MAX overrides the
- * byte bound), written to disk as it arrives (never held in memory), and only regular files and
- * directories are made, owned by the supervisor, without setuid/setgid/sticky bits (issue 20). */
+ * byte bound), written to disk as it arrives (never held in memory), and only regular files,
+ * directories and symlinks are made, owned by the supervisor, without setuid/setgid/sticky bits
+ * (issue 20). A symlink is made as a symlink: its target is text, never resolved on the agent
+ * (caches keep node_modules/.bin); later entries are not written through it (SECURE_SYMLINKS),
+ * and the in-job helper that reads the copy resolves every path inside it. */
 #define HOME_MAX_DEFAULT (2ULL << 30)
 #define HOME_MAX_ENTRIES 200000
 
@@ -166,8 +169,8 @@ static int entry_ok(struct archive_entry *en, const char *p, uint64_t *bytes, si
                 return drv_err(err, EFBIG, "the job's home has more than %d entries",
                                HOME_MAX_ENTRIES);
         mode_t t = archive_entry_filetype(en);
-        if (archive_entry_hardlink(en) || (t != AE_IFREG && t != AE_IFDIR))
-                return 0; /* links, devices, fifos, sockets: not copied */
+        if (archive_entry_hardlink(en) || (t != AE_IFREG && t != AE_IFDIR && t != AE_IFLNK))
+                return 0; /* hard links, devices, fifos, sockets: not copied */
         la_int64_t size = archive_entry_size(en);
         *bytes += size > 0 ? (uint64_t)size : 0;
         if (*bytes > max)
@@ -179,7 +182,7 @@ static int entry_ok(struct archive_entry *en, const char *p, uint64_t *bytes, si
         return 1;
 }
 
-/* Extract the tar in fd below dest (absolute): regular files and directories only, modes
+/* Extract the tar in fd below dest (absolute): regular files, directories and symlinks, modes
  * without special bits, owned by us, within the bounds, refusing escapes. */
 static int extract_to(int fd, const char *dest, uint64_t max, struct drv_error *err)
 {

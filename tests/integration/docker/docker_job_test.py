@@ -234,40 +234,61 @@ def mirrors():
 
 
 @test
-def home_copy_for_builtin_steps_is_files_and_dirs_only():
+def home_copy_for_builtin_steps_is_files_dirs_and_symlinks_only():
     """issue 20 finding 3: before a built-in step the job's home was copied to the agent with
-    its device nodes and setuid binaries, owned by root. Now only regular files and
-    directories, no special mode bits, owned by the supervisor."""
+    its device nodes and setuid binaries, owned by root. Now only regular files, directories and
+    symlinks, no special mode bits, owned by the supervisor. A symlink is copied as a symlink:
+    its target is never resolved on the agent (a link to /etc/shadow stays a link, the agent's
+    shadow is not read), and a cache of a tree with links keeps them (node_modules/.bin)."""
     before = mirrors()
     s = spec([run("mknod ~/devnode c 1 3 && cp /bin/busybox ~/suid && chmod 4755 ~/suid && "
-                  "ln -s /etc/shadow ~/link && echo art > ~/file && chown 1234:1234 ~/file"),
+                  "ln -s /etc/shadow ~/link && echo art > ~/file && chown 1234:1234 ~/file && "
+                  "mkdir -p ~/d/lib ~/d/.bin && echo tool-$((6*7)) > ~/d/lib/tool && "
+                  "ln -s ../lib/tool ~/d/.bin/tool && ln -s /etc/shadow ~/d/shadow"),
               {"type": "store_artifacts", "path": "~/file", "destination": "f.txt"},
-              run("sleep 6")])
+              {"type": "save_cache", "key": f"links-{os.getpid()}", "paths": ["~/d"]},
+              run("rm -rf ~/d"),
+              {"type": "restore_cache", "keys": [f"links-{os.getpid()}"]},
+              run("readlink ~/d/.bin/tool; readlink ~/d/shadow; cat ~/d/.bin/tool; sleep 6")])
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(s, f)
     p = subprocess.Popen([DROVER, "job", "--spec", f.name], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    seen, bad = [], []
+    seen, bad, links = [], [], {}
     try:
         deadline = time.time() + 40
         while time.time() < deadline and not seen and p.poll() is None:
             for m in mirrors() - before:
                 for d, dirs, files in os.walk(m):
                     for name in dirs + files:
-                        st = os.lstat(os.path.join(d, name))
+                        path = os.path.join(d, name)
+                        st = os.lstat(path)
                         if name == "file":
                             seen.append((st.st_uid, st.st_mode))
-                        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)) or \
+                        if stat.S_ISLNK(st.st_mode):
+                            links[name] = os.readlink(path)
+                        elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)) or \
                                 st.st_mode & 0o7000:
                             bad.append((name, oct(st.st_mode)))
             time.sleep(0.2)
-        out, err = p.communicate(timeout=60)
+        out, err = p.communicate(timeout=90)
     finally:
         os.unlink(f.name)
     expect(p.returncode == 0, f"rc={p.returncode}\n{out}\n{err}")
     expect(seen, f"no copy of the home seen\n{out}\n{err}")
     expect(not bad, f"copied to the agent: {bad}")
     expect(seen[0][0] == os.getuid(), f"the copy's owner is {seen[0][0]}, not the supervisor")
+    expect(links.get("link") == "/etc/shadow", f"the symlink was not copied as one: {links}")
+    # the cache kept the links as links, and the agent's shadow never went into it
+    expect("../lib/tool\n/etc/shadow\ntool-42" in out, f"links lost in the cache:\n{out}")
+    with open("/etc/shadow", "rb") as sh:
+        shadow = sh.read()
+    for d, _, fs in os.walk(STORE):
+        for x in fs:
+            data = open(os.path.join(d, x), "rb").read()
+            if data[:4] == b"\x28\xb5\x2f\xfd":
+                data = subprocess.run(["zstd", "-dc"], input=data, capture_output=True).stdout
+            expect(shadow not in data, f"the agent's /etc/shadow is in {x}")
 
 
 @test
