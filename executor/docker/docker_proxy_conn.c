@@ -1,16 +1,22 @@
-/* docker_proxy_conn.c: one connection of a job to its Docker API proxy. One request per
- * connection: the request's head (and a JSON body the rules read) is parsed and judged, sent to
- * the engine with "Connection: close", the body streamed exactly as far as its framing says
- * (Content-Length or chunked: bytes after it are never forwarded), then the engine's answer is
- * relayed until the engine closes. Attach and exec start are hijacked: after the head both ways
- * are raw (stdin and the output stream). */
+/* docker_proxy_conn.c: one connection of a job to its Docker API proxy. Each request's head (and
+ * a JSON body the rules read) is parsed and judged, sent to the engine, its body streamed exactly
+ * as far as its framing says (Content-Length or chunked: bytes after it are never forwarded as
+ * part of it), then the engine's answer is relayed as far as its own framing says. Connections
+ * are kept alive both ways (HTTP/1.1): the next request on the client's connection is read,
+ * parsed and judged like the first, and goes to the engine on the same TLS connection (and the
+ * look-ups on one of their own), so a CLI command costs one fork and two TLS handshakes, not
+ * one of each per request. Anything not framed exactly (an answer until close, an early answer
+ * to an unsent body, a proxy refusal) ends the connection. Attach and exec start are hijacked:
+ * after the head both ways are raw (stdin and the output stream). */
 #include "executor/docker/docker_proxy_int.h"
 
 #include <poll.h>
 #include <sys/socket.h>
 
-#define HEAD_MAX (64u << 10)
-#define BUF_SIZE (64u << 10)
+#define HEAD_MAX  (64u << 10)
+#define BUF_SIZE  (64u << 10)
+#define RHEAD_MAX 8192  /* an engine answer's head larger than this: relayed until close */
+#define IDLE_MS   30000 /* a kept-alive client connection idle for so long is closed */
 
 struct head {
         char *method, *target;
@@ -19,6 +25,7 @@ struct head {
         struct strbuf keep; /* header lines passed on */
         int64_t clen;       /* -1: none */
         bool chunked;
+        bool close; /* the client's last request on this connection (HTTP/1.0, Connection: close) */
 };
 
 /* How much of what the client sends belongs to the request (the rest is never forwarded). */
@@ -94,6 +101,96 @@ static size_t track_feed(struct track *t, const char *p, size_t n)
         return t->mode == T_ALL ? n : k; /* hijacked: what follows the body is the stream */
 }
 
+/* The engine's answer: its head is read as it passes, then its body tracked with the request's
+ * grammar. done: the answer ended where its framing says; keep: the engine connection may carry
+ * the next request. */
+struct rtrack {
+        bool head_req; /* the request was HEAD: no body whatever the head says */
+        bool head_done, done, keep, until_close;
+        char hbuf[RHEAD_MAX];
+        size_t hlen;
+        struct track body;
+};
+
+static void rtrack_head(struct rtrack *rt)
+{
+        int status = 0, minor = 0;
+        rt->hbuf[rt->hlen] = '\0';
+        if (sscanf(rt->hbuf, "HTTP/1.%d %d", &minor, &status) != 2) {
+                rt->until_close = true;
+                return;
+        }
+        int64_t clen = -1;
+        bool chunked = false, close_it = minor == 0;
+        for (char *l = strstr(rt->hbuf, "\r\n"); l; l = strstr(l + 2, "\r\n")) {
+                char h[256];
+                snprintf(h, sizeof(h), "%.*s", (int)strcspn(l + 2, "\r\n"), l + 2);
+                const char *v = strchr(h, ':');
+                v = v ? v + 1 + strspn(v + 1, " \t") : "";
+                uint64_t u;
+                if (strncasecmp(h, "content-length:", 15) == 0) {
+                        if (clen >= 0 || drv_parse_u64(v, &u) < 0 || u > INT64_MAX)
+                                close_it = true;
+                        else
+                                clen = (int64_t)u;
+                } else if (strncasecmp(h, "transfer-encoding:", 18) == 0) {
+                        chunked = true;
+                        close_it |= strcasecmp(v, "chunked") != 0;
+                } else if (strncasecmp(h, "connection:", 11) == 0) {
+                        close_it |= strcasestr(v, "close") != NULL;
+                }
+        }
+        rt->head_done = true;
+        rt->body = (struct track){.mode = T_NONE};
+        if (rt->head_req || (status >= 100 && status < 200 && status != 101) || status == 204 ||
+            status == 304) {
+                rt->done = true;
+        } else if (status == 101 || (chunked && clen >= 0) || (!chunked && clen < 0)) {
+                rt->until_close = true;
+        } else if (chunked) {
+                rt->body.mode = T_CHUNK;
+        } else if (clen == 0) {
+                rt->done = true;
+        } else {
+                rt->body.mode = T_LEN;
+                rt->body.left = (uint64_t)clen;
+        }
+        rt->keep = !rt->until_close && !close_it;
+}
+
+/* How many of n bytes from the engine belong to the answer (the rest: not reusable). */
+static size_t rtrack_feed(struct rtrack *rt, const char *p, size_t n)
+{
+        if (rt->until_close)
+                return n;
+        size_t used = 0;
+        if (!rt->head_done) {
+                size_t room = sizeof(rt->hbuf) - 1 - rt->hlen, k = n < room ? n : room;
+                size_t before = rt->hlen;
+                memcpy(rt->hbuf + rt->hlen, p, k);
+                rt->hlen += k;
+                char *end = memmem(rt->hbuf, rt->hlen, "\r\n\r\n", 4);
+                if (!end) {
+                        rt->until_close = rt->hlen == sizeof(rt->hbuf) - 1;
+                        return rt->until_close ? n : k;
+                }
+                used = (size_t)(end - rt->hbuf) + 4 - before;
+                rt->hlen = (size_t)(end - rt->hbuf) + 2; /* keep the last header's CRLF */
+                rtrack_head(rt);
+                if (rt->until_close)
+                        return n;
+        }
+        if (!rt->done && used < n) {
+                used += track_feed(&rt->body, p + used, n - used);
+                rt->done = rt->body.done;
+                if (rt->body.bad)
+                        rt->keep = false, rt->until_close = true;
+        }
+        if (used < n)
+                rt->keep = false; /* bytes past the answer: never carry a request again */
+        return rt->until_close ? n : used;
+}
+
 static void answer(int cfd, int status, const char *msg)
 {
         json_t *j = json_pack("{s:s}", "message", msg);
@@ -162,7 +259,10 @@ static int parse_head(char *buf, struct head *h)
         h->method = line;
         h->target = sp1 + 1;
         h->clen = -1;
+        h->close = strcmp(sp2 + 1, "HTTP/1.1") != 0;
         while ((line = strtok_r(NULL, "\r\n", &save))) {
+                if (strncasecmp(line, "connection:", 11) == 0 && strcasestr(line + 11, "close"))
+                        h->close = true;
                 if (strncasecmp(line, "content-length:", 15) == 0) {
                         uint64_t v;
                         const char *s = line + 15 + strspn(line + 15, " \t");
@@ -206,6 +306,8 @@ struct relay {
         char up[BUF_SIZE], down[BUF_SIZE];
         size_t up_off, up_len, down_off, down_len;
         bool c_eof, e_eof, up_shut;
+        struct rtrack rt;
+        struct strbuf *next; /* client bytes past the request: the next request's */
 };
 
 /* Move what can move now; true when anything moved. -EPIPE when the client is gone. */
@@ -217,7 +319,7 @@ static int relay_step(struct relay *r, struct track *t)
                 if (n != -EAGAIN) {
                         r->e_eof = n <= 0;
                         r->down_off = 0;
-                        r->down_len = n > 0 ? (size_t)n : 0;
+                        r->down_len = n > 0 ? rtrack_feed(&r->rt, r->down, (size_t)n) : 0;
                         moved = true;
                 }
         }
@@ -251,6 +353,9 @@ static int relay_step(struct relay *r, struct track *t)
                         r->up_off = 0;
                         r->up_len = track_feed(t, r->up, (size_t)n);
                         r->c_eof = t->done || t->bad;
+                        if (r->up_len < (size_t)n && t->done && !t->bad && r->next &&
+                            strbuf_append(r->next, r->up + r->up_len, (size_t)n - r->up_len) < 0)
+                                return -EPIPE;
                         moved = true;
                 }
         }
@@ -267,6 +372,8 @@ static void relay(struct relay *r, struct track *t)
                 int m = relay_step(r, t);
                 if (m < 0 || (r->e_eof && r->down_len == 0))
                         return;
+                if (r->rt.done && r->down_len == 0 && t->mode != T_ALL)
+                        return; /* the answer ended where its framing says */
                 if (m > 0)
                         continue;
                 int efd = docker_attach_fd(r->raw);
@@ -292,9 +399,27 @@ static void relay(struct relay *r, struct track *t)
         }
 }
 
-/* Send the judged request's head (and JSON body) to the engine; then relay. */
-static void forward(const struct dproxy *px, struct docker *d, int cfd, struct head *h,
-                    struct dproxy_req *rq, struct strbuf *in)
+/* The engine connection kept from the last request, if it is still good: nothing to read on it
+ * (an idle engine that closed it, or bytes no request asked for, make a new one). */
+static struct docker *kept_raw(struct docker **kept)
+{
+        struct docker *raw = *kept;
+        *kept = NULL;
+        if (!raw)
+                return NULL;
+        struct pollfd p = {docker_attach_fd(raw), POLLIN, 0};
+        if (p.fd >= 0 && DRV_RETRY(poll(&p, 1, 0)) == 0)
+                return raw;
+        docker_close(raw);
+        return NULL;
+}
+
+/* Send the judged request's head (and JSON body) to the engine on *kept (or a new connection);
+ * then relay. in: the client's bytes after the head; what is left of it after the request is
+ * the next request's. True when both connections can carry the next request (then *kept holds
+ * the engine's). */
+static bool forward(const struct dproxy *px, struct docker *d, int cfd, struct head *h,
+                    struct dproxy_req *rq, struct strbuf *in, struct docker **kept)
 {
         _cleanup_free_ char *body =
             rq->body && rq->body_changed ? json_dumps(rq->body, JSON_COMPACT) : NULL;
@@ -318,22 +443,35 @@ static void forward(const struct dproxy *px, struct docker *d, int cfd, struct h
         }
         if (t.mode == T_NONE)
                 track_finish(&t);
+        /* HTTP/1.1: kept alive unless hijacked */
         r = r
-                ?: strbuf_puts(&sb, rq->hijack ? "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
-                                               : "Connection: close\r\n\r\n");
+                ?: strbuf_puts(&sb,
+                               rq->hijack ? "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n" : "\r\n");
         r = r ?: (body ? strbuf_puts(&sb, body) : 0);
-        struct docker *raw = NULL;
+        if (in->len > BUF_SIZE) { /* never: heads are read 16 KiB at a time, keeps bounded */
+                answer(cfd, 400, "drover: bad request");
+                return false;
+        }
+        struct docker *raw = rq->hijack ? NULL : kept_raw(kept);
         struct drv_error e = {0};
-        if (r < 0 || docker_dup(d, &raw, &e) < 0 || docker_raw_connect(raw, &e) < 0 ||
-            docker_attach_send(raw, sb.buf, sb.len) < 0) {
+        if (r == 0 && raw && docker_attach_send(raw, sb.buf, sb.len) < 0) {
+                docker_close(raw); /* gone since the check: a new one */
+                raw = NULL;
+        }
+        if (r < 0 || (!raw && (docker_dup(d, &raw, &e) < 0 || docker_raw_connect(raw, &e) < 0 ||
+                               docker_attach_send(raw, sb.buf, sb.len) < 0))) {
                 answer(cfd, 502, e.message[0] ? e.message : "drover: the engine cannot be reached");
                 docker_close(raw);
-                return;
+                return false;
         }
         _cleanup_free_ struct relay *rl = calloc(1, sizeof(*rl));
+        bool keep = false;
         if (rl) {
                 rl->cfd = cfd;
                 rl->raw = raw;
+                rl->rt.head_req = strcmp(h->method, "HEAD") == 0;
+                _cleanup_strbuf_ struct strbuf next = STRBUF_INIT;
+                rl->next = &next;
                 /* body bytes that came with the head (the JSON body was taken out of in) */
                 if (!body && in->len) {
                         rl->up_len = track_feed(&t, in->buf, in->len);
@@ -342,70 +480,106 @@ static void forward(const struct dproxy *px, struct docker *d, int cfd, struct h
                 } else {
                         rl->c_eof = t.done;
                 }
+                size_t rest = in->len - rl->up_len;
+                memmove(in->buf, in->buf + rl->up_len, rest);
+                in->len = rest;
                 (void)drv_fd_nonblock(cfd, true);
                 relay(rl, &t);
+                (void)drv_fd_nonblock(cfd, false);
+                keep = rl->rt.done && rl->rt.keep && t.done && !t.bad && t.mode != T_ALL &&
+                       rl->up_len == 0 && rl->down_len == 0 && !rl->e_eof &&
+                       (!next.len || strbuf_append(in, next.buf, next.len) == 0) &&
+                       in->len <= BUF_SIZE / 2;
         }
-        docker_close(raw);
+        if (keep)
+                *kept = raw;
+        else
+                docker_close(raw);
         if (rq->pulled)
                 dproxy_record_pull(px, d, rq->pulled);
+        return keep;
 }
 
-/* Judge the request whose head is parsed (in: the bytes after the head) and forward it. */
-static void handle(const struct dproxy *px, int cfd, struct head *h, struct strbuf *in)
+/* Judge the request whose head is parsed (in: the bytes after the head) and forward it; *d is the
+ * connection for look-ups, *kept the engine connection for requests (both kept for the next
+ * request). True when the client's connection can carry another request. */
+static bool handle(const struct dproxy *px, int cfd, struct head *h, struct strbuf *in,
+                   struct docker **d, struct docker **kept)
 {
         struct dproxy_req rq = {.method = h->method, .path = h->path, .query = h->query};
         if (dproxy_wants_json(h->method, h->path)) {
-                if (h->chunked || h->clen > (int64_t)DPROXY_JSON_MAX)
-                        return answer(cfd, 400,
-                                      "drover: a JSON body needs a Content-Length "
-                                      "(at most 1 MiB)");
+                if (h->chunked || h->clen > (int64_t)DPROXY_JSON_MAX) {
+                        answer(cfd, 400,
+                               "drover: a JSON body needs a Content-Length "
+                               "(at most 1 MiB)");
+                        return false;
+                }
                 while (h->clen > 0 && in->len < (size_t)h->clen)
                         if (read_more(cfd, in, 60000) < 0)
-                                return;
+                                return false;
                 json_error_t je;
                 rq.body = h->clen > 0 ? json_loadb(in->buf, (size_t)h->clen, 0, &je) : NULL;
-                if (h->clen > 0 && !rq.body)
-                        return answer(cfd, 400, "drover: the request's JSON cannot be read");
-                in->len = 0;
+                if (h->clen > 0 && !rq.body) {
+                        answer(cfd, 400, "drover: the request's JSON cannot be read");
+                        return false;
+                }
+                /* what follows the JSON body is the next request's */
+                memmove(in->buf, in->buf + h->clen, in->len - (size_t)h->clen);
+                in->len -= (size_t)h->clen;
                 rq.body_changed = true; /* always re-encoded: what was judged is what is sent */
         }
-        struct docker *d = NULL;
         struct drv_error e = {0};
-        int r = docker_from_conn(&px->conn, &d, &e);
-        r = r ?: dproxy_route(px, d, &rq, &e);
+        int r = *d ? 0 : docker_from_conn(&px->conn, d, &e);
+        r = r ?: dproxy_route(px, *d, &rq, &e);
+        bool keep = false;
         if (r < 0)
                 answer(cfd, 502, e.message);
         else if (r > 0)
                 answer(cfd, rq.status, rq.msg);
         else
-                forward(px, d, cfd, h, &rq, in);
+                keep = forward(px, *d, cfd, h, &rq, in, kept) && !h->close;
         if (r != 0)
                 log_info("docker_proxy_refused", "label=%s method=%s path=%s status=%d msg=\"%s\"",
                          px->label, h->method, h->path, r < 0 ? 502 : rq.status,
                          r < 0 ? e.message : rq.msg);
-        docker_close(d);
         json_decref(rq.body);
         free(rq.target);
         free(rq.pulled);
+        return keep;
+}
+
+/* One request from the client's connection (its bytes so far in in); true: read the next. */
+static bool serve_one(const struct dproxy *px, int cfd, struct strbuf *in, int wait_ms,
+                      struct docker **d, struct docker **kept)
+{
+        char *end = NULL;
+        while (!(end = in->len ? memmem(in->buf, in->len, "\r\n\r\n", 4) : NULL))
+                if (in->len > HEAD_MAX || read_more(cfd, in, wait_ms) < 0)
+                        return false;
+        size_t head_len = (size_t)(end - in->buf) + 4;
+        _cleanup_free_ char *hbuf = strndup(in->buf, head_len - 2);
+        if (!hbuf || memchr(in->buf, 0, head_len)) {
+                answer(cfd, 400, "drover: bad request");
+                return false;
+        }
+        memmove(in->buf, in->buf + head_len, in->len - head_len);
+        in->len -= head_len;
+        struct head h = {.keep = STRBUF_INIT};
+        bool more = false;
+        if (parse_head(hbuf, &h) < 0)
+                answer(cfd, 400, "drover: the API proxy cannot read this request");
+        else
+                more = handle(px, cfd, &h, in, d, kept);
+        strbuf_release(&h.keep);
+        return more;
 }
 
 void dproxy_serve(const struct dproxy *px, int cfd)
 {
         _cleanup_strbuf_ struct strbuf in = STRBUF_INIT;
-        char *end = NULL;
-        while (!(end = in.len ? memmem(in.buf, in.len, "\r\n\r\n", 4) : NULL))
-                if (in.len > HEAD_MAX || read_more(cfd, &in, 60000) < 0)
-                        return;
-        size_t head_len = (size_t)(end - in.buf) + 4;
-        _cleanup_free_ char *hbuf = strndup(in.buf, head_len - 2);
-        if (!hbuf || memchr(in.buf, 0, head_len))
-                return answer(cfd, 400, "drover: bad request");
-        memmove(in.buf, in.buf + head_len, in.len - head_len);
-        in.len -= head_len;
-        struct head h = {.keep = STRBUF_INIT};
-        if (parse_head(hbuf, &h) < 0)
-                answer(cfd, 400, "drover: the API proxy cannot read this request");
-        else
-                handle(px, cfd, &h, &in);
-        strbuf_release(&h.keep);
+        struct docker *d = NULL, *kept = NULL;
+        for (int wait_ms = 60000; serve_one(px, cfd, &in, wait_ms, &d, &kept); wait_ms = IDLE_MS)
+                ;
+        docker_close(kept);
+        docker_close(d);
 }

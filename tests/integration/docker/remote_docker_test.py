@@ -183,7 +183,7 @@ def a_job_cannot_make_a_container_that_reaches_the_engine_host():
 
 
 RAW_TRICKS = r"""
-import json, os, socket
+import json, os, re, socket
 S = os.environ["DOCKER_HOST"][len("unix://"):]
 IMG = "REGIMG"
 
@@ -219,8 +219,17 @@ for name, body in [
 bad = json.dumps({"Image": IMG, "HostConfig": {"Privileged": True}}).encode()
 second = (b"POST /v1.41/containers/create?name=smuggled-PID HTTP/1.1\r\nHost: x\r\n"
           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(bad) + bad)
-print("trick pipelined answers", req(b"GET /v1.41/_ping HTTP/1.1\r\nHost: x\r\n\r\n" + second)
-      .count("HTTP/1.1 "))
+# kept alive: the second request behind an allowed one is judged like the first (and refused)
+both = req(b"GET /v1.41/_ping HTTP/1.1\r\nHost: x\r\n\r\n" + second)
+# (an answer's body has no line end: the next status line follows it on the same line)
+status = lambda text: " ".join(re.findall(r"HTTP/1\.1 (\d{3}) ", text))
+print("trick pipelined answers", status(both))
+# three requests on one connection, the last refused: the connection carries them all
+ka = req(b"GET /v1.41/_ping HTTP/1.1\r\nHost: x\r\n\r\n"
+         b"HEAD /v1.41/_ping HTTP/1.1\r\nHost: x\r\n\r\n"
+         b"GET /v1.41/version HTTP/1.1\r\nHost: x\r\n\r\n"
+         b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+print("trick keepalive answers", status(ka), "ApiVersion" in ka)
 print("trick cl-te", req(b"POST /v1.41/containers/create HTTP/1.1\r\nHost: x\r\nContent-Length: 5"
                          b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").split("\r\n")[0])
 print("trick encoded", req(b"GET /v1.41/containers/%2e%2e/json HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -240,7 +249,10 @@ def raw_api_tricks_are_refused():
                          ("driverconfig-lower", 403)]:
         need(said(out, f"trick {name} HTTP/1.1 {status} " + ("Forbidden" if status == 403 else "Error")),
              out, f"{name} answered {status}")
-    need(said(out, "trick pipelined answers 1"), out, "one answer on a pipelined connection")
+    need(said(out, "trick pipelined answers 200 403"), out,
+         "the second request on a kept-alive connection judged (and refused) like the first")
+    need(said(out, "trick keepalive answers 200 200 200 200 True"), out,
+         "four requests on one kept-alive connection")
     need(said(out, "trick cl-te HTTP/1.1 400 Error"), out, "Content-Length with chunked: 400")
     need(said(out, "trick encoded HTTP/1.1 400 Error"), out, "escaped path: 400")
     status, _ = api("GET", f"/containers/smuggled-{PID}/json")
