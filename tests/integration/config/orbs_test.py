@@ -246,17 +246,18 @@ def run_pull_orbs_fetches_what_is_missing():
     expect(os.path.exists(os.path.join(cache, "drovertest", "toolkit@0.3.1.yml")), "not cached")
 
 
-CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "orb_configs")
+# the orb-using configs of the corpus (corpus/orbs links to tests/orbs: their vendored orbs)
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 EXPECTED = {
-    "library_matrix.yml": {"lang/lint", "test-1.2", "test-1.3", "test-1.4", "docs", "publish"},
-    "service_pipeline.yml": {"unit", "tk/check", "team/image"},
-    "nested_inline.yml": {"platform/deploy", "prod"},
+    "40-orbs-library.yml": {"lang/lint", "test-1.2", "test-1.3", "test-1.4", "docs", "publish"},
+    "41-orbs-service.yml": {"unit", "tk/check", "team/image"},
+    "42-orbs-nested.yml": {"platform/deploy", "prod"},
 }
 
 
 @test
 def orb_configs_of_the_corpus_compile():
-    names = sorted(f for f in os.listdir(CORPUS) if f.endswith(".yml"))
+    names = sorted(f for f in os.listdir(CORPUS) if "-orbs-" in f)
     expect(set(names) == set(EXPECTED), names)
     for f in names:
         rc, out, err = drover(CORPUS, "config", "process", "-c", f, "--orb-dir", ORBS)
