@@ -8,6 +8,7 @@ int cmd_run(int argc, char **argv); /* executor/cmd_run.c: drover run */
 int cmd_job(int argc, char **argv);
 int cmd_config(int argc,
                char **argv); /* executor/config/cmd_config.c: drover config validate|process */
+int cmd_orb(int argc, char **argv);      /* executor/config/cmd_orb.c: drover orb pull|ls|source */
 int cmd_sandbox(int argc, char **argv);  /* sandbox/cli.c: drover sandbox -- CMD */
 int cmd_agent(int argc, char **argv);    /* agent/agent.c: drover agent (the daemon) */
 int cmd_check(int argc, char **argv);    /* agent/check.c: drover check (preflight) */

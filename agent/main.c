@@ -14,6 +14,7 @@ struct command {
 static const struct command commands[] = {
     {"run", cmd_run, "run a job or workflow of .circleci/config.yml on this machine"},
     {"config", cmd_config, "validate or process (compile) a .circleci/config.yml"},
+    {"orb", cmd_orb, "pull orbs into the orb cache, list it, print an orb's source"},
     {"sandbox", cmd_sandbox, "run one command in a fresh sandbox"},
     {"job", cmd_job, "run one job spec (the per-job supervisor)"},
     {"agent", cmd_agent, "the builder daemon: register, claim and run jobs"},

@@ -2,6 +2,7 @@
  * parallel node) or a whole workflow in requires order on this machine, output on the terminal. */
 #include "agent/commands.h"
 #include "executor/config/config.h"
+#include "executor/config/orb.h"
 #include "executor/jobrunner.h"
 #include "executor/runtime.h"
 #include "executor/localrepo.h"
@@ -30,6 +31,8 @@ struct run_opts {
         char **ssh_keys;
         struct config_opts copts;
         bool committed;        /* --committed: checkout gives exactly HEAD */
+        char **orb_dirs;       /* --orb-dir */
+        bool pull_orbs;        /* --pull-orbs: fetch missing registry orbs into the cache */
         struct localrepo repo; /* the git work tree around the config, for checkout */
         struct localsrc src;   /* what checkout steps get (localsrc.h) */
 };
@@ -51,6 +54,7 @@ static void run_opts_release(struct run_opts *o)
         localsrc_release(&o->src);
         drv_strv_free(o->ssh_keys);
         drv_strv_free(o->secrets);
+        drv_strv_free(o->orb_dirs);
 }
 
 static void usage(FILE *f)
@@ -62,6 +66,7 @@ static void usage(FILE *f)
                 "                  [--pull never|missing|always] [--image-store DIR]\n"
                 "                  [--ssh[=PUBKEYFILE]] [--committed] [--egress-allow ADDR]...\n"
                 "                  [--trigger webhook|api|schedule] [--schedule-name NAME]\n"
+                "                  [--orb-dir DIR]... [--pull-orbs]\n"
                 "Run a job (every parallelism index) or a whole workflow in requires order on\n"
                 "this machine, in drover's sandbox. Caches, workspaces and artifacts go to a\n"
                 "local directory (--store, default ~/.cache/drover/store). With -j N, up to N\n"
@@ -87,7 +92,10 @@ static void usage(FILE *f)
                 "--trigger schedule [--schedule-name NAME]: a scheduled pipeline (workflows with\n"
                 "`triggers:` run, pipeline.schedule.name is NAME). Jobs this builder cannot run\n"
                 "(macOS, Windows, GPU, Arm on x86) are reported as not run, with their\n"
-                "dependents; they do not fail the workflow (docs/config.md).\n");
+                "dependents; they do not fail the workflow (docs/config.md).\n"
+                "Registry orbs come from --orb-dir DIRs, $DROVER_ORB_PATH, .circleci/orbs, then\n"
+                "the orb cache; --pull-orbs pulls the missing ones into the cache first (drover\n"
+                "orb pull; docs/config.md \"Orbs\").\n");
 }
 
 static char *default_store(void)
@@ -97,6 +105,20 @@ static char *default_store(void)
         if (xdg && xdg[0] == '/')
                 return drv_asprintf("%s/drover/store", xdg);
         return drv_asprintf("%s/.cache/drover/store", home && home[0] == '/' ? home : "/tmp");
+}
+
+/* --pull-orbs: a registry orb found nowhere is pulled into the cache (drover orb pull). */
+static int pull_orb(void *arg, const char *ref, struct drv_error *err)
+{
+        (void)arg;
+        struct orb_ref r;
+        struct orb_registry reg = {.endpoint = getenv("DROVER_ORB_REGISTRY"),
+                                   .token = getenv("CIRCLE_TOKEN")};
+        _cleanup_free_ char *cache = orb_cache_dir();
+        if (!cache)
+                return drv_err(err, ENOMEM, "out of memory");
+        int rc = orb_ref_parse(ref, &r, err);
+        return rc < 0 ? rc : orb_pull(&reg, cache, &r, NULL, err);
 }
 
 static int parse_args(int argc, char **argv, struct run_opts *o)
@@ -119,6 +141,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                                                  {"egress-allow", required_argument, 0, 'A'},
                                                  {"trigger", required_argument, 0, 'T'},
                                                  {"schedule-name", required_argument, 0, 'N'},
+                                                 {"orb-dir", required_argument, 0, 'o'},
+                                                 {"pull-orbs", no_argument, 0, 'p'},
                                                  {"help", no_argument, 0, 'h'},
                                                  {0, 0, 0, 0}};
         int c;
@@ -217,6 +241,13 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
                         if (o->copts.trigger == CONFIG_TRIGGER_WEBHOOK)
                                 o->copts.trigger = CONFIG_TRIGGER_SCHEDULE;
                         break;
+                case 'o':
+                        if (drv_strv_push(&o->orb_dirs, optarg) < 0)
+                                return -ENOMEM;
+                        break;
+                case 'p':
+                        o->pull_orbs = true;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 1;
@@ -282,9 +313,11 @@ static int run_node(const struct run_opts *o, const struct config_job *j, unsign
         _cleanup_(jobspec_freep) struct jobspec *js = NULL;
         int r = jobspec_from_json(spec, &js, &err);
         json_decref(spec);
-        if (r < 0) {
+        if (r < 0) { /* a job that cannot start failed: it is not a success */
                 fprintf(stderr, "drover run: job %s: %s\n", j->name, err.message);
-                return r;
+                res->ok = false;
+                res->status = job_status_name(JOB_INFRA_FAIL);
+                return 0;
         }
         if (j->parallelism > 1)
                 printf("\n### %s (node %u of %u)\n", j->name, node + 1, j->parallelism);
@@ -846,10 +879,17 @@ int cmd_run(int argc, char **argv)
         o.copts.build_num = 1;
         o.copts.project = project;
         _cleanup_(config_freep) struct config *cfg = NULL;
+        _cleanup_strv_ char **orb_dirs = orb_search_dirs(o.orb_dirs, o.config);
+        o.copts.orb_dirs = (const char *const *)orb_dirs;
+        if (o.pull_orbs)
+                o.copts.orb_fetch = pull_orb;
         if (config_load(o.config, &o.copts, &cfg, &err) < 0) {
                 fprintf(stderr, "%s\n", err.message);
                 return 2;
         }
+        for (size_t i = 0; cfg->warnings && cfg->warnings[i]; i++)
+                if (strstr(cfg->warnings[i], ": orb '")) /* unrunnable jobs are reported below */
+                        fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
         if (o.job) {
                 const struct config_job *j = config_find_job(cfg, o.job);
                 if (!j) {

@@ -1,6 +1,7 @@
 /* cmd_config.c: `drover config validate|process` — check or compile a .circleci/config.yml. */
 #include "agent/commands.h"
 #include "executor/config/config.h"
+#include "executor/config/orb.h"
 
 #include <getopt.h>
 
@@ -13,6 +14,10 @@ static void usage(FILE *f)
             "                             [--param NAME=VALUE]... [--trigger webhook|api|schedule]\n"
             "                             [--schedule-name NAME] [--project SLUG]\n"
             "                             [--base-revision SHA] [--default-branch B]\n"
+            "                             [--orb-dir DIR]...\n"
+            "--orb-dir DIR (also on validate, repeatable) is searched for registry orbs as\n"
+            "DIR/NAMESPACE/NAME@VERSION.yml before $DROVER_ORB_PATH, .circleci/orbs and the\n"
+            "orb cache (drover orb pull).\n"
             "validate prints every error as FILE:LINE:COL: message (exit 1 when any);\n"
             "process prints the compiled job specs as JSON (docs/config.md); warnings (keys\n"
             "accepted but unused, jobs this builder cannot run) go to stderr.\n"
@@ -72,11 +77,13 @@ int cmd_config(int argc, char **argv)
                                                  {"project", required_argument, 0, 'P'},
                                                  {"base-revision", required_argument, 0, 'B'},
                                                  {"default-branch", required_argument, 0, 'D'},
+                                                 {"orb-dir", required_argument, 0, 'O'},
                                                  {"help", no_argument, 0, 'h'},
                                                  {0, 0, 0, 0}};
         const char *path = ".circleci/config.yml";
         struct config_opts o = {.build_num = 1};
         json_t *params = json_object();
+        _cleanup_strv_ char **cli_orb_dirs = NULL;
         int c;
         if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
                 usage(argc < 2 ? stderr : stdout);
@@ -130,6 +137,12 @@ int cmd_config(int argc, char **argv)
                 case 'D':
                         o.default_branch = optarg;
                         break;
+                case 'O':
+                        if (drv_strv_push(&cli_orb_dirs, optarg) < 0) {
+                                json_decref(params);
+                                return 2;
+                        }
+                        break;
                 case 'h':
                         usage(stdout);
                         json_decref(params);
@@ -141,6 +154,8 @@ int cmd_config(int argc, char **argv)
                 }
         }
         o.pipeline_parameters = params;
+        _cleanup_strv_ char **orb_dirs = orb_search_dirs(cli_orb_dirs, path);
+        o.orb_dirs = (const char *const *)orb_dirs;
         if (o.schedule_name && o.trigger == CONFIG_TRIGGER_WEBHOOK)
                 o.trigger = CONFIG_TRIGGER_SCHEDULE; /* a named schedule is a scheduled pipeline */
         struct drv_error err = {0};

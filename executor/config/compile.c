@@ -203,24 +203,18 @@ static struct ynode *with_executor(struct cctx *c, const struct ynode *job)
                 ynode_free(body);
                 return NULL;
         }
-        if (strchr(name, '/')) {
-                cerr(c, ex,
-                     "orb executor '%s' cannot be used: orbs are fetched from the network, "
-                     "which drover does not do",
-                     name);
-                ynode_free(body);
-                return NULL;
-        }
-        const struct ynode *def = ynode_get(ynode_get(c->root, "executors"), name);
-        if (!def) {
-                cerr(c, ex, "unknown executor '%s'", name);
+        const struct ynode *def = NULL;
+        int lr = config_lookup(c, "executors", name, ex, &def);
+        if (lr < 0) {
+                if (lr == -ENOENT)
+                        cerr(c, ex, "unknown executor '%s'", name);
                 ynode_free(body);
                 return NULL;
         }
         struct cparams p = {0};
         char what[300];
         snprintf(what, sizeof(what), "executor '%s'", name);
-        int r = params_bind(c, ynode_get(def, "parameters"), args, what, ex, &p);
+        int r = params_bind_element(c, name, ynode_get(def, "parameters"), args, what, ex, &p);
         struct ynode *edef = r == 0 ? params_subst(c, def, &p) : NULL;
         params_free(&p);
         if (!edef) {
@@ -373,6 +367,9 @@ static json_t *job_spec(struct cctx *c, const char *name, const struct ynode *jo
         char id[512];
         snprintf(id, sizeof(id), "%s-%s", c->opts->workflow_id ? c->opts->workflow_id : "local",
                  name);
+        for (char *q = id; *q; q++) /* orb jobs are named "orb/job"; an id is one path segment */
+                if (*q == '/')
+                        *q = '-';
         *parallelism = 1;
         const struct ynode *par = ynode_get(job, "parallelism");
         uint64_t pv = 1;
@@ -479,14 +476,10 @@ static int add_pre_post_steps(struct cctx *c, struct ynode *body, const struct y
 json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const struct ynode *args,
                     const struct ynode *where, const char *wf, unsigned *parallelism)
 {
-        const struct ynode *job = ynode_get(ynode_get(c->root, "jobs"), jobname);
-        if (!job) {
-                if (strchr(jobname, '/'))
-                        cerr(c, where,
-                             "orb job '%s' cannot be used: orbs are fetched from the "
-                             "network, which drover does not do",
-                             jobname);
-                else
+        const struct ynode *job = NULL;
+        int lr = config_lookup(c, "jobs", jobname, where, &job);
+        if (lr < 0) {
+                if (lr == -ENOENT)
                         cerr(c, where, "unknown job '%s'", jobname);
                 return NULL;
         }
@@ -497,7 +490,8 @@ json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const
         struct cparams p = {0};
         char what[300];
         snprintf(what, sizeof(what), "job '%s'", jobname);
-        if (params_bind(c, ynode_get(job, "parameters"), args, what, where, &p) < 0) {
+        if (params_bind_element(c, jobname, ynode_get(job, "parameters"), args, what, where, &p) <
+            0) {
                 params_free(&p);
                 return NULL;
         }
@@ -529,7 +523,9 @@ json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const
 const char *job_kind(struct cctx *c, const char *jobname)
 {
         static const char *const kinds[] = {"build", "no-op", "approval", "release"};
-        const struct ynode *t = ynode_get(ynode_get(ynode_get(c->root, "jobs"), jobname), "type");
+        const struct ynode *job = NULL;
+        config_lookup(c, "jobs", jobname, NULL, &job); /* compile_job reports a missing one */
+        const struct ynode *t = ynode_get(job, "type");
         if (!t)
                 return "build";
         for (size_t i = 0; t->kind == Y_SCALAR && i < DRV_ARRAY_SIZE(kinds); i++)

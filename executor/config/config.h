@@ -38,6 +38,15 @@ struct config_opts {
         const char *default_branch;    /* for pipeline.git.branch.is_default; NULL: "main" */
         const char *arch;              /* builder machine (uname -m); NULL: this machine */
         json_t *trigger_parameters;    /* pipeline.trigger_parameters.* (object); may be NULL */
+        /* Registry orbs: directories searched first, in order (--orb-dir, DROVER_ORB_PATH, the
+         * project's .circleci/orbs: see orb_search_dirs), NULL-terminated, may be NULL; then the
+         * cache (NULL: orb_cache_dir(), "": none). */
+        const char *const *orb_dirs;
+        const char *orb_cache;
+        /* Called once for a registry orb found nowhere (drover run --pull-orbs): fetch ref into
+         * the cache; it is looked up again after. NULL: offline (an error names what to do). */
+        int (*orb_fetch)(void *arg, const char *ref, struct drv_error *err);
+        void *orb_fetch_arg;
 };
 
 /* One job as it runs in a workflow (after matrix expansion and parameter binding). */

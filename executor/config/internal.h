@@ -20,11 +20,26 @@ struct cctx {
         size_t expanded;                        /* steps compiled for the current job (bounded) */
         bool v21;                               /* version 2.1 (commands, parameters, executors) */
         char **warnings;                        /* "FILE:LINE:COL: message", each once */
+        struct orb_table *orbs;                 /* orbs declared and loaded (orbs.c) */
         char *unrunnable; /* set by compile_job: why this builder cannot run the job */
 };
 
 /* Record a warning at n (may be NULL); the same line is kept once. */
 void cwarn(struct cctx *c, const struct ynode *n, const char *fmt, ...) DRV_PRINTF(3, 4);
+
+/* orbs.c: inline and registry orbs. Register the orbs the config declares (none is loaded). */
+int orbs_init(struct cctx *c);
+/* Count the orb of name ("orb/job") as used without loading it (a job filtered out). */
+void orbs_mark_used(struct cctx *c, const char *name);
+/* A warning for each declared orb nothing used. */
+void orbs_finish(struct cctx *c);
+void orbs_free(struct cctx *c);
+/* The definition of name among kind ("commands", "executors" or "jobs"): the config's own, or
+ * for "orb/name" (and "orb/nested/name") an orb's, loading the orb on first use. 0 with *out set;
+ * -ENOENT when there is none (no message); -EINVAL when an orb could not be loaded (its error is
+ * recorded once). */
+int config_lookup(struct cctx *c, const char *kind, const char *name, const struct ynode *where,
+                  const struct ynode **out);
 
 /* Record an error at node n (may be NULL: the document); returns -EINVAL. */
 int cerr(struct cctx *c, const struct ynode *n, const char *fmt, ...) DRV_PRINTF(3, 4);
@@ -44,6 +59,11 @@ struct cparams {
 int params_bind(struct cctx *c, const struct ynode *decl, const struct ynode *args,
                 const char *what, const struct ynode *where, struct cparams *out);
 void params_free(struct cparams *p);
+/* params_bind for the element name of kind: adds the orb-level parameters (defaults) of the orb
+ * that defines it, under the element's own. */
+int params_bind_element(struct cctx *c, const char *name, const struct ynode *decl,
+                        const struct ynode *args, const char *what, const struct ynode *where,
+                        struct cparams *out);
 /* Copy n with every `<< parameters.x >>`, `<< pipeline.x >>` (and `<< matrix.x >>` when
  * matrix) substituted; a scalar that is only a reference to a steps/map parameter becomes a copy
  * of it. NULL with an error recorded on failure. */

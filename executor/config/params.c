@@ -10,7 +10,7 @@ static char *located(const struct cctx *c, const struct ynode *n, const char *fm
 {
         char msg[768];
         vsnprintf(msg, sizeof(msg), fmt, ap);
-        return n ? drv_asprintf("%s:%u:%u: %s", c->file, n->line, n->col, msg)
+        return n ? drv_asprintf("%s:%u:%u: %s", n->file ? n->file : c->file, n->line, n->col, msg)
                  : drv_asprintf("%s: %s", c->file, msg);
 }
 

@@ -364,14 +364,10 @@ static int custom_command(struct cctx *c, const char *name, const struct ynode *
                 return cerr(c, where,
                             "the deploy step is deprecated and not supported: use `run` (it "
                             "takes the same keys)");
-        if (strchr(name, '/'))
-                return cerr(c, where,
-                            "orb command '%s' cannot be used: orbs are fetched from the "
-                            "network, which drover does not do",
-                            name);
-        const struct ynode *cmd = ynode_get(ynode_get(c->root, "commands"), name);
-        if (!cmd)
-                return cerr(c, where, "unknown step or command '%s'", name);
+        const struct ynode *cmd = NULL;
+        int lr = config_lookup(c, "commands", name, where, &cmd);
+        if (lr < 0)
+                return lr == -ENOENT ? cerr(c, where, "unknown step or command '%s'", name) : lr;
         if (cmd->kind != Y_MAP)
                 return cerr(c, cmd, "command '%s' must be a map", name);
         static const char *const ckeys[] = {"description", "parameters", "steps", NULL};
@@ -395,8 +391,8 @@ static int custom_command(struct cctx *c, const char *name, const struct ynode *
         struct cparams p = {0};
         char what[300];
         snprintf(what, sizeof(what), "command '%s'", name);
-        int r = params_bind(c, ynode_get(cmd, "parameters"), ynode_is_null(args) ? NULL : args,
-                            what, where, &p);
+        int r = params_bind_element(c, name, ynode_get(cmd, "parameters"),
+                                    ynode_is_null(args) ? NULL : args, what, where, &p);
         const struct ynode *steps = ynode_get(cmd, "steps");
         if (r == 0 && !steps)
                 r = cerr(c, cmd, "command '%s' has no steps", name);

@@ -558,6 +558,8 @@ static int compile_workflow(struct cctx *c, const char *wfname, const struct yno
                         placed[i] = true;
                         n_placed++;
                         progress = true;
+                        if (w[i].filtered)
+                                orbs_mark_used(c, w[i].job); /* not run here, but used */
                         if (!w[i].filtered && !w[i].approval &&
                             !add_job(c, wfname, w, n, deps, dst, i, cw))
                                 failed = true; /* go on: report the other jobs' errors too */
@@ -646,14 +648,8 @@ static int compile_all(struct cctx *c, struct config *cfg)
                         cerr(c, d, "pipeline parameter '%s' must be an integer, got '%s'", pname,
                              sv);
         }
-        const struct ynode *orbs = ynode_get(root, "orbs");
-        for (size_t i = 0; i < ynode_pairs(orbs); i++)
-                cerr(c, orbs->items[2 * i + 1],
-                     "orb '%s' (%s) cannot be used: orbs are fetched from the network, which "
-                     "drover does not do",
-                     orbs->items[2 * i]->value,
-                     orbs->items[2 * i + 1]->kind == Y_SCALAR ? orbs->items[2 * i + 1]->value
-                                                              : "inline");
+        if (orbs_init(c) == -ENOMEM)
+                return -ENOMEM;
         if (!c->v21)
                 for (size_t k = 0; k < 3; k++) {
                         static const char *const v21[] = {"commands", "executors", "parameters"};
@@ -661,8 +657,9 @@ static int compile_all(struct cctx *c, struct config *cfg)
                                 cerr(c, ynode_get(root, v21[k]), "%s needs version 2.1", v21[k]);
                 }
         const struct ynode *jobs = ynode_get(root, "jobs");
-        if (!jobs || jobs->kind != Y_MAP)
-                return cerr(c, root, "the config has no jobs");
+        /* a config whose workflows only run orb jobs needs no jobs of its own */
+        if (jobs ? jobs->kind != Y_MAP : !ynode_get(root, "workflows"))
+                return cerr(c, jobs ? jobs : root, "the config has no jobs");
         cfg->jobs = calloc(ynode_pairs(jobs) + 1, sizeof(*cfg->jobs));
         if (!cfg->jobs)
                 return -ENOMEM;
@@ -720,6 +717,8 @@ static int compile_text(const char *name, const char *text, size_t len,
                 return drv_err(err, ENOMEM, "out of memory");
         }
         compile_all(&c, cfg);
+        orbs_finish(&c);
+        orbs_free(&c);
         ynode_free(c.root);
         free(c.unrunnable);
         cfg->warnings = c.warnings;

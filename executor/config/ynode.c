@@ -78,6 +78,7 @@ struct ynode *ynode_copy(const struct ynode *n)
         if (!c)
                 return NULL;
         c->quoted = n->quoted;
+        c->file = n->file;
         if (n->value && !(c->value = strdup(n->value)))
                 goto fail;
         if (n->n) {

@@ -13,6 +13,8 @@ struct ynode {
         struct ynode **items; /* seq: items; map: keys and values interleaved (k0, v0, k1, v1..) */
         size_t n;             /* number of items (map: 2 x pairs) */
         unsigned line, col;   /* 1-based position in the file */
+        const char *file;     /* the file it comes from when not the config (an orb's source);
+                                 borrowed from whoever parsed it, NULL: the config */
 };
 
 #define YAML_MAX_NODES (500000u) /* after alias expansion */

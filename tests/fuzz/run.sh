@@ -35,6 +35,7 @@ declare -A RUNS=(
         [fuzz_jobspec]=300000
         [fuzz_layer]=16000
         [fuzz_manifest]=400000
+        [fuzz_orbs]=40000
 )
 status=0
 found=0

@@ -186,12 +186,12 @@ def validate_oversized_file_is_refused():
 
 
 @test
-def validate_orb_is_an_error_naming_it():
-    d = project("version: 2.1\norbs:\n  node: circleci/node@5.1\n"
+def validate_missing_orb_is_an_error_naming_it():
+    d = project("version: 2.1\norbs:\n  node: drovertest/absent@5.1\n"
                 "jobs: {a: {machine: true, steps: [node/install]}}\n")
     rc, out, err = drover(d, "validate")
-    expect(rc == 1 and "orb 'node' (circleci/node@5.1)" in err, err)
-    expect("orb command 'node/install'" in err, err)
+    expect(rc == 1 and "orb 'node' (drovertest/absent@5.1) is not available offline" in err, err)
+    expect("drover orb pull drovertest/absent@5.1" in err, err)
 
 
 @test

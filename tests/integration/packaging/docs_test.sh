@@ -39,7 +39,7 @@ esac
 
 # every --option a command's --help shows is in drover(1) and offered by the completion
 man1=$(sed 's/\\-/-/g; s/\\f[BIRP]//g' "$pk/drover.1")
-for c in run config sandbox job check; do
+for c in run config orb sandbox job check; do
         opts=$("$DROVER" $c --help 2>&1 | grep -oE -- '--[a-z][a-z-]+' | sort -u)
         missing_man=
         missing_comp=

@@ -103,6 +103,17 @@ def single_job_and_env_flags():
 
 
 @test
+def a_job_whose_spec_is_refused_fails_the_run():
+    # the compiler passes `shell: ""` through, the job spec validator refuses it; drover run
+    # printed the error and then reported the job a success (exit 0)
+    d = project('version: 2.1\njobs:\n  a:\n    machine: true\n    shell: ""\n'
+                '    steps: [run: echo SHOULD-NOT-RUN]\n')
+    rc, out, err = drover(d, "a")
+    expect(rc == 1 and "must name a program" in err, f"rc={rc} {out[-500:]} {err}")
+    expect("SHOULD-NOT-RUN" not in out and "success  a" not in out, out[-1000:])
+
+
+@test
 def ambiguous_or_unknown_targets_are_clear_errors():
     d = project(WORKFLOW)
     rc, out, err = drover(d)

@@ -253,8 +253,9 @@ TEST(errors_name_file_line_column)
         expect_error("version: 2.1\njobs:\n  a:\n    machine: true\n    stepz: []\n",
                      "t.yml:5:5: unknown key 'stepz' in job 'a'");
         expect_error(
-            "version: 2.1\norbs:\n  node: circleci/node@5\njobs: {a: {machine: true, steps: [checkout]}}\n",
-            "t.yml:3:9: orb 'node' (circleci/node@5) cannot be used");
+            "version: 2.1\norbs:\n  node: drovertest/absent@5\njobs: {a: {machine: true, steps: "
+            "[node/install]}}\n",
+            "t.yml:3:9: orb 'node' (drovertest/absent@5) is not available offline");
         expect_error("version: 2.1\njobs:\n  a:\n    machine: true\n    steps: [frobnicate]\n",
                      "unknown step or command 'frobnicate'");
         expect_error("version: 3\njobs: {}\n", "version must be 2 or 2.1");
