@@ -28,7 +28,12 @@ static void usage(FILE *f)
 
 uint64_t agent_backoff_ns(struct agent *a)
 {
-        unsigned s = a->fail_streak < 7 ? a->fail_streak : 7;
+        return agent_backoff_for(a->fail_streak);
+}
+
+uint64_t agent_backoff_for(unsigned streak)
+{
+        unsigned s = streak < 7 ? streak : 7;
         uint64_t base = (250000000ull << s);
         if (base > 30 * NS)
                 base = 30 * NS;
@@ -53,6 +58,20 @@ void agent_server_failed(struct agent *a, const struct http_req *r, const char *
                          what, url, detail, a->fail_streak);
         if (n > 1 && server == a->server)
                 a->server = (a->server + 1) % n;
+}
+
+/* A 401/404 "unknown node" answer: register again, unless the request was sent under an earlier
+ * registration (the agent registered since; the request is simply retried under the new id). */
+void agent_node_unknown(struct agent *a, struct http_req *r, const char *what)
+{
+        if (r->reg_gen != a->reg_gen || !a->registered) {
+                log_info("node_unknown_stale", "request=%s action=retry", what);
+                return;
+        }
+        log_warn("node_unknown", "request=%s server=%s action=register", what,
+                 a->cfg.servers[a->server]);
+        a->registered = false;
+        a->hb_since_reg = false;
 }
 
 void agent_server_ok(struct agent *a)
@@ -166,17 +185,34 @@ static void on_register(struct agent *a, struct http_req *r, int rc, long status
                 return;
         }
         const char *id = json_string_value(json_object_get(resp, "node_id"));
-        json_int_t hb = json_integer_value(json_object_get(resp, "heartbeat_interval_ms"));
-        if (!id || hb <= 0) {
-                fatal(a, "register_refused", "error=\"%s\"", "malformed register answer");
+        json_t *hbv = json_object_get(resp, "heartbeat_interval_ms");
+        json_t *pv = json_object_get(resp, "protocol");
+        const char *bad = NULL;
+        if (!id || !id[0] || !json_is_integer(hbv) || json_integer_value(hbv) <= 0 ||
+            json_integer_value(hbv) > 3600000)
+                bad = "malformed register answer (node_id, heartbeat_interval_ms 1..3600000)";
+        else if (pv && (!json_is_integer(pv) || json_integer_value(pv) != AGENT_PROTOCOL_VERSION))
+                bad = "register answer names another protocol version than the agent's";
+        if (bad) { /* a server fault, not a refusal: try the next replica, with backoff */
+                log_error(
+                    "register_bad_answer", "server=%s error=\"%s\" body=\"%.200s\"",
+                    a->cfg.servers[r->server < (int)drv_strv_len(a->cfg.servers) ? r->server : 0],
+                    bad, r->resp.buf ? r->resp.buf : "");
+                agent_server_failed(a, r->server, "register", bad);
+                a->next_register_ns = drv_now_ns() + agent_backoff_ns(a);
                 return;
         }
+        json_int_t hb = json_integer_value(hbv);
         agent_server_ok(a);
         free(a->node_id);
         a->node_id = strdup(id);
         a->hb_interval_ms = (uint64_t)hb;
         a->registered = true;
-        a->next_hb_ns = drv_now_ns() + a->hb_interval_ms * 1000000ull;
+        a->reg_gen++;
+        /* a heartbeat at once: it lists the jobs still held, which the control plane re-keys to
+         * the new node id; their events wait for its answer (hb_since_reg) */
+        a->hb_since_reg = false;
+        a->next_hb_ns = 0;
         a->next_claim_ns = 0;
         log_info("registered", "node=%s server=%s heartbeat_ms=%llu capacity=%zu", a->node_id,
                  a->cfg.servers[a->server], (unsigned long long)a->hb_interval_ms, a->capacity);
@@ -210,8 +246,8 @@ static void send_register(struct agent *a)
                 json_array_append_new(json_object_get(o, "runtimes"), json_string("docker"));
         free(a->node_id);
         a->node_id = NULL;
-        a->reg_req =
-            http_post(a, "/v1/register", json_dumps(o, JSON_COMPACT), 15000, on_register, NULL);
+        a->reg_req = http_post(a, "/v1/register", json_dumps(o, JSON_COMPACT),
+                               AGENT_REGISTER_TIMEOUT, on_register, NULL);
         json_decref(o);
         if (!a->reg_req)
                 a->next_register_ns = drv_now_ns() + NS;
@@ -247,14 +283,26 @@ static void on_heartbeat(struct agent *a, struct http_req *r, int rc, long statu
         }
         if (status == 404 || status == 401) {
                 a->m.heartbeat_failures++;
-                log_warn("node_unknown", "server=%s action=register", a->cfg.servers[a->server]);
-                a->registered = false;
+                agent_node_unknown(a, r, "heartbeat");
+                if (a->registered) /* stale: the next one under the new id at once */
+                        a->next_hb_ns = 0;
                 return;
         }
         agent_server_ok(a);
+        json_t *cancel = json_object_get(resp, "cancel"), *drain = json_object_get(resp, "drain");
+        if (status != 200 || !json_is_object(resp) || (cancel && !json_is_array(cancel)) ||
+            (drain && !json_is_boolean(drain))) {
+                /* an answer the protocol does not define: logged and not acted on; the next
+                 * heartbeat goes out on schedule */
+                a->m.heartbeat_failures++;
+                log_error("heartbeat_bad_answer", "status=%ld body=\"%.200s\"", status,
+                          r->resp.buf ? r->resp.buf : "");
+                return;
+        }
         a->m.heartbeats++;
         a->last_hb_ok_ns = drv_now_ns();
-        json_t *cancel = json_object_get(resp, "cancel");
+        if (r->reg_gen == a->reg_gen)
+                a->hb_since_reg = true;
         size_t i;
         json_t *v;
         json_array_foreach (cancel, i, v) {
@@ -262,7 +310,7 @@ static void on_heartbeat(struct agent *a, struct http_req *r, int rc, long statu
                 if (j)
                         jobs_cancel(a, j, "canceled by the control plane", false);
         }
-        if (json_is_true(json_object_get(resp, "drain")))
+        if (json_is_true(drain))
                 start_drain(a, "control_plane");
 }
 
@@ -279,8 +327,13 @@ static void send_heartbeat(struct agent *a)
         json_t *o = json_pack("{s:o, s:o, s:I, s:I, s:b}", "running", run, "claimed", held,
                               "free_slots", (json_int_t)(a->draining ? 0 : free_slots(a)),
                               "capacity", (json_int_t)a->capacity, "draining", a->draining);
-        a->hb_req = http_post(a, "/v1/heartbeat", agent_node_body(a, o), 10000, on_heartbeat, NULL);
-        a->next_hb_ns = drv_now_ns() + a->hb_interval_ms * 1000000ull;
+        a->hb_req = http_post(a, "/v1/heartbeat", agent_node_body(a, o), AGENT_HEARTBEAT_TIMEOUT,
+                              on_heartbeat, NULL);
+        /* the period is kept from the schedule, not from when the 100 ms tick noticed it is
+         * due (which made it drift); after a pause it starts again from now */
+        uint64_t now = drv_now_ns(), period = a->hb_interval_ms * 1000000ull;
+        a->next_hb_ns =
+            a->next_hb_ns && a->next_hb_ns + period > now ? a->next_hb_ns + period : now + period;
 }
 
 /* ---- claim ---- */
@@ -296,11 +349,14 @@ static void on_claim(struct agent *a, struct http_req *r, int rc, long status)
         }
         agent_server_ok(a);
         if (status == 204) {
+                /* answered at once (a draining node, a server holding less than asked): the
+                 * next claim waits, so claims never exceed one per AGENT_CLAIM_MIN_NS */
                 a->m.claim_empty++;
+                a->next_claim_ns = r->started_ns + AGENT_CLAIM_MIN_NS;
                 return;
         }
         if (status == 404 || status == 401) {
-                a->registered = false;
+                agent_node_unknown(a, r, "claim");
                 return;
         }
         json_t *spec = json_object_get(resp, "job");
@@ -338,6 +394,12 @@ static void on_claim(struct agent *a, struct http_req *r, int rc, long status)
                 start_drain(a, "exit_after_job");
 }
 
+/* claim_wait, within the protocol's maximum */
+static uint64_t claim_wait(const struct agent *a)
+{
+        return a->cfg.claim_wait > AGENT_CLAIM_WAIT_MAX ? AGENT_CLAIM_WAIT_MAX : a->cfg.claim_wait;
+}
+
 static void send_claim(struct agent *a)
 {
         json_t *rc = json_array();
@@ -348,9 +410,9 @@ static void send_claim(struct agent *a)
         free_resources(a, &fc, &fm);
         json_t *o = json_pack("{s:I, s:f, s:I, s:o, s:I}", "free_slots", (json_int_t)free_slots(a),
                               "free_cpus", fc, "free_memory_mb", (json_int_t)fm, "resource_classes",
-                              rc, "wait", (json_int_t)a->cfg.claim_wait);
+                              rc, "wait", (json_int_t)claim_wait(a));
         a->claim_req = http_post(a, "/v1/claim", agent_node_body(a, o),
-                                 (long)(a->cfg.claim_wait + 10) * 1000, on_claim, NULL);
+                                 (long)(claim_wait(a) + 10) * 1000, on_claim, NULL);
 }
 
 /* ---- release: a claimed job this node will not run goes back to the queue ---- */
@@ -381,7 +443,8 @@ static void send_release(struct agent *a)
         _cleanup_free_ char *esc = agent_path_escape(a->release[0]);
         _cleanup_free_ char *path = esc ? drv_asprintf("/v1/jobs/%s/release", esc) : NULL;
         char *body = agent_node_body(a, json_pack("{s:s}", "reason", "not started by this node"));
-        a->rel_req = path && body ? http_post(a, path, body, 10000, on_release, NULL) : NULL;
+        a->rel_req =
+            path && body ? http_post(a, path, body, AGENT_RELEASE_TIMEOUT, on_release, NULL) : NULL;
         if (!path)
                 free(body);
         if (!a->rel_req)
@@ -525,8 +588,8 @@ static void step(struct agent *a)
                 if ((!any_jobs || give_up) && !a->dereg_req && !a->deregistered) {
                         if (a->registered) {
                                 a->dereg_req =
-                                    http_post(a, "/v1/deregister", agent_node_body(a, NULL), 5000,
-                                              on_deregister, NULL);
+                                    http_post(a, "/v1/deregister", agent_node_body(a, NULL),
+                                              AGENT_DEREGISTER_TIMEOUT, on_deregister, NULL);
                                 if (!a->dereg_req)
                                         a->done = true;
                         } else if (!any_jobs || give_up) {

@@ -10,6 +10,16 @@
 #include <stdint.h>
 
 #define AGENT_PROTOCOL_VERSION 1
+/* docs/protocol-control-plane.md: the most a claim may ask the server to hold it; a claim
+ * answered sooner than AGENT_CLAIM_MIN_NS (204 at once) waits out the rest before the next;
+ * request timeouts per call ("Request timeouts") */
+#define AGENT_CLAIM_WAIT_MAX     30
+#define AGENT_CLAIM_MIN_NS       1000000000ull
+#define AGENT_REGISTER_TIMEOUT   5000
+#define AGENT_HEARTBEAT_TIMEOUT  5000
+#define AGENT_EVENTS_TIMEOUT     10000
+#define AGENT_RELEASE_TIMEOUT    5000
+#define AGENT_DEREGISTER_TIMEOUT 5000
 
 /* ---- config.c ---- */
 struct agent_config {
@@ -116,7 +126,8 @@ struct http_req {
         struct strbuf resp;
         http_done_fn done;
         void *data;
-        int server; /* index into servers */
+        int server;       /* index into servers */
+        unsigned reg_gen; /* the registration (node id) the request was sent under */
         uint64_t started_ns;
         char error[256];   /* rc != HTTP_OK: what failed */
         enum netfail fail; /* rc != HTTP_OK: its kind, as `drover check` names it */
@@ -187,7 +198,8 @@ struct job {
         uint64_t mem_mb;
         bool first_step_seen;
         char *cancel_reason;
-        bool disowned; /* the control plane requeued its claim: not reported, events dropped */
+        bool disowned;    /* the control plane requeued its claim: not reported, events dropped */
+        bool events_lost; /* the control plane asked for events it had acknowledged: dropped */
 };
 int jobs_start(struct agent *a, json_t *spec, struct drv_error *err);
 /* A claimed job that could not be started: report it as an infrastructure failure. */
@@ -255,6 +267,9 @@ struct agent {
         void *http; /* the transport (CURLM * or the lean client) */
         int server; /* current server index */
         char *node_id;
+        unsigned reg_gen;  /* bumped by every successful registration */
+        bool hb_since_reg; /* a heartbeat of this registration was answered 200: the control
+                              plane re-keyed our jobs, their events may go */
         char *token;
         uint64_t hb_interval_ms;
         uint64_t next_hb_ns, next_claim_ns, next_register_ns;
@@ -294,7 +309,12 @@ struct agent {
 void agent_server_failed(struct agent *a, const struct http_req *r, const char *what,
                          const char *detail);
 void agent_server_ok(struct agent *a);
+/* A 401/404 unknown_node answer to r: register again, unless r was sent under an earlier
+ * registration (then it is only retried under the current node id). */
+void agent_node_unknown(struct agent *a, struct http_req *r, const char *what);
 uint64_t agent_backoff_ns(struct agent *a);
+/* 250 ms doubling per failure in a row (streak), capped at 30 s, with 50..150 % jitter */
+uint64_t agent_backoff_for(unsigned streak);
 char *agent_node_body(struct agent *a, json_t *extra); /* {"node_id":..., ...extra} */
 /* Percent-encode s for a URL path segment (RFC 3986 unreserved kept). Caller frees. */
 char *agent_path_escape(const char *s);

@@ -466,9 +466,9 @@ char *agent_config_format(const struct agent_config *cfg)
         for (size_t i = 0; i < DRV_ARRAY_SIZE(keys); i++) {
                 const struct key *k = &keys[i];
                 const void *p = (const char *)cfg + k->off;
+                /* tuning keys (hidden, with a value) are always printed; a hidden string (a
+                 * test hook) only when set */
                 if (k->hidden && k->type == K_STR && !*(char *const *)p)
-                        continue;
-                if (k->hidden && k->type != K_STR)
                         continue;
                 const char *dot = strchr(k->name, '.');
                 const char *leaf = k->name;

@@ -20,6 +20,7 @@ struct http_req *http_req_new(struct agent *a, const char *path, char *body_take
         r->data = data;
         r->server = a->server;
         r->started_ns = drv_now_ns();
+        r->reg_gen = a->reg_gen;
         return r;
 }
 

@@ -477,20 +477,37 @@ static void on_events_done(struct agent *a, struct http_req *r, int rc, long sta
                 return;
         }
         agent_server_ok(a);
-        j->attempts = 0;
+        int64_t before = j->acked;
         if (status == 200) {
-                json_int_t acked = json_integer_value(json_object_get(resp, "acked"));
-                a->m.events_sent += (uint64_t)json_integer_value(json_object_get(resp, "accepted"));
-                drop_acked(a, j, acked);
+                json_t *acked = json_object_get(resp, "acked");
+                if (!json_is_integer(acked) || json_integer_value(acked) > j->max_seq) {
+                        log_error("events_bad_answer", "job=%s body=\"%.200s\"", j->id,
+                                  r->resp.buf ? r->resp.buf : "");
+                } else {
+                        a->m.events_sent +=
+                            (uint64_t)json_integer_value(json_object_get(resp, "accepted"));
+                        drop_acked(a, j, json_integer_value(acked));
+                }
         } else if (status == 409) {
-                json_int_t exp = json_integer_value(json_object_get(resp, "expected"));
+                json_t *ev = json_object_get(resp, "expected");
+                json_int_t exp = json_integer_value(ev);
                 log_warn("events_resync", "job=%s expected=%lld", j->id, (long long)exp);
-                drop_acked(a, j, exp - 1);
+                if (!json_is_integer(ev) || exp <= j->acked || exp > j->max_seq + 1) {
+                        /* it asks for events it acknowledged before (and the agent dropped), or
+                         * for ones never written: no order can satisfy it */
+                        log_error("events_gap_unfillable",
+                                  "job=%s expected=%lld acked=%lld written=%lld action=drop", j->id,
+                                  (long long)exp, (long long)j->acked, (long long)j->max_seq);
+                        j->events_lost = true;
+                        drop_acked(a, j, j->max_seq);
+                } else {
+                        drop_acked(a, j, exp - 1);
+                }
         } else if ((status == 401 || status == 404) &&
                    !strcmp(json_string_value(json_object_get(resp, "code")) ?: "",
                            "unknown_node")) {
-                a->registered = false; /* the control plane forgot us: register again */
-                j->retry_at_ns = drv_now_ns() + agent_backoff_ns(a);
+                agent_node_unknown(a, r, "events"); /* the batch goes again under the new id */
+                before = -1;
         } else {
                 const char *msg = json_string_value(json_object_get(resp, "error"));
                 const char *code = json_string_value(json_object_get(resp, "code"));
@@ -505,6 +522,12 @@ static void on_events_done(struct agent *a, struct http_req *r, int rc, long sta
                         jobs_cancel(a, j, "the control plane no longer assigns this job here",
                                     false);
                 }
+        }
+        /* an answer that moved nothing forward: the next try waits (no request loop) */
+        if (j->nev && j->acked == before) {
+                j->retry_at_ns = drv_now_ns() + agent_backoff_for(j->attempts++);
+        } else {
+                j->attempts = 0;
         }
 }
 
@@ -540,7 +563,8 @@ static void send_events(struct agent *a, struct job *j)
         _cleanup_free_ char *path = NULL;
         _cleanup_free_ char *esc = agent_path_escape(j->id);
         path = drv_asprintf("/v1/jobs/%s/events", esc ? esc : "");
-        j->inflight = http_post(a, path, strbuf_detach(&sb), 15000, on_events_done, j);
+        j->inflight =
+            http_post(a, path, strbuf_detach(&sb), AGENT_EVENTS_TIMEOUT, on_events_done, j);
         if (!j->inflight)
                 j->retry_at_ns = drv_now_ns() + 1000000000ull;
 }
@@ -576,9 +600,10 @@ void jobs_tick(struct agent *a)
                 }
                 if (j->exited && j->w.fd < 0 && !j->outcome_queued)
                         queue_outcome(a, j);
-                if (j->disowned && j->nev && !j->inflight)
+                if ((j->disowned || j->events_lost) && j->nev && !j->inflight)
                         drop_acked(a, j, j->max_seq);
-                if (j->nev && !j->inflight && a->registered && now >= j->retry_at_ns)
+                if (j->nev && !j->inflight && a->registered && a->hb_since_reg &&
+                    now >= j->retry_at_ns)
                         send_events(a, j);
                 if (j->outcome_queued && !j->nev && !j->inflight) {
                         *pp = j->next;

@@ -9,7 +9,11 @@ it (ControlPlane) or run it standalone and drive it over a plain-HTTP control po
   POST /ctl/queue {spec}   POST /ctl/cancel {"job": ID}   POST /ctl/drain
   POST /ctl/down {"port": i, "seconds": S}   POST /ctl/delay {"seconds": S}
   POST /ctl/fail {"count": N, "status": 503}   POST /ctl/ack-timeout {"seconds": S}
-  GET /ctl/state
+  POST /ctl/forget {"node": ID}   GET /ctl/state
+Re-registration: a node registering with the machine_id and boot_id of a known node replaces it
+(the old id answers 404 unknown_node from then on); the old node's jobs are re-keyed to the new id
+when the new node's heartbeat lists them in `claimed`; until then their events get 404
+unknown_job.
 A claim counts as taken once acknowledged (the job's first event, or its id in a heartbeat's
 `claimed`/`running`); unacknowledged claims are requeued after claim_ack_timeout, when their node
 sends a draining heartbeat without them, deregisters or misses 3 heartbeats (lost), or on
@@ -60,6 +64,18 @@ class State:
         self.draining = set()    # nodes whose last heartbeat said draining
         self.path_delay = {}     # path -> seconds to hold such requests (test hook)
         self.handshakes = 0      # TLS connections accepted (keep-alive reuse keeps this low)
+        self.override = {}       # (port index or None, path) -> [(status, body), ...] (test hook)
+        self.hung = set()        # port indexes that accept and never answer (a hung replica)
+        self.claim_now = False   # answer every claim 204 at once (test hook)
+        self.rekeyed = []        # (job id, old node, new node)
+        self.claims = []         # (node, time) of every claim request
+
+    def take_override(self, index, path):
+        for key in ((index, path), (None, path)):
+            lst = self.override.get(key)
+            if lst:
+                return lst.pop(0)
+        return None
 
     def requeue(self, jid, reason):
         """Put a claimed, unacknowledged job back at the front of the queue (lock held)."""
@@ -142,10 +158,17 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(st.delay)
         if st.path_delay.get(self.path.split("?")[0]):
             time.sleep(st.path_delay[self.path.split("?")[0]])
+        if self.server.index in st.hung:
+            time.sleep(120)
+            self.close_connection = True
+            return
         with st.lock:
             fail = st.fail.pop(0) if st.fail else None
+            ov = st.take_override(self.server.index, self.path.split("?")[0])
         if fail:
             return self.reply(fail, {"error": "injected failure"})
+        if ov:
+            return self.reply(ov[0], ov[1])
         if doc is None:
             return self.error(400, "malformed", "body must be a JSON object")
         ver = self.headers.get("Drover-Protocol")
@@ -193,6 +216,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error(400, "malformed", f"register: field {k} missing or not {t.__name__}")
         node = "n-" + uuid.uuid4().hex[:12]
         with st.lock:
+            for old, info in st.nodes.items():  # the same machine and boot registers again
+                if info["machine_id"] == doc["machine_id"] and info["boot_id"] == doc["boot_id"]:
+                    info["gone"] = True
+                    info["replaced_by"] = node
             st.nodes[node] = dict(doc, registered_at=time.time(), seen=time.time(),
                                   port=self.server.index)
             st.lock.notify_all()
@@ -211,8 +238,16 @@ class Handler(BaseHTTPRequestHandler):
             held = doc.get("claimed", doc["running"])
             if not isinstance(held, list):
                 return self.error(400, "malformed", "heartbeat: claimed must be a list")
+            me = st.nodes[node]
             for jid in held:  # a job the node holds acknowledges its claim
                 job = st.jobs.get(jid)
+                if job is not None and job["node"] != node:
+                    # re-registration: a job of an earlier node id of this machine and boot
+                    old = st.nodes.get(job["node"], {})
+                    if old.get("gone") and old.get("machine_id") == me["machine_id"] and \
+                            old.get("boot_id") == me["boot_id"]:
+                        st.rekeyed.append((jid, job["node"], node))
+                        job["node"] = node
                 if job is not None and job["node"] == node:
                     job["ack"] = True
             if doc["draining"]:
@@ -226,6 +261,10 @@ class Handler(BaseHTTPRequestHandler):
     def claim(self, node, doc):
         st = self.st
         wait = doc.get("wait")
+        with st.lock:
+            st.claims.append((node, time.time()))
+        if isinstance(wait, int) and not 0 <= wait <= 30:
+            return self.error(400, "malformed", f"claim: wait {wait} outside 0..30")
         if not isinstance(wait, int) or not isinstance(doc.get("free_slots"), int) or \
                 not isinstance(doc.get("resource_classes"), list) or \
                 not isinstance(doc.get("free_cpus"), (int, float)) or \
@@ -239,7 +278,7 @@ class Handler(BaseHTTPRequestHandler):
         with st.lock:
             while True:
                 st.requeue_unacked()
-                if node in st.draining:
+                if node in st.draining or st.claim_now:
                     spec = None
                     break
                 for i, spec in enumerate(st.queue):
@@ -409,6 +448,17 @@ class ControlPlane:
             self.state.down_until[index] = time.time() + seconds
             self.state.lock.notify_all()
 
+    def forget(self, node):
+        """The control plane drops a node (declared lost): its id answers 404 unknown_node;
+        its acknowledged jobs stay assigned to it until a re-registration re-keys them."""
+        with self.state.lock:
+            self.state.nodes[node]["gone"] = True
+
+    def answer(self, path, status, body, port=None, count=1):
+        """The next count requests to path (on port index, or any) get this answer."""
+        with self.state.lock:
+            self.state.override.setdefault((port, path), []).extend([(status, body)] * count)
+
     def fail_next(self, count, status=503):
         with self.state.lock:
             self.state.fail.extend([status] * count)
@@ -439,7 +489,7 @@ class ControlPlane:
             return {"nodes": s.nodes, "queue": s.queue, "requests": s.requests,
                     "requeued": list(s.requeued), "released": list(s.released),
                     "rejections": s.rejections, "deregistered": s.deregistered,
-                    "heartbeats": len(s.heartbeats),
+                    "heartbeats": len(s.heartbeats), "rekeyed": list(s.rekeyed),
                     "jobs": {k: {"node": v["node"], "acked": v["acked"], "events": v["events"],
                                  "duplicates": v.get("duplicates", 0)} for k, v in s.jobs.items()}}
 
@@ -478,6 +528,8 @@ class CtlHandler(BaseHTTPRequestHandler):
             cp.down(int(doc.get("port", 0)), float(doc["seconds"]))
         elif p == "/ctl/delay":
             cp.state.delay = float(doc["seconds"])
+        elif p == "/ctl/forget":
+            cp.forget(doc["node"])
         elif p == "/ctl/ack-timeout":
             cp.state.claim_ack_timeout = float(doc["seconds"])
         elif p == "/ctl/fail":
