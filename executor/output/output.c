@@ -639,7 +639,8 @@ static bool all_acked(struct output *o)
         uint32_t n = __atomic_load_n(&o->st->n_steps, __ATOMIC_ACQUIRE);
         for (size_t i = 0; i < n && i < SPOOL_MAX_STEPS; i++) {
                 uint8_t stt = __atomic_load_n(&o->st->state[i], __ATOMIC_ACQUIRE);
-                if (stt == SPOOL_UNUSED)
+                if (stt == SPOOL_UNUSED ||
+                    (__atomic_load_n(&o->st->sent[i], __ATOMIC_ACQUIRE) & SPOOL_SENT_LOST))
                         continue;
                 if (spool_load(&o->st->acked[i]) < spool_load(&o->st->written[i]))
                         return false;

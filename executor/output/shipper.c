@@ -327,90 +327,146 @@ static int set_acked(struct ship *sh, unsigned idx, uint64_t next, uint64_t writ
         return 0;
 }
 
-/* One pass over the steps. Returns 1 when something was sent, 0 when idle, -1 on failure;
- * *wait_ms is lowered to when a young batch becomes due. */
-static int pass(struct ship *sh, bool closing, int *wait_ms, bool *all_done)
+/* The processor answered 404 for a step's output or end: it has not (or no longer) the step's
+ * begin record. The begin goes again on the next pass. */
+static void lost_begin(struct ship *sh, unsigned idx)
+{
+        log_warn("output_step_not_begun", "step=%u action=begin_again", idx);
+        __atomic_and_fetch(&sh->st->sent[idx], (uint8_t)~SPOOL_SENT_BEGIN, __ATOMIC_RELEASE);
+}
+
+/* The processor wants bytes of the step the spool no longer has (it lost acknowledged data):
+ * nothing can satisfy it, so the step is given up (logged once) and the other steps go on. */
+static bool give_up_step(struct ship *sh, unsigned idx, uint64_t next)
+{
+        struct sstep *ss = &sh->steps[idx];
+        if (next >= ss->punched && next >= ss->ts_floor)
+                return false;
+        log_error("output_stream_lost",
+                  "step=%u next_offset=%llu spooled_from=%llu action=give_up_step", idx,
+                  (unsigned long long)next, (unsigned long long)ss->punched);
+        __atomic_or_fetch(&sh->st->sent[idx], SPOOL_SENT_LOST, __ATOMIC_RELEASE);
+        return true;
+}
+
+/* Send the step's pending bytes [a, w) in one batch. 1 sent, 0 not due yet, -1 failed. */
+static int ship_bytes(struct ship *sh, unsigned idx, uint8_t state, bool closing, int *wait_ms)
 {
         struct spool_state *st = sh->st;
-        uint32_t n = __atomic_load_n(&st->n_steps, __ATOMIC_ACQUIRE);
-        int did = 0;
-        *all_done = true;
-        for (unsigned i = 0; i < n && i < SPOOL_MAX_STEPS; i++) {
-                uint8_t state = __atomic_load_n(&st->state[i], __ATOMIC_ACQUIRE);
-                if (state == SPOOL_UNUSED)
-                        continue;
-                if (open_step(sh, i) < 0)
-                        return -1;
-                uint64_t next = 0;
-                if (!(st->sent[i] & SPOOL_SENT_BEGIN)) {
-                        _cleanup_free_ char *j = read_json(sh, i);
-                        long s = j ? request(sh, "PUT", i, NULL, "application/json", -1, j,
-                                             strlen(j), NULL, NULL)
-                                   : -EIO;
-                        if (s < 200 || s >= 300)
-                                return -1;
-                        __atomic_or_fetch(&st->sent[i], SPOOL_SENT_BEGIN, __ATOMIC_RELEASE);
-                        did = 1;
-                }
-                uint64_t w = spool_load(&st->written[i]), a = spool_load(&st->acked[i]);
-                struct sstep *ss = &sh->steps[i];
-                if (a < w) {
-                        uint64_t now = drv_now_ns();
-                        if (!ss->first_unsent_ns)
-                                ss->first_unsent_ns = now;
-                        uint64_t age = now - ss->first_unsent_ns;
-                        if (w - a >= BATCH_MIN || age >= BATCH_AGE_NS || closing ||
-                            state == SPOOL_ENDED) {
-                                uint64_t b = w - a > BATCH_MAX ? a + BATCH_MAX : w;
-                                ssize_t len = build_frames(sh, i, a, &b);
-                                if (len < 0)
-                                        return -1;
-                                struct body bd = {.sh = sh, .fd = ss->data_fd, .a = a};
-                                /* many small frames: one pread of the range, not one per frame */
-                                if (sh->n_frames > 1 && (b - a) / sh->n_frames < 8192) {
-                                        ssize_t got = pread(ss->data_fd, sh->data, b - a, (off_t)a);
-                                        if (got != (ssize_t)(b - a))
-                                                return -1;
-                                        bd.staged = true;
-                                }
-                                long s = request(sh, "POST", i, "output", CT_BATCH, (int64_t)a,
-                                                 NULL, (size_t)len, &bd, &next);
-                                if (s != 200 && s != 409)
-                                        return -1;
-                                if (set_acked(sh, i, next, w) < 0)
-                                        return -1;
-                                trim_ts(sh, i);
-                                ss->first_unsent_ns = spool_load(&st->acked[i]) < w ? now : 0;
-                                did = 1;
-                        } else {
-                                int left = (int)((BATCH_AGE_NS - age) / 1000000ULL) + 1;
-                                if (left < *wait_ms)
-                                        *wait_ms = left;
-                        }
-                }
-                a = spool_load(&st->acked[i]);
-                if (a < w)
-                        *all_done = false;
-                if (state == SPOOL_ENDED && a == w && !(st->sent[i] & SPOOL_SENT_END)) {
-                        _cleanup_free_ char *j = read_json(sh, i);
-                        long s = j ? request(sh, "POST", i, "end", "application/json", (int64_t)a,
-                                             j, strlen(j), NULL, &next)
-                                   : -EIO;
-                        if (s == 409) {
-                                if (set_acked(sh, i, next, w) < 0)
-                                        return -1;
-                                *all_done = false;
-                                continue;
-                        }
-                        if (s < 200 || s >= 300)
-                                return -1;
-                        __atomic_or_fetch(&st->sent[i], SPOOL_SENT_END, __ATOMIC_RELEASE);
-                        did = 1;
-                }
-                if (a < w || (state == SPOOL_ENDED && !(st->sent[i] & SPOOL_SENT_END)))
-                        *all_done = false;
+        struct sstep *ss = &sh->steps[idx];
+        uint64_t w = spool_load(&st->written[idx]), a = spool_load(&st->acked[idx]), next = 0;
+        uint64_t now = drv_now_ns();
+        if (!ss->first_unsent_ns)
+                ss->first_unsent_ns = now;
+        uint64_t age = now - ss->first_unsent_ns;
+        if (w - a < BATCH_MIN && age < BATCH_AGE_NS && !closing && state != SPOOL_ENDED) {
+                int left = (int)((BATCH_AGE_NS - age) / 1000000ULL) + 1;
+                if (left < *wait_ms)
+                        *wait_ms = left;
+                return 0;
         }
-        return did;
+        uint64_t b = w - a > BATCH_MAX ? a + BATCH_MAX : w;
+        ssize_t len = build_frames(sh, idx, a, &b);
+        if (len < 0)
+                return -1;
+        struct body bd = {.sh = sh, .fd = ss->data_fd, .a = a};
+        /* many small frames: one pread of the range, not one per frame */
+        if (sh->n_frames > 1 && (b - a) / sh->n_frames < 8192) {
+                ssize_t got = pread(ss->data_fd, sh->data, b - a, (off_t)a);
+                if (got != (ssize_t)(b - a))
+                        return -1;
+                bd.staged = true;
+        }
+        long s =
+            request(sh, "POST", idx, "output", CT_BATCH, (int64_t)a, NULL, (size_t)len, &bd, &next);
+        if (s == 404)
+                lost_begin(sh, idx);
+        /* a 409 naming the offset that was sent moves nothing: back off like a failure */
+        if ((s != 200 && s != 409) || (s == 409 && next == a))
+                return -1;
+        if (give_up_step(sh, idx, next))
+                return 1;
+        if (set_acked(sh, idx, next, w) < 0)
+                return -1;
+        trim_ts(sh, idx);
+        ss->first_unsent_ns = spool_load(&st->acked[idx]) < w ? now : 0;
+        return 1;
+}
+
+/* The step's end record, once every byte is acknowledged. 1 sent, -1 failed or to repeat. */
+static int ship_end(struct ship *sh, unsigned idx, uint64_t w)
+{
+        struct spool_state *st = sh->st;
+        uint64_t next = 0;
+        _cleanup_free_ char *j = read_json(sh, idx);
+        long s = j ? request(sh, "POST", idx, "end", "application/json", (int64_t)w, j, strlen(j),
+                             NULL, &next)
+                   : -EIO;
+        if (s == 404)
+                lost_begin(sh, idx);
+        if (s == 409 && next == w) /* a repeated end (its answer was lost): already there */
+                s = 200;
+        else if (s == 409 && (give_up_step(sh, idx, next) || set_acked(sh, idx, next, w) == 0))
+                return 1; /* the missing bytes go again on the next pass */
+        if (s < 200 || s >= 300)
+                return -1;
+        __atomic_or_fetch(&st->sent[idx], SPOOL_SENT_END, __ATOMIC_RELEASE);
+        return 1;
+}
+
+/* One step's share of a pass: begin, bytes, end. 1 sent, 0 idle, -1 failed; *done false while
+ * the step has something left. */
+static int ship_step(struct ship *sh, unsigned idx, bool closing, int *wait_ms, bool *done)
+{
+        struct spool_state *st = sh->st;
+        uint8_t state = __atomic_load_n(&st->state[idx], __ATOMIC_ACQUIRE);
+        if (state == SPOOL_UNUSED || (st->sent[idx] & SPOOL_SENT_LOST))
+                return 0;
+        if (open_step(sh, idx) < 0)
+                return -1;
+        int did = 0;
+        if (!(st->sent[idx] & SPOOL_SENT_BEGIN)) {
+                _cleanup_free_ char *j = read_json(sh, idx);
+                long s = j ? request(sh, "PUT", idx, NULL, "application/json", -1, j, strlen(j),
+                                     NULL, NULL)
+                           : -EIO;
+                if (s < 200 || s >= 300) {
+                        *done = false;
+                        return -1;
+                }
+                __atomic_or_fetch(&st->sent[idx], SPOOL_SENT_BEGIN, __ATOMIC_RELEASE);
+                did = 1;
+        }
+        uint64_t w = spool_load(&st->written[idx]);
+        int r = 0;
+        if (spool_load(&st->acked[idx]) < w)
+                r = ship_bytes(sh, idx, state, closing, wait_ms);
+        else if (state == SPOOL_ENDED && !(st->sent[idx] & SPOOL_SENT_END))
+                r = ship_end(sh, idx, w);
+        if (!(st->sent[idx] & SPOOL_SENT_LOST) &&
+            (spool_load(&st->acked[idx]) < w ||
+             (state == SPOOL_ENDED && !(st->sent[idx] & SPOOL_SENT_END))))
+                *done = false;
+        return r < 0 ? -1 : (r || did);
+}
+
+/* One pass over the steps: a step that fails does not hold the others back. Returns 1 when
+ * something was sent, 0 when idle, -1 when a step failed (the caller backs off); *wait_ms is
+ * lowered to when a young batch becomes due. */
+static int pass(struct ship *sh, bool closing, int *wait_ms, bool *all_done)
+{
+        uint32_t n = __atomic_load_n(&sh->st->n_steps, __ATOMIC_ACQUIRE);
+        int did = 0;
+        bool failed = false;
+        *all_done = true;
+        for (unsigned i = 0; i < n && i < SPOOL_MAX_STEPS && !stop; i++) {
+                int r = ship_step(sh, i, closing, wait_ms, all_done);
+                if (r < 0)
+                        failed = true;
+                else if (r > 0)
+                        did = 1;
+        }
+        return failed ? -1 : did;
 }
 
 _Noreturn void shipper_main(const struct output_config *cfg, int spool_fd, struct spool_state *st,

@@ -22,7 +22,9 @@
 #define SPOOL_MAGIC     0x4452564f55545032ULL /* "DRVOUTP2" */
 
 enum spool_step_state { SPOOL_UNUSED = 0, SPOOL_OPEN = 1, SPOOL_ENDED = 2 };
-enum spool_sent { SPOOL_SENT_BEGIN = 1, SPOOL_SENT_END = 2 };
+/* SPOOL_SENT_LOST: the processor lost acknowledged bytes the spool no longer has; the step is
+ * given up (docs/protocol-output.md "A processor that lost data") */
+enum spool_sent { SPOOL_SENT_BEGIN = 1, SPOOL_SENT_END = 2, SPOOL_SENT_LOST = 4 };
 
 struct spool_state {
         uint64_t magic;

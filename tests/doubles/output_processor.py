@@ -12,6 +12,8 @@ Misbehaviour on demand (flags at start, or POST /control/<what>[?n=N] at run tim
   drop-acks    store the next N batches but close the connection instead of acknowledging
   reset        close the next N connections abruptly before reading the request body
   stale-acks   answer the next N batches 409 with next_offset 0 (a reordered, stale ack)
+  forget       ?job=J&step=N: lose everything of that step (begin, bytes, end), as a processor
+               that lost its storage: its output gets 404 "step not begun" until begun again
 GET /control/stats returns counters as JSON.
 --sink: a fast sink for bench/output.sh — the same protocol and checks, offsets kept in memory,
 nothing written to disk, write-to-arrival latency per frame in the stats (p50/p99/max ms).
@@ -148,6 +150,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             st.resets = n
         elif what == "stale-acks":
             st.stale = n
+        elif what == "forget":
+            d = self.step_dir(q["job"][0])
+            step = q["step"][0]
+            with st.lock:
+                for suffix in (".begin.json", ".out", ".ts", ".end.json"):
+                    try:
+                        os.unlink(os.path.join(d, step + suffix))
+                    except FileNotFoundError:
+                        pass
         else:
             return self.reply(404, {"error": "unknown control " + what})
         self.reply(200, {"ok": True})
