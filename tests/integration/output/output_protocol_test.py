@@ -109,5 +109,26 @@ def lost_bytes_the_spool_no_longer_has_do_not_stall_later_steps():
         p.wait()
 
 
+@test
+def output_ca_is_documented_as_the_spec_reads_it():
+    # docs/protocol-output.md names the job spec's CA field; the spec parser is the judge
+    doc = open(os.path.join(SRC, "docs", "protocol-output.md")).read()
+    expect("`output.ca`" in doc and "ca_pem" not in doc, "protocol-output.md: CA field")
+    expect("file path" not in doc.split("## Endpoints")[0].replace("a file\n  path there is "
+                                                                  "refused", ""),
+           "protocol-output.md still offers a file path for the CA")
+    d = tempfile.mkdtemp(prefix="out-ca-")
+    ca = os.path.join(d, "ca.pem")
+    with open(ca, "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    base = {"version": 1, "id": {"job": "ca-%d" % os.getpid(), "name": "p", "build_num": 1},
+            "executor": {"runtime": "sandbox", "kind": "machine"},
+            "steps": [{"type": "run", "name": "a", "command": "true"}]}
+    for out, want in (({"url": "https://127.0.0.1:1", "ca": ca}, "want PEM text"),
+                      ({"url": "https://127.0.0.1:1", "ca_pem": open(ca).read()}, "ca_pem")):
+        rc, _, err, _ = run_job(dict(base, output=out), timeout=30, env=dict(os.environ, TMPDIR=d))
+        expect(rc == 2 and want in err, "rc=%d %s" % (rc, err[-500:]))
+
+
 if __name__ == "__main__":
     main()
