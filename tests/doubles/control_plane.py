@@ -32,9 +32,9 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import schema  # docs/schemas/control-plane: every body received is checked, every answer too
+
 PROTOCOL = 1
-REGISTER_FIELDS = {"protocol": int, "name": str, "machine_id": str, "boot_id": str,
-                   "resource_classes": list, "cpus": int, "memory_mb": int, "max_jobs": int}
 EVENT_TYPES = {"started", "step_started", "step_finished", "artifact", "test_results",
                "finished", "outcome", "ssh_session", "cache", "upload", "log"}
 EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # newer types are accepted (compatible)
@@ -117,7 +117,24 @@ class Handler(BaseHTTPRequestHandler):
     def st(self):
         return self.server.state
 
-    def reply(self, status, obj=None):
+    ANSWERS = {"/v1/register": "register.answer", "/v1/heartbeat": "heartbeat.answer",
+               "/v1/claim": "claim.answer", "/v1/deregister": "empty.answer"}
+
+    def reply(self, status, obj=None, checked=True):
+        if checked and obj is not None:  # the double's own answers keep to the schemas
+            path = self.path.split("?")[0]
+            if status == 409 and path.endswith("/events"):
+                name = "events.conflict"
+            elif status >= 400:
+                name = "error"
+            elif path.endswith("/events"):
+                name = "events.answer"
+            elif path.endswith("/release"):
+                name = "empty.answer"
+            else:
+                name = self.ANSWERS.get(path)
+            err = schema.check("control-plane", name, obj) if name else None
+            assert err is None, f"the double answers against its schema: {err}"
         body = b"" if obj is None else json.dumps(obj).encode()
         with self.st.lock:
             self.st.requests.append((self.server.index, self.path, status))
@@ -167,8 +184,8 @@ class Handler(BaseHTTPRequestHandler):
             ov = st.take_override(self.server.index, self.path.split("?")[0])
         if fail:
             return self.reply(fail, {"error": "injected failure"})
-        if ov:
-            return self.reply(ov[0], ov[1])
+        if ov:  # a test's deliberately wrong answer
+            return self.reply(ov[0], ov[1], checked=False)
         if doc is None:
             return self.error(400, "malformed", "body must be a JSON object")
         ver = self.headers.get("Drover-Protocol")
@@ -181,6 +198,9 @@ class Handler(BaseHTTPRequestHandler):
         node = doc.get("node_id")
         if not isinstance(node, str) or self.headers.get("Drover-Node") != node:
             return self.error(400, "malformed", "node_id missing or not matching Drover-Node")
+        err = self.schema_error(path, doc)
+        if err:
+            return self.error(400, "malformed", err)
         with st.lock:
             known = node in st.nodes and not st.nodes[node].get("gone")
             if known and path == "/v1/heartbeat":
@@ -203,6 +223,19 @@ class Handler(BaseHTTPRequestHandler):
             return self.events(node, path[len("/v1/jobs/"):-len("/events")], doc)
         return self.error(404, "path", f"no such endpoint {path}")
 
+    REQUESTS = {"/v1/register": "register.request", "/v1/heartbeat": "heartbeat.request",
+                "/v1/claim": "claim.request", "/v1/deregister": "deregister.request"}
+
+    def schema_error(self, path, doc):
+        name = self.REQUESTS.get(path)
+        if path.startswith("/v1/jobs/") and path.endswith("/events"):
+            name = "events.request"
+        elif path.startswith("/v1/jobs/") and path.endswith("/release"):
+            name = "release.request"
+        err = schema.check("control-plane", name, doc) if name else None
+        return f"{path.rsplit('/', 1)[-1]}: {err} (docs/schemas/control-plane/{name}.json)" \
+            if err else None
+
     def register(self, doc):
         st = self.st
         auth = self.headers.get("Authorization", "")
@@ -211,9 +244,9 @@ class Handler(BaseHTTPRequestHandler):
         if doc.get("protocol") != PROTOCOL:
             return self.error(400, "version",
                               f"unsupported protocol version {doc.get('protocol')}; this control plane speaks {PROTOCOL}")
-        for k, t in REGISTER_FIELDS.items():
-            if not isinstance(doc.get(k), t):
-                return self.error(400, "malformed", f"register: field {k} missing or not {t.__name__}")
+        err = self.schema_error("/v1/register", doc)
+        if err:
+            return self.error(400, "malformed", err)
         node = "n-" + uuid.uuid4().hex[:12]
         with st.lock:
             for old, info in st.nodes.items():  # the same machine and boot registers again

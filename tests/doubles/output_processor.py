@@ -31,6 +31,9 @@ import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import schema  # noqa: E402  docs/schemas/output: bodies received and answers sent are checked
+
 VERSION = "1"
 CT_BATCH = "application/vnd.drover.output.v1"
 PATH_RE = re.compile(r"^/v1/jobs/([A-Za-z0-9._~%-]{1,200})/steps/([0-9]{1,4})(/output|/end)?$")
@@ -74,6 +77,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # ---- helpers ----
     def reply(self, code, obj):
+        if not self.path.startswith("/control/"):
+            err = schema.check("output", "offset.answer" if code in (200, 409) else "error", obj)
+            assert err is None, f"the double answers against its schema: {err}"
         body = (json.dumps(obj) + "\n").encode()
         if code >= 400 and code != 409:
             self.server.st.reject(code)
@@ -184,10 +190,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             meta = json.loads(self.read_body() or b"")
-            assert isinstance(meta, dict) and isinstance(meta.get("name"), str) and \
-                isinstance(meta.get("background"), bool)
-        except Exception:
-            return self.reply(400, {"error": "begin: want JSON with name and background"})
+        except ValueError:
+            meta = None
+        err = schema.check("output", "begin.request", meta)
+        if err:
+            return self.reply(400, {"error": "begin: %s (docs/schemas/output/begin.request.json)"
+                                    % err})
         d = self.step_dir(m.group(1))
         with self.server.st.lock:
             with open(os.path.join(d, "%s.begin.json" % m.group(2)), "w") as f:
@@ -293,10 +301,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         try:
             meta = json.loads(self.read_body() or b"")
-            length = meta["end"]["length"]
-            assert isinstance(meta["end"]["status"], str) and isinstance(length, int)
-        except Exception:
-            return self.reply(400, {"error": "end: want JSON with end.status and end.length"})
+        except ValueError:
+            meta = None
+        err = schema.check("output", "end.request", meta)
+        if err:
+            return self.reply(400, {"error": "end: %s (docs/schemas/output/end.request.json)"
+                                    % err})
+        length = meta["end"]["length"]
         d = self.step_dir(m.group(1))
         step = m.group(2)
         with self.server.st.lock:

@@ -814,15 +814,21 @@ def cp_client(cp):
     return post
 
 
+def raw_register_body(name, max_jobs):
+    """Every field docs/schemas/control-plane/register.request.json requires."""
+    return {"protocol": 1, "name": name, "machine_id": "m", "boot_id": "b", "version": "0",
+            "resource_classes": [], "cpus": 1, "memory_mb": 1000, "max_jobs": max_jobs,
+            "kernel": "6.1", "arch": "x86_64", "cgroup_version": 2, "runtimes": ["sandbox"],
+            "ssh_ports": "64535-65535"}
+
+
 @test
 def double_requeues_unacknowledged_claims_and_checks_releases():
     cp = ControlPlane(CERTS)
     cp.state.claim_ack_timeout = 1.0
     post = cp_client(cp)
     try:
-        st, reg = post("/v1/register", {"protocol": 1, "name": "raw", "machine_id": "m",
-                                        "boot_id": "b", "resource_classes": [], "cpus": 1,
-                                        "memory_mb": 1000, "max_jobs": 2}, token="join-secret")
+        st, reg = post("/v1/register", raw_register_body("raw", 2), token="join-secret")
         expect(st == 200, reg)
         node = reg["node_id"]
         claim = {"node_id": node, "free_slots": 1, "free_cpus": 1.0, "free_memory_mb": 1000,
@@ -860,9 +866,7 @@ def double_requeues_the_claims_of_a_lost_node():
     cp = ControlPlane(CERTS, heartbeat_ms=200)
     post = cp_client(cp)
     try:
-        st, reg = post("/v1/register", {"protocol": 1, "name": "lost", "machine_id": "m",
-                                        "boot_id": "b", "resource_classes": [], "cpus": 1,
-                                        "memory_mb": 1000, "max_jobs": 1}, token="join-secret")
+        st, reg = post("/v1/register", raw_register_body("lost", 1), token="join-secret")
         node = reg["node_id"]
         cp.queue(spec("l1"))
         st, a = post("/v1/claim", {"node_id": node, "free_slots": 1, "free_cpus": 1.0,

@@ -75,7 +75,12 @@ def main():
                                   headers={"Drover-Offset": "0"}), (200, {"next_offset": 4}))
         s, body = req("POST", step + "/output", frames(b"ab"), headers={"Drover-Offset": "2"})
         expect("resend of acked bytes", (s, body["next_offset"]), (409, 4))
-        end = {"name": "s", "background": False, "end": {"status": "success", "length": 9}}
+        partial = {"name": "s", "background": False, "end": {"status": "success", "length": 4}}
+        expect("end without exit_code and signal (docs/schemas/output/end.request.json)",
+               req("POST", step + "/end", json.dumps(partial).encode(),
+                   ctype="application/json")[0], 400)
+        end = {"name": "s", "background": False,
+               "end": {"exit_code": 0, "signal": 0, "status": "success", "length": 9}}
         s, body = req("POST", step + "/end", json.dumps(end).encode(), ctype="application/json")
         expect("end too early", (s, body["next_offset"]), (409, 4))
         expect("second batch", req("POST", step + "/output", frames(b"\x00\xff\xfe"),
