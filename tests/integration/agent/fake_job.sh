@@ -17,9 +17,11 @@ else
         trap 'kill $pid 2>/dev/null; ev finished ",\"status\":\"canceled\""; exit 4' TERM
 fi
 ev started ',"name":"fake"'
-ev step_started ',"step":0,"name":"fake"'
+# the step's process exists before step_started is reported: a TERM after that event always
+# finds $pid (tests kill the agent as soon as they see it)
 sleep "$secs" &
 pid=$!
+ev step_started ',"step":0,"name":"fake"'
 wait $pid
 [ "$code" = crash ] && kill -KILL $$
 if [ "$code" = flood ]; then # 2000 events of ~700 bytes: more than the agent buffers per job
