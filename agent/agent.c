@@ -382,6 +382,15 @@ static void on_claim(struct agent *a, struct http_req *r, int rc, long status)
                         a->next_claim_ns = drv_now_ns() + NS / 2;
                 return;
         }
+        json_t *att = json_object_get(resp, "attempt");
+        const char *as = json_string_value(att);
+        if (as && as[0] && strlen(as) <= 64 &&
+            strspn(as, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
+                strlen(as))
+                json_object_set(json_object_get(spec, "id"), "attempt", att);
+        else if (att)
+                log_error("claim_bad_attempt", "job=%s attempt=\"%.80s\"", jid ? jid : "?",
+                          as ? as : "(not a string)");
         struct drv_error err = {0};
         if (agent_docker_fill_spec(a, spec) < 0)
                 log_error("docker_host_assign_failed", "error=\"out of memory\"");

@@ -172,6 +172,7 @@ struct job_event {
 struct job {
         struct job *next;
         char *id;
+        char *attempt; /* the claim's attempt id (events carry it); NULL = none */
         pid_t pid;
         struct watch w; /* events pipe */
         char *spec_path;

@@ -99,6 +99,7 @@ static void job_free(struct job *j)
                 close(j->w.fd);
         strbuf_release(&j->line);
         free(j->cancel_reason);
+        free(j->attempt);
         free(j->id);
         free(j);
 }
@@ -209,6 +210,9 @@ int jobs_start(struct agent *a, json_t *spec, struct drv_error *err)
         j->w = (struct watch){W_JOB_EVENTS, -1, j};
         j->spool_fd = -1;
         j->id = strdup(id);
+        const char *att =
+            json_string_value(json_object_get(json_object_get(spec, "id"), "attempt"));
+        j->attempt = att ? strdup(att) : NULL;
         j->claimed_ns = drv_now_ns();
         jobs_resources(spec, &j->cpus, &j->mem_mb);
         j->spec_path = drv_asprintf("%s/job-%llu-%u.json", dir, (unsigned long long)j->claimed_ns,
@@ -300,6 +304,9 @@ void jobs_start_failed(struct agent *a, json_t *spec, const char *reason)
                         job_free(j);
                 return;
         }
+        const char *att =
+            json_string_value(json_object_get(json_object_get(spec, "id"), "attempt"));
+        j->attempt = att ? strdup(att) : NULL;
         j->w = (struct watch){W_JOB_EVENTS, -1, j};
         j->spool_fd = -1;
         j->exited = true;
@@ -534,7 +541,10 @@ static void on_events_done(struct agent *a, struct http_req *r, int rc, long sta
 static void send_events(struct agent *a, struct job *j)
 {
         struct strbuf sb = STRBUF_INIT;
-        strbuf_printf(&sb, "{\"node_id\":\"%s\",\"events\":[", a->node_id);
+        strbuf_printf(&sb, "{\"node_id\":\"%s\",", a->node_id);
+        if (j->attempt) /* checked charset: no escaping needed */
+                strbuf_printf(&sb, "\"attempt\":\"%s\",", j->attempt);
+        strbuf_puts(&sb, "\"events\":[");
         size_t n = j->nev < JOB_BATCH_MAX ? j->nev : JOB_BATCH_MAX;
         for (size_t i = 0; i < n && sb.len < JOB_BATCH_BYTES; i++) {
                 if (i)

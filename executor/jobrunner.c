@@ -19,6 +19,7 @@ int jobrunner_run(const struct jobrunner_opts *o, enum job_status *status, struc
         if (!secrets || !self)
                 return drv_err(err, ENOMEM, "out of memory");
         struct output_config oc = {.job_id = spec->job_id,
+                                   .attempt = spec->attempt,
                                    .url = spec->output.url,
                                    .token = spec->output.token,
                                    .ca_pem = spec->output.ca_pem,
@@ -35,7 +36,10 @@ int jobrunner_run(const struct jobrunner_opts *o, enum job_status *status, struc
         oc.spool_dir = getenv("DROVER_OUTPUT_SPOOL_DIR");
         _cleanup_free_ char *spool = NULL;
         if (o->spool_dir) { /* one directory per job id: a restarted job finds its spool */
-                _cleanup_free_ char *name = strdup(spec->job_id ? spec->job_id : "job");
+                /* a new attempt of the job is a new spool, not a restart of the old one */
+                _cleanup_free_ char *name =
+                    spec->attempt ? drv_asprintf("%s.attempt-%s", spec->job_id, spec->attempt)
+                                  : strdup(spec->job_id ? spec->job_id : "job");
                 if (!name)
                         return drv_err(err, ENOMEM, "out of memory");
                 for (char *c = name; *c; c++)

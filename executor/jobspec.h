@@ -157,6 +157,7 @@ struct jobspec {
         int version;
         /* ids */
         char *job_id;
+        char *attempt; /* id.attempt: the control plane's claim of this run; NULL = none */
         char *job_name;
         uint64_t build_num;
         char *workflow_id;

@@ -8,6 +8,7 @@ struct output;
 
 struct output_config {
         const char *job_id;
+        const char *attempt;        /* the run's attempt id (Drover-Attempt header); NULL = none */
         const char *url;            /* "terminal" (or NULL) or http(s)://host:8585 */
         const char *token;          /* bearer token for the processor (secret) */
         const char *spool_dir;      /* directory for the spool; NULL = $TMPDIR/drover-spool-<job> */

@@ -399,7 +399,7 @@ static int parse_ids(struct jp *j, json_t *root, struct jobspec *s)
 {
         static const char *const keys[] = {"job",           "name",    "build_num", "workflow",
                                            "workflow_name", "project", "pipeline",  "node_index",
-                                           "node_total",    NULL};
+                                           "node_total",    "attempt", NULL};
         json_t *v = json_object_get(root, "id");
         uint64_t idx = 0, total = 1;
         int r;
@@ -407,6 +407,7 @@ static int parse_ids(struct jp *j, json_t *root, struct jobspec *s)
                 return bad(j, "$", "id", "required field is missing");
         if ((r = need_object(j, v, "$.id")) < 0 || (r = only_keys(j, v, "$.id", keys)) < 0 ||
             (r = get_str(j, v, "$.id", "job", true, &s->job_id)) < 0 ||
+            (r = get_str(j, v, "$.id", "attempt", false, &s->attempt)) < 0 ||
             (r = get_str(j, v, "$.id", "name", true, &s->job_name)) < 0 ||
             (r = get_u64(j, v, "$.id", "build_num", true, 0, UINT32_MAX, &s->build_num)) < 0 ||
             (r = get_str(j, v, "$.id", "workflow", false, &s->workflow_id)) < 0 ||
@@ -418,6 +419,10 @@ static int parse_ids(struct jp *j, json_t *root, struct jobspec *s)
                 return r;
         if (!s->job_id[0])
                 return bad(j, "$.id", "job", "must not be empty");
+        if (s->attempt && (!s->attempt[0] || strlen(s->attempt) > 64 ||
+                           strspn(s->attempt, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                              "0123456789._-") != strlen(s->attempt)))
+                return bad(j, "$.id", "attempt", "want 1..64 of A-Z a-z 0-9 . _ -");
         if ((r = check_job_id(j, s->job_id)) < 0)
                 return r;
         if (idx >= total)

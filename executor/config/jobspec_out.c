@@ -162,6 +162,7 @@ json_t *jobspec_to_json(const struct jobspec *s)
         json_object_set_new(o, "version", json_integer(s->version));
         json_t *id = json_object();
         set_str(id, "job", s->job_id);
+        set_str(id, "attempt", s->attempt);
         set_str(id, "name", s->job_name);
         json_object_set_new(id, "build_num", json_integer((json_int_t)s->build_num));
         set_str(id, "workflow", s->workflow_id);
@@ -276,6 +277,7 @@ void jobspec_free(struct jobspec *s)
         if (!s)
                 return;
         free(s->job_id);
+        free(s->attempt);
         free(s->job_name);
         free(s->workflow_id);
         free(s->workflow_name);

@@ -34,7 +34,7 @@ struct stream {
 
 struct output {
         struct output_config cfg;
-        char *job_id, *url, *token, *ca_pem; /* owned copies */
+        char *job_id, *url, *token, *ca_pem, *attempt; /* owned copies */
         int fd;
         bool color;
         uint64_t opened_ns;
@@ -478,6 +478,8 @@ int output_open(const struct output_config *cfg, struct output **out, struct drv
                 o->url = strdup(cfg->url);
                 o->token = cfg->token ? strdup(cfg->token) : NULL;
                 o->ca_pem = cfg->ca_pem ? strdup(cfg->ca_pem) : NULL;
+                o->attempt = cfg->attempt ? strdup(cfg->attempt) : NULL;
+                o->cfg.attempt = o->attempt;
                 o->cfg.url = o->url;
                 o->cfg.token = o->token;
                 o->cfg.ca_pem = o->ca_pem;
@@ -725,6 +727,7 @@ void output_free(struct output *o)
         free(o->url);
         free(o->token);
         free(o->ca_pem);
+        free(o->attempt);
         free(o);
 }
 

@@ -101,6 +101,10 @@ static long request(struct ship *sh, const char *method, unsigned idx, const cha
         snprintf(line, sizeof(line), "Content-Type: %s", ctype);
         h = curl_slist_append(h, line);
         h = curl_slist_append(h, "Drover-Output-Version: 1");
+        if (sh->cfg->attempt) { /* streams are (job, attempt, step) for a processor that knows it */
+                snprintf(line, sizeof(line), "Drover-Attempt: %s", sh->cfg->attempt);
+                h = curl_slist_append(h, line);
+        }
         h = curl_slist_append(h, "Expect:");
         if (offset >= 0) {
                 snprintf(line, sizeof(line), "Drover-Offset: %lld", (long long)offset);

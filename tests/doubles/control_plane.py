@@ -69,6 +69,7 @@ class State:
         self.claim_now = False   # answer every claim 204 at once (test hook)
         self.rekeyed = []        # (job id, old node, new node)
         self.claims = []         # (node, time) of every claim request
+        self.attempts = 0        # attempt ids issued (one per claim answer: a1, a2, ...)
 
     def take_override(self, index, path):
         for key in ((index, path), (None, path)):
@@ -322,8 +323,10 @@ class Handler(BaseHTTPRequestHandler):
                     if fits and (not classes or rc is None or rc in classes):
                         st.queue.pop(i)
                         jid = spec["id"]["job"]
+                        st.attempts += 1
                         st.jobs[jid] = {"node": node, "events": [], "acked": 0,
-                                        "claimed_at": time.time(), "spec": spec}
+                                        "claimed_at": time.time(), "spec": spec,
+                                        "attempt": f"a{st.attempts}"}
                         break
                 else:
                     spec = None
@@ -342,7 +345,10 @@ class Handler(BaseHTTPRequestHandler):
         hook = st.on_claim_answer
         if hook:
             hook(spec["id"]["job"])
-        self.reply(200, {"job": spec})
+        with st.lock:
+            job = st.jobs.get(spec["id"]["job"])
+            attempt = job["attempt"] if job else "a0"
+        self.reply(200, {"job": spec, "attempt": attempt})
 
     def release(self, node, jid, doc):
         st = self.st
@@ -377,6 +383,11 @@ class Handler(BaseHTTPRequestHandler):
             job = st.jobs.get(jid)
             if job is None or job["node"] != node:
                 return self.error(404, "unknown_job", f"job {jid} is not claimed by {node}")
+            if doc.get("attempt") != job["attempt"]:  # events of an earlier run of the job
+                st.record_reject("attempt", f"{jid}: {doc.get('attempt')} for {job['attempt']}")
+                return self.error(404, "unknown_job",
+                                  f"job {jid} attempt {doc.get('attempt')} is not the current "
+                                  f"claim ({job['attempt']})")
             accepted = 0
             for ev in evs:
                 if not isinstance(ev, dict) or not isinstance(ev.get("seq"), int) or \

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A strict output-processor double (docs/protocol-output.md), Python 3 standard library only.
 
-Records what it accepts under DIR/<job>/: <step>.out (the bytes, in order), <step>.ts (one line per
+Records what it accepts under DIR/<job>/ (DIR/<job>/attempt-<A>/ with a Drover-Attempt header): <step>.out (the bytes, in order), <step>.ts (one line per
 frame: offset ns length), <step>.begin.json, <step>.end.json. The next expected offset of a step is
 the size of its .out file, so a restarted double continues where the killed one stopped, like a
 processor with durable storage.
@@ -38,6 +38,7 @@ VERSION = "1"
 CT_BATCH = "application/vnd.drover.output.v1"
 PATH_RE = re.compile(r"^/v1/jobs/([A-Za-z0-9._~%-]{1,200})/steps/([0-9]{1,4})(/output|/end)?$")
 MAX_BODY = 64 << 20
+ATTEMPT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class State:
@@ -108,7 +109,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return not want or got == "Bearer " + want
 
     def step_dir(self, job):
+        """DIR/<job>/, or DIR/<job>/attempt-<A>/ for a request with Drover-Attempt: A (streams
+        are (job, attempt, step): a job that runs again never meets its first run's streams)."""
         d = os.path.join(self.server.st.args.dir, urllib.parse.unquote(job).replace("/", "_"))
+        attempt = self.headers.get("Drover-Attempt") if self.headers else None
+        if attempt is not None and not self.path.startswith("/control/"):
+            if not ATTEMPT_RE.match(attempt):
+                raise ValueError("bad Drover-Attempt")
+            d = os.path.join(d, "attempt-" + attempt)
         os.makedirs(d, exist_ok=True)
         return d
 
@@ -120,6 +128,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 0
 
     def check_common(self, ctype):
+        attempt = self.headers.get("Drover-Attempt")
+        if attempt is not None and not ATTEMPT_RE.match(attempt):
+            self.read_body()
+            self.reply(400, {"error": "Drover-Attempt: want 1..64 of A-Z a-z 0-9 . _ -"})
+            return False
         if not self.authorized():
             self.read_body()
             self.reply(401, {"error": "bad or missing bearer token"})

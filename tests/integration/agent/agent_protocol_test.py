@@ -46,6 +46,26 @@ def reregistration_keeps_running_jobs():
 
 
 @test
+def events_carry_the_attempt_of_their_claim():
+    # each claim answer names an attempt; events carry it, so a job that runs again (a requeued
+    # job handed back) never has its runs' events merged: the double refuses a stale attempt
+    cp = ControlPlane(CERTS)
+    ag = Agent(cp.urls, "attempt")
+    try:
+        cp.queue(spec("at1", "0 0"))
+        expect(cp.wait(lambda: cp.outcome("at1"), 15), "no outcome: " + ag.logtext()[-1500:])
+        seqs_once(cp, "at1")
+        bad = [r for r in cp.snapshot()["rejections"] if r[0] == "attempt"]
+        expect(not bad, bad)
+        with cp.state.lock:
+            issued = cp.state.jobs["at1"]["attempt"]
+        expect(issued.startswith("a"), issued)
+    finally:
+        ag.stop()
+        cp.close()
+
+
+@test
 def claim_answered_at_once_is_throttled():
     cp = ControlPlane(CERTS)
     cp.state.claim_now = True

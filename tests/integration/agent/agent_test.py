@@ -840,7 +840,8 @@ def double_requeues_unacknowledged_claims_and_checks_releases():
         expect(st == 200 and st2 == 200, (a1, a2))
         # u1 is acknowledged by its first event: it can no longer be released
         ev = {"seq": 1, "type": "started", "job": "u1", "time": "2026-01-01T00:00:00Z"}
-        st, _ = post("/v1/jobs/u1/events", {"node_id": node, "events": [ev]}, node)
+        st, _ = post("/v1/jobs/u1/events", {"node_id": node, "events": [ev],
+                                            "attempt": a1["attempt"]}, node)
         expect(st == 200, st)
         st, r = post("/v1/jobs/u1/release", {"node_id": node, "reason": "x"}, node)
         expect(st == 409 and r["code"] == "started", (st, r))
@@ -853,7 +854,8 @@ def double_requeues_unacknowledged_claims_and_checks_releases():
         expect(cp.wait(lambda: [q["id"]["job"] for q in cp.snapshot()["queue"]] == ["u2"], 5),
                cp.snapshot()["queue"])
         ev2 = dict(ev, job="u2")
-        st, r = post("/v1/jobs/u2/events", {"node_id": node, "events": [ev2]}, node)
+        st, r = post("/v1/jobs/u2/events", {"node_id": node, "events": [ev2],
+                                            "attempt": a2["attempt"]}, node)
         expect(st == 404 and r["code"] == "unknown_job", (st, r))
         expect(cp.snapshot()["requeued"] == [("u2", node, "timeout")], cp.snapshot()["requeued"])
         expect([q["id"]["job"] for q in cp.snapshot()["queue"]] == ["u2"], "u1 requeued")

@@ -130,5 +130,31 @@ def output_ca_is_documented_as_the_spec_reads_it():
         expect(rc == 2 and want in err, "rc=%d %s" % (rc, err[-500:]))
 
 
+@test
+def a_job_that_runs_again_gets_its_own_streams():
+    # the same job id run twice (a requeued job handed back to this node): each run's attempt id
+    # keys its streams, so the second run neither adopts nor extends the first run's offsets
+    d = tempfile.mkdtemp(prefix="out-attempt-")
+    p, port = start_double(d)
+    job = "again-%d" % os.getpid()
+    try:
+        for attempt, text in (("a1", "first run, longer output"), ("a2", "second")):
+            spec = {"version": 1, "id": {"job": job, "name": "p", "build_num": 1,
+                                         "attempt": attempt},
+                    "executor": {"runtime": "sandbox", "kind": "machine"},
+                    "output": {"url": "http://127.0.0.1:%d" % port, "token": "tok"},
+                    "steps": [{"type": "run", "name": "a", "command": "echo " + text}]}
+            rc, _, err, _ = run_job(spec, timeout=60, env=dict(os.environ, TMPDIR=d))
+            expect(rc == 0, "rc=%d %s" % (rc, err[-1500:]))
+        for attempt, text in (("a1", b"first run, longer output\n"), ("a2", b"second\n")):
+            got = read(d, job, "attempt-%s/0.out" % attempt)
+            expect(got == text, "%s: %r" % (attempt, got))
+            expect(read(d, job, "attempt-%s/0.end.json" % attempt) is not None, attempt)
+        expect(read(d, job, "0.out") is None, "a stream without attempt")
+    finally:
+        p.kill()
+        p.wait()
+
+
 if __name__ == "__main__":
     main()
