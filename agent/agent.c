@@ -384,9 +384,7 @@ static void on_claim(struct agent *a, struct http_req *r, int rc, long status)
         }
         json_t *att = json_object_get(resp, "attempt");
         const char *as = json_string_value(att);
-        if (as && as[0] && strlen(as) <= 64 &&
-            strspn(as, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") ==
-                strlen(as))
+        if (jobspec_attempt_valid(as))
                 json_object_set(json_object_get(spec, "id"), "attempt", att);
         else if (att)
                 log_error("claim_bad_attempt", "job=%s attempt=\"%.80s\"", jid ? jid : "?",

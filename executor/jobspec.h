@@ -153,6 +153,16 @@ struct js_ssh {
         uint64_t port_max;      /* 0 = the agent's range (default 65535) */
 };
 
+/* id.attempt: 1..JOBSPEC_ATTEMPT_MAX bytes of these (the agent checks a claim's attempt the same
+ * way before it reaches the spec) */
+#define JOBSPEC_ATTEMPT_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+#define JOBSPEC_ATTEMPT_MAX   64
+static inline bool jobspec_attempt_valid(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+        return n && n <= JOBSPEC_ATTEMPT_MAX && strspn(s, JOBSPEC_ATTEMPT_CHARS) == n;
+}
+
 struct jobspec {
         int version;
         /* ids */

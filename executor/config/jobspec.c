@@ -419,9 +419,7 @@ static int parse_ids(struct jp *j, json_t *root, struct jobspec *s)
                 return r;
         if (!s->job_id[0])
                 return bad(j, "$.id", "job", "must not be empty");
-        if (s->attempt && (!s->attempt[0] || strlen(s->attempt) > 64 ||
-                           strspn(s->attempt, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                              "0123456789._-") != strlen(s->attempt)))
+        if (s->attempt && !jobspec_attempt_valid(s->attempt))
                 return bad(j, "$.id", "attempt", "want 1..64 of A-Z a-z 0-9 . _ -");
         if ((r = check_job_id(j, s->job_id)) < 0)
                 return r;
