@@ -289,6 +289,10 @@ static void on_heartbeat(struct agent *a, struct http_req *r, int rc, long statu
                 return;
         }
         agent_server_ok(a);
+        /* the control plane has seen the jobs this node holds (re-keyed them): events may go,
+         * even when the answer itself is not usable */
+        if (status >= 200 && status < 300 && r->reg_gen == a->reg_gen)
+                a->hb_since_reg = true;
         json_t *cancel = json_object_get(resp, "cancel"), *drain = json_object_get(resp, "drain");
         if (status != 200 || !json_is_object(resp) || (cancel && !json_is_array(cancel)) ||
             (drain && !json_is_boolean(drain))) {
@@ -301,8 +305,6 @@ static void on_heartbeat(struct agent *a, struct http_req *r, int rc, long statu
         }
         a->m.heartbeats++;
         a->last_hb_ok_ns = drv_now_ns();
-        if (r->reg_gen == a->reg_gen)
-                a->hb_since_reg = true;
         size_t i;
         json_t *v;
         json_array_foreach (cancel, i, v) {

@@ -2,6 +2,10 @@
 """control_plane.py: a strict double of drover's control plane (docs/protocol-control-plane.md).
 
 Python 3 standard library only. mTLS: clients must present a certificate signed by the given CA.
+Every request body is checked against docs/schemas/control-plane/ (400 malformed, naming the
+field), and every answer it gives is asserted against them too. Each claim answer names a new
+attempt (a1, a2, ...); events must carry the attempt of the job's current claim (else 404
+unknown_job).
 Rejects bad join tokens, malformed bodies, unknown protocol versions, unknown nodes and event
 sequence gaps (a duplicate of an acknowledged seq is acknowledged again, idempotently). One
 process may listen on several ports that share one state (for failover tests). Tests either import
