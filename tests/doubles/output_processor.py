@@ -10,6 +10,9 @@ Misbehaviour on demand (flags at start, or POST /control/<what>[?n=N] at run tim
   stall        stop reading and acknowledging batches until /control/resume
   crash        exit at once (also --crash-after-bytes N: exit after storing N bytes, unacknowledged)
   drop-acks    store the next N batches but close the connection instead of acknowledging
+  drop-end-acks  store the next N end records but close the connection instead of answering
+  --end-repeat-409  answer a repeated end record 409 {"next_offset": length} (the protocol says
+               200; a processor written otherwise must not make the client loop)
   reset        close the next N connections abruptly before reading the request body
   stale-acks   answer the next N batches 409 with next_offset 0 (a reordered, stale ack)
   forget       ?job=J&step=N: lose everything of that step (begin, bytes, end), as a processor
@@ -49,6 +52,7 @@ class State:
         if args.stall:
             self.stalled.set()
         self.drop_acks = args.drop_acks
+        self.drop_end_acks = args.drop_end_acks
         self.resets = args.reset
         self.stale = args.stale_acks
         self.stored = 0
@@ -329,8 +333,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if length != exp:
                 return self.reply(409, {"error": "end at %d, have %d" % (length, exp),
                                         "next_offset": exp})
-            with open(os.path.join(d, "%s.end.json" % step), "w") as f:
+            st = self.server.st
+            st.stats["ends"] = st.stats.get("ends", 0) + 1
+            end_path = os.path.join(d, "%s.end.json" % step)
+            if st.args.end_repeat_409 and os.path.exists(end_path):
+                return self.reply(409, {"error": "step already ended", "next_offset": exp})
+            with open(end_path, "w") as f:
                 json.dump(meta, f)
+            if st.drop_end_acks > 0:
+                st.drop_end_acks -= 1
+                return self.abort()
             self.reply(200, {"next_offset": exp})
 
 
@@ -349,6 +361,8 @@ def main():
     p.add_argument("--tls-key")
     p.add_argument("--stall", action="store_true")
     p.add_argument("--drop-acks", type=int, default=0)
+    p.add_argument("--drop-end-acks", type=int, default=0)
+    p.add_argument("--end-repeat-409", action="store_true")
     p.add_argument("--reset", type=int, default=0)
     p.add_argument("--stale-acks", type=int, default=0)
     p.add_argument("--crash-after-bytes", type=int, default=0)

@@ -4,6 +4,7 @@ documents meets `drover job`: a processor that lost a step's stream answers 404 
 (the client begins the step again and resends what its spool still has), or asks for bytes the
 spool no longer has (the step is given up, logged, and the later steps still go out: no
 head-of-line stall). Real sandbox jobs against the strict double. TAP output."""
+import json
 import os
 import subprocess
 import sys
@@ -17,10 +18,10 @@ from taplib import expect, main, run_job, test  # noqa: E402
 SRC = os.environ.get("DROVER_SRC", ".")
 
 
-def start_double(d):
+def start_double(d, *extra):
     pf = os.path.join(d, "port")
     p = subprocess.Popen([sys.executable, os.path.join(SRC, "tests/doubles/output_processor.py"),
-                          "--dir", d, "--token", "tok", "--port-file", pf])
+                          "--dir", d, "--token", "tok", "--port-file", pf] + list(extra))
     for _ in range(300):
         if os.path.exists(pf):
             break
@@ -151,6 +152,32 @@ def a_job_that_runs_again_gets_its_own_streams():
             expect(got == text, "%s: %r" % (attempt, got))
             expect(read(d, job, "attempt-%s/0.end.json" % attempt) is not None, attempt)
         expect(read(d, job, "0.out") is None, "a stream without attempt")
+    finally:
+        p.kill()
+        p.wait()
+
+
+@test
+def repeated_end_answered_409_is_not_a_loop():
+    # the end's answer is lost; the resent end meets a processor that answers a repeated end
+    # 409 with next_offset == length: the client takes it as ended (no loop, no 30 s stall)
+    d = tempfile.mkdtemp(prefix="out-end-")
+    p, port = start_double(d, "--drop-end-acks", "1", "--end-repeat-409")
+    job = "end-%d" % os.getpid()
+    try:
+        spec = {"version": 1, "id": {"job": job, "name": "p", "build_num": 1},
+                "executor": {"runtime": "sandbox", "kind": "machine"},
+                "output": {"url": "http://127.0.0.1:%d" % port, "token": "tok"},
+                "steps": [{"type": "run", "name": "a", "command": "echo hi"}]}
+        t0 = time.time()
+        rc, _, err, _ = run_job(spec, timeout=60, env=dict(os.environ, TMPDIR=d))
+        took = time.time() - t0
+        expect(rc == 0, "rc=%d %s" % (rc, err[-1500:]))
+        expect(read(d, job, "0.out") == b"hi\n", read(d, job, "0.out"))
+        stats = json.loads(urllib.request.urlopen(
+            "http://127.0.0.1:%d/control/stats" % port, timeout=5).read())
+        expect(stats.get("ends", 0) <= 3, "%s end records" % stats.get("ends"))
+        expect(took < 15, "job took %.1fs" % took)
     finally:
         p.kill()
         p.wait()
