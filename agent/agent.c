@@ -198,7 +198,7 @@ static void on_register(struct agent *a, struct http_req *r, int rc, long status
                     "register_bad_answer", "server=%s error=\"%s\" body=\"%.200s\"",
                     a->cfg.servers[r->server < (int)drv_strv_len(a->cfg.servers) ? r->server : 0],
                     bad, r->resp.buf ? r->resp.buf : "");
-                agent_server_failed(a, r->server, "register", bad);
+                agent_server_failed(a, r, "register", bad);
                 a->next_register_ns = drv_now_ns() + agent_backoff_ns(a);
                 return;
         }
