@@ -226,8 +226,9 @@ int artifacts_step_store(const struct step_ctx *ctx, const struct js_step *step,
         art_release(&a);
         if (r < 0)
                 return drv_err_prefix(err, "store_artifacts %s", step->path);
-        output_step_printf(ctx->out, ctx->step_index, "Uploaded %u artifacts (%llu bytes) from %s",
-                           a.count, (unsigned long long)a.bytes, step->path);
+        output_step_printf(ctx->out, ctx->step_index,
+                           "Uploaded %u artifacts (%llu bytes) from %s to %s", a.count,
+                           (unsigned long long)a.bytes, step->path, objstore_name(ctx->store));
         return 0;
 }
 
@@ -282,6 +283,30 @@ static int store_result(const struct step_ctx *ctx, int fd, const char *rel, con
         return 0;
 }
 
+#define FAILED_TESTS_MAX 50 /* failing test names in the test_results event */
+
+/* "classname.name" of the failing and erroring cases, at most FAILED_TESTS_MAX. */
+static json_t *failed_tests(json_t *cases)
+{
+        json_t *names = json_array();
+        size_t i;
+        json_t *c;
+        json_array_foreach (cases, i, c) {
+                const char *res = json_string_value(json_object_get(c, "result"));
+                if (!res || (strcmp(res, "failure") && strcmp(res, "error")))
+                        continue;
+                if (json_array_size(names) == FAILED_TESTS_MAX)
+                        break;
+                const char *cls = json_string_value(json_object_get(c, "classname"));
+                const char *name = json_string_value(json_object_get(c, "name"));
+                _cleanup_free_ char *full =
+                    cls && cls[0] ? drv_asprintf("%s.%s", cls, name) : strdup(name ? name : "");
+                if (full)
+                        json_array_append_new(names, json_string(full));
+        }
+        return names;
+}
+
 int testresults_step_store(const struct step_ctx *ctx, const struct js_step *step,
                            struct drv_error *err)
 {
@@ -292,27 +317,23 @@ int testresults_step_store(const struct step_ctx *ctx, const struct js_step *ste
                                          0, "errors", 0, "skipped", 0, "time", 0.0, "cases")};
         int r = each_file(ctx, step->path, store_result, &t, err);
         if (r == 0) {
-                /* the timings index that `circleci tests split --split-by=timings` reads */
-                _cleanup_free_ char *key = drv_asprintf(
-                    "timings/%s/%s.json", ctx->spec->project ? ctx->spec->project : "default",
-                    ctx->spec->job_name);
-                json_t *index = json_pack("{s:O}", "tests", json_object_get(t.summary, "cases"));
-                char *text = json_dumps(index, JSON_COMPACT);
-                json_decref(index);
-                int wfd;
-                if (key && text && objstore_begin(ctx->store, key, &wfd, err) == 0) {
-                        if (drv_write_all(wfd, text, strlen(text)) < 0 ||
-                            objstore_commit(ctx->store, key, wfd, err) < 0)
-                                objstore_abort(ctx->store, key, wfd);
-                }
-                free(text);
+                /* this node's timings for the next runs (timings.c) */
+                struct drv_error e2 = {0};
+                if (testresults_timings_store(ctx->store, ctx->spec, ctx->step_index,
+                                              json_object_get(t.summary, "cases"), &e2) < 0)
+                        output_step_printf(ctx->out, ctx->step_index,
+                                           "Warning: timings not stored: %s", e2.message);
                 json_t *ev = json_deep_copy(t.summary);
                 json_object_del(ev, "cases");
                 json_object_set_new(ev, "files", json_integer(t.files));
+                json_t *failed = failed_tests(json_object_get(t.summary, "cases"));
+                json_object_set_new(ev, "failed_tests", failed);
                 output_step_printf(
                     ctx->out, ctx->step_index,
-                    "Stored %u test result files: %lld tests, %lld failures, %lld errors, %lld skipped",
-                    t.files, json_integer_value(json_object_get(ev, "tests")),
+                    "Stored %u test result files in %s: %lld tests, %lld failures, %lld errors, "
+                    "%lld skipped",
+                    t.files, objstore_name(ctx->store),
+                    json_integer_value(json_object_get(ev, "tests")),
                     json_integer_value(json_object_get(ev, "failures")),
                     json_integer_value(json_object_get(ev, "errors")),
                     json_integer_value(json_object_get(ev, "skipped")));
@@ -320,24 +341,4 @@ int testresults_step_store(const struct step_ctx *ctx, const struct js_step *ste
         }
         json_decref(t.summary);
         return r < 0 ? drv_err_prefix(err, "store_test_results %s", step->path) : 0;
-}
-
-int testresults_timings(struct objstore *store, const char *project, const char *job_name,
-                        json_t **out, struct drv_error *err)
-{
-        *out = NULL;
-        _cleanup_free_ char *key =
-            drv_asprintf("timings/%s/%s.json", project ? project : "default", job_name);
-        int fd;
-        if (!key)
-                return drv_err(err, ENOMEM, "out of memory");
-        int r = objstore_get(store, key, &fd, err);
-        if (r == -ENOENT)
-                return 0;
-        if (r < 0)
-                return r;
-        json_error_t je;
-        *out = json_loadfd(fd, 0, &je);
-        close(fd);
-        return 0;
 }

@@ -7,105 +7,18 @@
 #include "executor/runtime.h"
 #include "executor/localrepo.h"
 #include "executor/localsrc.h"
-#include "executor/runsecrets.h"
+#include "executor/runopts.h"
+#include "executor/runselect.h"
+#include "executor/runsummary.h"
 #include "executor/ssh/ssh.h"
 
 #include <fcntl.h>
-#include <getopt.h>
 #include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-
-struct run_opts {
-        const char *config;
-        const char *job;
-        const char *workflow;
-        const char *store;
-        unsigned max_parallel; /* -j: job nodes at once, >= 1 */
-        char **env;
-        char **secrets;      /* -s, --secret-env, --secret-file: "K=V", masked */
-        bool ssh;            /* --ssh: rerun with SSH (docs/ssh.md) */
-        const char *ssh_key; /* --ssh=FILE; NULL: the user's public keys */
-        char **ssh_keys;
-        struct config_opts copts;
-        bool committed;        /* --committed: checkout gives exactly HEAD */
-        char **orb_dirs;       /* --orb-dir */
-        bool pull_orbs;        /* --pull-orbs: fetch missing registry orbs into the cache */
-        struct localrepo repo; /* the git work tree around the config, for checkout */
-        struct localsrc src;   /* what checkout steps get (localsrc.h) */
-};
-
-/* What happened to one workflow job, for requires, workspaces and the summary. */
-struct job_outcome {
-        const struct config_job *job;
-        bool ran;
-        bool ok;
-        const char *status; /* success, failed, canceled, blocked, ... */
-        json_t *layers;     /* workspace layers this job and its upstream produced */
-        json_t *events;     /* every node's events, for the summary */
-        uint64_t duration_ms;
-};
-
-static void run_opts_release(struct run_opts *o)
-{
-        localrepo_release(&o->repo);
-        localsrc_release(&o->src);
-        drv_strv_free(o->ssh_keys);
-        drv_strv_free(o->secrets);
-        drv_strv_free(o->orb_dirs);
-}
-
-static void usage(FILE *f)
-{
-        fprintf(f,
-                "usage: drover run [-c .circleci/config.yml] [JOB | --workflow NAME] [-e K=V]...\n"
-                "                  [-s K=V]... [--secret-env K]... [--secret-file FILE]...\n"
-                "                  [--store DIR] [--branch B] [--tag T] [--revision SHA] [-j N]\n"
-                "                  [--pull never|missing|always] [--image-store DIR]\n"
-                "                  [--ssh[=PUBKEYFILE]] [--committed] [--egress-allow ADDR]...\n"
-                "                  [--trigger webhook|api|schedule] [--schedule-name NAME]\n"
-                "                  [--orb-dir DIR]... [--pull-orbs]\n"
-                "Run a job (every parallelism index) or a whole workflow in requires order on\n"
-                "this machine, in drover's sandbox. Caches, workspaces and artifacts go to a\n"
-                "local directory (--store, default ~/.cache/drover/store). With -j N, up to N\n"
-                "job nodes (parallel indexes, independent jobs) run at once, each output line\n"
-                "prefixed with [job node]. Exit status 0 only when the job or workflow succeeded.\n"
-                "The config is found in the current directory or above it in the repository.\n"
-                "`checkout` gives the job a copy of the work tree as you see it (uncommitted\n"
-                "changes and untracked files, never git-ignored ones) and a .git without your\n"
-                "repository's config; --committed: exactly HEAD (see docs/checkout.md).\n"
-                "Jobs reach the internet, not private networks nor this machine; --egress-allow\n"
-                "ADDR[/BITS][:PORT] opens one (docs/sandbox.md \"Egress\").\n"
-                "`docker:` jobs run on their images in the sandbox: pulled (--pull, default\n"
-                "missing) into the layer store (--image-store, default $DROVER_IMAGE_STORE or\n"
-                "/var/lib/drover/images).\n"
-                "-e K=V sets a variable for every job; -s/--secret K=V sets one whose value is\n"
-                "secret: masked as ******** (also base64, URL- and JSON-encoded) in the output,\n"
-                "step names, reasons, events and the summary. --secret-env K takes the value of\n"
-                "K from drover's own environment; --secret-file FILE reads K=V lines (# comments,\n"
-                "blank lines, optional export, optional quotes). Values of fewer than 4\n"
-                "characters and true/True/false/False are not masked (CircleCI's rule).\n"
-                "--ssh: rerun with SSH — the job stays up after its steps for SSH sessions with\n"
-                "your public keys (~/.ssh/*.pub, or PUBKEYFILE); see docs/ssh.md.\n"
-                "--trigger schedule [--schedule-name NAME]: a scheduled pipeline (workflows with\n"
-                "`triggers:` run, pipeline.schedule.name is NAME). Jobs this builder cannot run\n"
-                "(macOS, Windows, GPU, Arm on x86) are reported as not run, with their\n"
-                "dependents; they do not fail the workflow (docs/config.md).\n"
-                "Registry orbs come from --orb-dir DIRs, $DROVER_ORB_PATH, .circleci/orbs, then\n"
-                "the orb cache; --pull-orbs pulls the missing ones into the cache first (drover\n"
-                "orb pull; docs/config.md \"Orbs\").\n");
-}
-
-static char *default_store(void)
-{
-        const char *xdg = getenv("XDG_CACHE_HOME");
-        const char *home = getenv("HOME");
-        if (xdg && xdg[0] == '/')
-                return drv_asprintf("%s/drover/store", xdg);
-        return drv_asprintf("%s/.cache/drover/store", home && home[0] == '/' ? home : "/tmp");
-}
+#include <time.h>
 
 /* --pull-orbs: a registry orb found nowhere is pulled into the cache (drover orb pull). */
 static int pull_orb(void *arg, const char *ref, struct drv_error *err)
@@ -119,150 +32,6 @@ static int pull_orb(void *arg, const char *ref, struct drv_error *err)
                 return drv_err(err, ENOMEM, "out of memory");
         int rc = orb_ref_parse(ref, &r, err);
         return rc < 0 ? rc : orb_pull(&reg, cache, &r, NULL, err);
-}
-
-static int parse_args(int argc, char **argv, struct run_opts *o)
-{
-        static const struct option longopts[] = {{"config", required_argument, 0, 'c'},
-                                                 {"workflow", required_argument, 0, 'w'},
-                                                 {"env", required_argument, 0, 'e'},
-                                                 {"secret", required_argument, 0, 's'},
-                                                 {"secret-env", required_argument, 0, 'E'},
-                                                 {"secret-file", required_argument, 0, 'F'},
-                                                 {"store", required_argument, 0, 'O'},
-                                                 {"branch", required_argument, 0, 'b'},
-                                                 {"tag", required_argument, 0, 't'},
-                                                 {"revision", required_argument, 0, 'r'},
-                                                 {"pull", required_argument, 0, 'P'},
-                                                 {"image-store", required_argument, 0, 'I'},
-                                                 {"jobs", required_argument, 0, 'j'},
-                                                 {"ssh", optional_argument, 0, 'S'},
-                                                 {"committed", no_argument, 0, 'C'},
-                                                 {"egress-allow", required_argument, 0, 'A'},
-                                                 {"trigger", required_argument, 0, 'T'},
-                                                 {"schedule-name", required_argument, 0, 'N'},
-                                                 {"orb-dir", required_argument, 0, 'o'},
-                                                 {"pull-orbs", no_argument, 0, 'p'},
-                                                 {"help", no_argument, 0, 'h'},
-                                                 {0, 0, 0, 0}};
-        int c;
-        optind = 1;
-        while ((c = getopt_long(argc, argv, "c:e:s:w:j:h", longopts, NULL)) != -1) {
-                switch (c) {
-                case 'c':
-                        o->config = optarg;
-                        break;
-                case 'w':
-                        o->workflow = optarg;
-                        break;
-                case 'e':
-                        if (!strchr(optarg, '=') || optarg[0] == '=') {
-                                fprintf(stderr, "drover run: -e takes KEY=VALUE, not '%s'\n",
-                                        optarg);
-                                return -EINVAL;
-                        }
-                        if (drv_strv_push(&o->env, optarg) < 0)
-                                return -ENOMEM;
-                        break;
-                case 's':
-                case 'E':
-                case 'F': {
-                        struct drv_error e;
-                        int r = c == 's'   ? runsecrets_add_arg(&o->secrets, optarg, &e)
-                                : c == 'E' ? runsecrets_add_env(&o->secrets, optarg, &e)
-                                           : runsecrets_add_file(&o->secrets, optarg, &e);
-                        if (r < 0) {
-                                fprintf(stderr, "drover run: %s\n", e.message);
-                                return r;
-                        }
-                        break;
-                }
-                case 'O':
-                        o->store = optarg;
-                        break;
-                case 'b':
-                        o->copts.branch = optarg;
-                        break;
-                case 't':
-                        o->copts.tag = optarg;
-                        break;
-                case 'r':
-                        o->copts.revision = optarg;
-                        break;
-                case 'j': {
-                        uint64_t n;
-                        if (drv_parse_u64(optarg, &n) < 0 || n < 1 || n > 256) {
-                                fprintf(stderr, "drover run: -j takes a number 1-256, not '%s'\n",
-                                        optarg);
-                                return -EINVAL;
-                        }
-                        o->max_parallel = (unsigned)n;
-                        break;
-                }
-                case 'P':
-                        if (strcmp(optarg, "never") && strcmp(optarg, "missing") &&
-                            strcmp(optarg, "always")) {
-                                fprintf(stderr,
-                                        "drover run: --pull takes never, missing or always, not "
-                                        "'%s'\n",
-                                        optarg);
-                                return -EINVAL;
-                        }
-                        /* the image runtime reads its settings from the environment, as under
-                         * the agent (runtime_image.h) */
-                        setenv("DROVER_IMAGE_PULL", optarg, 1);
-                        break;
-                case 'I':
-                        setenv("DROVER_IMAGE_STORE", optarg, 1);
-                        break;
-                case 'S':
-                        o->ssh = true;
-                        o->ssh_key = optarg;
-                        break;
-                case 'C':
-                        o->committed = true;
-                        break;
-                case 'A': { /* the sandbox reads it (docs/sandbox.md "Egress") */
-                        const char *was = getenv("DROVER_SANDBOX_EGRESS_ALLOW");
-                        _cleanup_free_ char *v =
-                            was && *was ? drv_asprintf("%s,%s", was, optarg) : strdup(optarg);
-                        if (!v || setenv("DROVER_SANDBOX_EGRESS_ALLOW", v, 1) < 0)
-                                return -ENOMEM;
-                        break;
-                }
-                case 'T':
-                        if (config_trigger_parse(optarg, &o->copts.trigger) < 0) {
-                                fprintf(stderr, "drover run: --trigger webhook, api or schedule\n");
-                                return -EINVAL;
-                        }
-                        break;
-                case 'N': /* a named schedule: a scheduled pipeline */
-                        o->copts.schedule_name = optarg;
-                        if (o->copts.trigger == CONFIG_TRIGGER_WEBHOOK)
-                                o->copts.trigger = CONFIG_TRIGGER_SCHEDULE;
-                        break;
-                case 'o':
-                        if (drv_strv_push(&o->orb_dirs, optarg) < 0)
-                                return -ENOMEM;
-                        break;
-                case 'p':
-                        o->pull_orbs = true;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 1;
-                default:
-                        usage(stderr);
-                        return -EINVAL;
-                }
-        }
-        if (optind < argc)
-                o->job = argv[optind++];
-        if (optind < argc || (o->job && o->workflow)) {
-                usage(stderr);
-                return -EINVAL;
-        }
-        return 0;
 }
 
 /* Layers of all upstream jobs (transitively, in order, once each). */
@@ -285,6 +54,16 @@ static json_t *upstream_layers(struct job_outcome *out, size_t n, const struct c
                                         json_array_append(layers, l);
                         }
                 }
+        return layers;
+}
+
+/* The layers job i attaches: its upstreams' in this run, or (a single job) stored earlier. */
+static json_t *job_layers(const struct run_opts *o, struct job_outcome *out, size_t i,
+                          const struct config_job *j)
+{
+        json_t *layers = upstream_layers(out, i, j);
+        if (o->stored_layers)
+                json_array_extend(layers, o->stored_layers);
         return layers;
 }
 
@@ -359,35 +138,6 @@ static int run_node(const struct run_opts *o, const struct config_job *j, unsign
                 res->status = job_status_name(status);
         }
         return status == JOB_CANCELED ? -ECANCELED : 0;
-}
-
-static void summary(struct job_outcome *out, size_t n)
-{
-        bool tty = isatty(STDOUT_FILENO);
-        printf("\n%s== summary ==%s\n", tty ? "\033[1m" : "", tty ? "\033[0m" : "");
-        for (size_t i = 0; i < n; i++) {
-                const char *st = out[i].status;
-                bool ok = strcmp(st, "success") == 0;
-                printf("%s%-8s%s %s (%.2fs)\n", tty ? (ok ? "\033[32m" : "\033[31m") : "", st,
-                       tty ? "\033[0m" : "", out[i].job->name, (double)out[i].duration_ms / 1000.0);
-                size_t k;
-                json_t *ev;
-                json_array_foreach (out[i].events, k, ev) {
-                        const char *type = json_string_value(json_object_get(ev, "type"));
-                        if (!type || strcmp(type, "step_finished") != 0)
-                                continue;
-                        char node[32] = "";
-                        if (out[i].job->parallelism > 1)
-                                snprintf(
-                                    node, sizeof(node), "[node %lld] ",
-                                    (long long)json_integer_value(json_object_get(ev, "node")));
-                        printf("    %-9s %s%s (%.2fs)\n",
-                               json_string_value(json_object_get(ev, "status")), node,
-                               json_string_value(json_object_get(ev, "name")),
-                               (double)json_integer_value(json_object_get(ev, "duration_ms")) /
-                                   1000.0);
-                }
-        }
 }
 
 /* SIGINT/SIGTERM stay blocked for the whole run (each job reads them through its signalfd);
@@ -631,7 +381,7 @@ static void run_nodes_parallel(const struct run_opts *o, struct job_outcome *out
                                         started[i] = done[i] = j->parallelism;
                                         continue;
                                 }
-                                layers[i] = upstream_layers(out, i, j);
+                                layers[i] = job_layers(o, out, i, j);
                                 out[i].layers = json_deep_copy(layers[i]);
                                 out[i].ran = true;
                         }
@@ -708,7 +458,7 @@ static int run_jobs(const struct run_opts *o, const struct config_job *jobs, siz
                 } else if (!canceled && not_runnable(&out[i])) {
                         /* listed with its reason, status not_run */
                 }
-                json_t *layers = upstream_layers(out, i, j);
+                json_t *layers = job_layers(o, out, i, j);
                 out[i].layers = json_deep_copy(layers);
                 if (out[i].ok && !canceled) {
                         out[i].ran = true;
@@ -727,7 +477,7 @@ static int run_jobs(const struct run_opts *o, const struct config_job *jobs, siz
                 json_decref(layers);
                 all_ok = all_ok && !outcome_fails(&out[i]);
         }
-        summary(out, n);
+        runsummary_print(out, n, store_url + strlen("file://"));
         for (size_t i = 0; i < n; i++) {
                 json_decref(out[i].layers);
                 json_decref(out[i].events);
@@ -809,14 +559,82 @@ static int prepare_source(struct run_opts *o, const char *root, const struct con
         return 0;
 }
 
+/* Every error of the config, in file order (the first one when they cannot be listed). */
+static void print_config_errors(const struct run_opts *o, const struct drv_error *first)
+{
+        _cleanup_strv_ char **errors = NULL;
+        struct drv_error err = {0};
+        int n = config_validate(o->config, &o->copts, &errors, &err);
+        if (n <= 0 || !errors || !errors[0]) {
+                fprintf(stderr, "%s\n", first->message);
+                return;
+        }
+        for (size_t i = 0; errors[i]; i++)
+                fprintf(stderr, "%s\n", errors[i]);
+        if (errors[1])
+                fprintf(stderr, "%zu errors\n", drv_strv_len(errors));
+}
+
+/* drover run JOB: alone (with its upstreams' stored workspace), or --with-upstream. */
+static int run_one_job(struct run_opts *o, const struct config *cfg, const char *root,
+                       const char *store_url, const char *wfprefix)
+{
+        size_t idx = 0;
+        const struct config_workflow *wf = runselect_workflow_of(cfg, o->job, &idx);
+        if (o->with_upstream) {
+                if (!wf) {
+                        fprintf(stderr, "drover run: --with-upstream: no workflow runs '%s'\n",
+                                o->job);
+                        return 2;
+                }
+                size_t n = 0;
+                _cleanup_free_ struct config_job *jobs = runselect_with_upstream(wf, idx, &n);
+                if (!jobs || prepare_source(o, root, jobs, n) < 0)
+                        return 2;
+                block_cancel_signals();
+                return run_jobs(o, jobs, n, store_url);
+        }
+        const struct config_job *j = config_find_job(cfg, o->job);
+        if (!j && wf) /* a job entry named in a workflow (name:, matrix) */
+                j = &wf->jobs[idx];
+        if (!j) {
+                fprintf(stderr,
+                        "drover run: no job '%s' in %s (a job whose parameters have no defaults "
+                        "runs only in its workflow; drover run --list)\n",
+                        o->job, o->config);
+                return 2;
+        }
+        if (j->unrunnable) {
+                fprintf(stderr, "drover run: job '%s' is not run: %s\n", j->name, j->unrunnable);
+                return 1;
+        }
+        struct config_job alone = *j;
+        char *none[] = {NULL};
+        alone.requires = none;
+        if (wf && runselect_attaches(j)) {
+                struct objstore *store = NULL;
+                struct js_storage sc = {.url = (char *)store_url};
+                struct drv_error err = {0};
+                if (objstore_open(&sc, &store, &err) == 0) {
+                        o->stored_layers =
+                            runselect_stored_layers(store, wfprefix, wf, idx, stderr);
+                        objstore_free(store);
+                }
+        }
+        if (prepare_source(o, root, &alone, 1) < 0)
+                return 2;
+        block_cancel_signals();
+        return run_jobs(o, &alone, 1, store_url);
+}
+
 int cmd_run(int argc, char **argv)
 {
         _cleanup_(run_opts_release) struct run_opts o = {.max_parallel = 1};
-        int r = parse_args(argc, argv, &o);
+        int r = run_opts_parse(argc, argv, &o);
         _cleanup_strv_ char **env = o.env;
         if (r != 0)
                 return r > 0 ? 0 : 2;
-        _cleanup_free_ char *store = o.store ? strdup(o.store) : default_store();
+        _cleanup_free_ char *store = o.store ? strdup(o.store) : run_default_store();
         struct drv_error err = {0};
         /* what a crashed run left (cgroups, network rules, /run/drover dirs) goes first */
         if (runtime_sweep_stale(&err) < 0)
@@ -861,8 +679,8 @@ int cmd_run(int argc, char **argv)
          * its path>/<its directory's name> (CIRCLE_PROJECT_USERNAME and _REPONAME), so that two
          * repositories never share them */
         char project[320] = "local/local/project";
+        char hash[EVP_MAX_MD_SIZE * 2 + 1] = "none";
         if (root) {
-                char hash[EVP_MAX_MD_SIZE * 2 + 1];
                 const char *base = strrchr(root, '/');
                 if (path_hash(root, hash) < 0) {
                         fprintf(stderr, "drover run: cannot hash %s\n", root);
@@ -871,47 +689,35 @@ int cmd_run(int argc, char **argv)
                 snprintf(project, sizeof(project), "local/local-%.12s/%.200s", hash,
                          base && base[1] ? base + 1 : "root");
         }
-        char wfid[64];
-        snprintf(wfid, sizeof(wfid), "local-%d", (int)getpid());
+        /* the run's workflow id: the project's hash, then unique (workspaces and timings are
+         * stored per run; runselect.c finds a project's earlier runs by the prefix) */
+        char wfprefix[64], wfid[128];
+        snprintf(wfprefix, sizeof(wfprefix), "local-%.12s-", hash);
+        snprintf(wfid, sizeof(wfid), "%s%lld-%d", wfprefix, (long long)time(NULL), (int)getpid());
         o.copts.env = (const char *const *)env;
         o.copts.secret_env = (const char *const *)o.secrets;
         o.copts.workflow_id = wfid;
         o.copts.build_num = 1;
         o.copts.project = project;
-        _cleanup_(config_freep) struct config *cfg = NULL;
+        o.copts.pipeline_parameters = o.params;
         _cleanup_strv_ char **orb_dirs = orb_search_dirs(o.orb_dirs, o.config);
         o.copts.orb_dirs = (const char *const *)orb_dirs;
         if (o.pull_orbs)
                 o.copts.orb_fetch = pull_orb;
+        _cleanup_(config_freep) struct config *cfg = NULL;
         if (config_load(o.config, &o.copts, &cfg, &err) < 0) {
-                fprintf(stderr, "%s\n", err.message);
+                print_config_errors(&o, &err);
                 return 2;
         }
-        for (size_t i = 0; cfg->warnings && cfg->warnings[i]; i++)
-                if (strstr(cfg->warnings[i], ": orb '")) /* unrunnable jobs are reported below */
-                        fprintf(stderr, "warning: %s\n", cfg->warnings[i]);
-        if (o.job) {
-                const struct config_job *j = config_find_job(cfg, o.job);
-                if (!j) {
-                        fprintf(stderr,
-                                "drover run: no job '%s' in %s (a job whose parameters "
-                                "have no defaults runs only in its workflow)\n",
-                                o.job, o.config);
-                        return 2;
-                }
-                if (j->unrunnable) {
-                        fprintf(stderr, "drover run: job '%s' is not run: %s\n", j->name,
-                                j->unrunnable);
-                        return 1;
-                }
-                struct config_job alone = *j;
-                char *none[] = {NULL};
-                alone.requires = none;
-                if (prepare_source(&o, root, &alone, 1) < 0)
-                        return 2;
-                block_cancel_signals();
-                return run_jobs(&o, &alone, 1, store_url);
+        for (char **w = cfg->warnings; w && *w; w++) /* unrunnable jobs are reported below */
+                if (strstr(*w, ": orb '") || strstr(*w, ": machine image '"))
+                        fprintf(stderr, "warning: %s\n", *w);
+        if (o.list) {
+                runselect_list(cfg, stdout);
+                return 0;
         }
+        if (o.job)
+                return run_one_job(&o, cfg, root, store_url, wfprefix);
         const struct config_workflow *wf = NULL;
         if (o.workflow) {
                 wf = config_find_workflow(cfg, o.workflow);
@@ -926,8 +732,19 @@ int cmd_run(int argc, char **argv)
                 fprintf(stderr, "\n");
                 return 2;
         }
+        bool skipped = false;
+        for (char **sk = cfg->skipped_workflows; !wf && o.workflow && sk && *sk; sk++)
+                skipped = skipped || strcmp(*sk, o.workflow) == 0;
+        if (skipped) {
+                fprintf(stderr,
+                        "drover run: workflow '%s' does not run: its when/unless is false for "
+                        "these pipeline parameters%s (set them with --param NAME=VALUE)\n",
+                        o.workflow, o.params ? "" : " (none given)");
+                return 1;
+        }
         if (!wf) {
-                fprintf(stderr, "drover run: no workflow '%s' in %s\n", o.workflow, o.config);
+                fprintf(stderr, "drover run: no workflow '%s' in %s (drover run --list)\n",
+                        o.workflow, o.config);
                 return 2;
         }
         if (wf->n_jobs == 0) {

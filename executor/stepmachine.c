@@ -651,8 +651,7 @@ static int machine_setup(struct machine *m, struct drv_error *err)
         /* timings of earlier runs, for `circleci tests split --split-by=timings` */
         json_t *timings = NULL;
         struct drv_error e2;
-        if (testresults_timings(m->store, spec->project, spec->job_name, &timings, &e2) == 0 &&
-            timings) {
+        if (testresults_timings(m->store, spec, &timings, &e2) == 0 && timings) {
                 char *text = json_dumps(timings, JSON_COMPACT);
                 if (text)
                         (void)runtime_write_file(m->rt, INJOB_TIMINGS_FILE, text, strlen(text),
@@ -789,7 +788,7 @@ int job_run(const struct job_run_opts *o, enum job_status *status, struct drv_er
                         const struct js_step *st = &o->spec->steps[i];
                         if (m.canceled || check_broken(&m, i))
                                 break;
-                        if (!step_should_run(st->when, failed))
+                        if (!step_runs(st, failed))
                                 continue;
                         enum step_status s = run_step(&m, i);
                         if (check_broken(&m, i))

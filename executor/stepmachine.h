@@ -53,6 +53,9 @@ enum step_status step_classify(const struct step_end_facts *f, char *reason, siz
 enum job_status job_classify(bool infra_failed, bool timed_out, bool canceled, bool failed);
 /* Should a step with `when` run, given whether the job has failed so far? */
 bool step_should_run(enum js_when when, bool job_failed);
+/* Does step st run, given whether the job has failed so far? Its `when`, except that
+ * store_artifacts and store_test_results always run (as on CircleCI). */
+bool step_runs(const struct js_step *st, bool job_failed);
 /* The default shell: bash when the job root has /bin/bash. */
 const char *step_default_shell(bool have_bash);
 /* Split a shell string ("/bin/bash -eo pipefail") into argv, append script; caller frees. */

@@ -32,6 +32,15 @@ bool step_should_run(enum js_when when, bool job_failed)
         return !job_failed;
 }
 
+bool step_runs(const struct js_step *st, bool job_failed)
+{
+        /* CircleCI's configuration reference: store_artifacts and store_test_results always run,
+         * even after a failed step (not after a cancel or the job timeout: the job ends then) */
+        if (st->type == JS_STEP_STORE_ARTIFACTS || st->type == JS_STEP_STORE_TEST_RESULTS)
+                return true;
+        return step_should_run(st->when, job_failed);
+}
+
 const char *step_default_shell(bool have_bash)
 {
         return have_bash ? "/bin/bash -eo pipefail" : "/bin/sh -eo pipefail";

@@ -480,7 +480,8 @@ json_t *compile_job(struct cctx *c, const char *jobname, const char *name, const
         int lr = config_lookup(c, "jobs", jobname, where, &job);
         if (lr < 0) {
                 if (lr == -ENOENT)
-                        cerr(c, where, "unknown job '%s'", jobname);
+                        cerr(c, where, "unknown job '%s'%s", jobname,
+                             csuggest(c, jobname, NULL, ynode_get(c->root, "jobs")));
                 return NULL;
         }
         if (job->kind != Y_MAP) {

@@ -80,6 +80,8 @@ struct config {
         size_t n_jobs;
         char **warnings; /* "FILE:LINE:COL: message": accepted but unused keys, unrunnable jobs
                             (each once); NULL-terminated, may be NULL */
+        char **skipped_workflows; /* workflows whose when/unless is false for these pipeline
+                                     values; NULL-terminated, may be NULL */
 };
 
 /* The accepted statuses of requires entry k of j (CONFIG_REQ_*). */

@@ -22,6 +22,7 @@ struct cctx {
         char **warnings;                        /* "FILE:LINE:COL: message", each once */
         struct orb_table *orbs;                 /* orbs declared and loaded (orbs.c) */
         char *unrunnable; /* set by compile_job: why this builder cannot run the job */
+        char hint[160]; /* csuggest's last answer */
 };
 
 /* Record a warning at n (may be NULL); the same line is kept once. */
@@ -43,6 +44,14 @@ int config_lookup(struct cctx *c, const char *kind, const char *name, const stru
 
 /* Record an error at node n (may be NULL: the document); returns -EINVAL. */
 int cerr(struct cctx *c, const struct ynode *n, const char *fmt, ...) DRV_PRINTF(3, 4);
+/* " (did you mean 'X'?)" when exactly one of cands (NULL-terminated, may be NULL) or of the keys
+ * of map (may be NULL) is one edit from bad, else "" (valid until the next call; suggest.c). */
+const char *csuggest(struct cctx *c, const char *bad, const char *const *cands,
+                     const struct ynode *map);
+/* The same among the built-in steps and the config's commands. */
+const char *csuggest_step(struct cctx *c, const char *bad);
+/* Order the collected errors by line and column (stable). */
+void cerr_sort(struct cctx *c);
 
 /* A bound parameter: name and value node (borrowed from the args or the declaration). */
 struct cparam {

@@ -367,7 +367,9 @@ static int custom_command(struct cctx *c, const char *name, const struct ynode *
         const struct ynode *cmd = NULL;
         int lr = config_lookup(c, "commands", name, where, &cmd);
         if (lr < 0)
-                return lr == -ENOENT ? cerr(c, where, "unknown step or command '%s'", name) : lr;
+                return lr == -ENOENT ? cerr(c, where, "unknown step or command '%s'%s", name,
+                                            csuggest_step(c, name))
+                                     : lr;
         if (cmd->kind != Y_MAP)
                 return cerr(c, cmd, "command '%s' must be a map", name);
         static const char *const ckeys[] = {"description", "parameters", "steps", NULL};

@@ -405,8 +405,9 @@ static int workflow_runs(struct cctx *c, const char *wfname, const struct ynode 
                                             NULL};
         for (size_t i = 0; i < ynode_pairs(wf); i++)
                 if (!key_in(wf->items[2 * i]->value, wkeys))
-                        cerr(c, wf->items[2 * i], "unknown key '%s' in workflow '%s'",
-                             wf->items[2 * i]->value, wfname);
+                        cerr(c, wf->items[2 * i], "unknown key '%s' in workflow '%s'%s",
+                             wf->items[2 * i]->value, wfname,
+                             csuggest(c, wf->items[2 * i]->value, wkeys, NULL));
         if (ynode_get(wf, "max_auto_reruns"))
                 cwarn(c, ynode_get(wf, "max_auto_reruns"),
                       "max_auto_reruns is accepted and ignored: drover does not rerun "
@@ -427,6 +428,32 @@ static int workflow_runs(struct cctx *c, const char *wfname, const struct ynode 
         bool sel = trig ? triggers_select(c, wfname, trig) : true;
         *run = yes && !skip && sel;
         return 0;
+}
+
+/* The node of name q in a workflow entry's requires (a name, or a map of a name to statuses);
+ * the requires (or the entry) itself when not found there. */
+static const struct ynode *require_node(const struct ynode *entry, const char *q)
+{
+        const struct ynode *args =
+            entry && entry->kind == Y_MAP && ynode_pairs(entry) == 1 ? entry->items[1] : NULL;
+        const struct ynode *req = ynode_get(args, "requires");
+        for (size_t i = 0; req && req->kind == Y_SEQ && i < req->n; i++) {
+                const struct ynode *it = req->items[i];
+                if (it->kind == Y_SCALAR && strcmp(it->value, q) == 0)
+                        return it;
+                if (it->kind == Y_MAP && ynode_pairs(it) == 1 && strcmp(it->items[0]->value, q) == 0)
+                        return it->items[0];
+        }
+        return req ? req : entry;
+}
+
+/* "did you mean" among the names of a workflow's jobs. */
+static const char *suggest_wjob(struct cctx *c, const char *q, const struct wjob *w, size_t n)
+{
+        _cleanup_free_ const char **names = calloc(n + 1, sizeof(char *));
+        for (size_t i = 0; names && i < n; i++)
+                names[i] = w[i].name;
+        return csuggest(c, q, names, NULL);
 }
 
 /* Resolve each job's requires (names, aliases) into deps (upstream names) and dst (their
@@ -456,9 +483,10 @@ static int resolve_requires(struct cctx *c, const char *wfname, struct wjob *w, 
                                         found = true;
                                 }
                         if (!found)
-                                r = cerr(c, w[i].where,
-                                         "job '%s' requires '%s', which is not in workflow '%s'",
-                                         w[i].name, q, wfname);
+                                r = cerr(c, require_node(w[i].where, q),
+                                         "job '%s' requires '%s', which is not in workflow "
+                                         "'%s'%s",
+                                         w[i].name, q, wfname, suggest_wjob(c, q, w, n));
                 }
         }
         return r;
@@ -495,8 +523,8 @@ static int compile_workflow(struct cctx *c, const char *wfname, const struct yno
         bool run;
         if (workflow_runs(c, wfname, wf, &run) < 0)
                 return -EINVAL;
-        if (!run)
-                return 0;
+        if (!run) /* named, for `drover run --workflow` and --list */
+                return drv_strv_push(&cfg->skipped_workflows, wfname);
         struct wjob *w = NULL;
         size_t n = 0;
         int r = 0;
@@ -609,6 +637,7 @@ void config_free(struct config *c)
                 config_job_free(&c->jobs[j]);
         free(c->jobs);
         drv_strv_free(c->warnings);
+        drv_strv_free(c->skipped_workflows);
         free(c->path);
         free(c);
 }
@@ -723,7 +752,10 @@ static int compile_text(const char *name, const char *text, size_t len,
         free(c.unrunnable);
         cfg->warnings = c.warnings;
         if (c.errors) {
+                /* the message: the first error found (often the cause of the later ones); the
+                 * list: in file order */
                 drv_err(err, EINVAL, "%s", c.errors[0]);
+                cerr_sort(&c);
                 *errors = c.errors;
                 config_free(cfg);
                 return -EINVAL;

@@ -585,6 +585,37 @@ int output_step_printf(struct output *o, unsigned idx, const char *fmt, ...)
         return r;
 }
 
+/* The step's last line on the terminal: status, reason (when it adds something), duration. */
+static int term_step_end(struct output *o, const struct stream *s,
+                         const struct output_step_end *res)
+{
+        bool ok = res->status && strcmp(res->status, "success") == 0;
+        const char *status = res->status ? res->status : "?";
+        struct strbuf line = STRBUF_INIT, d = STRBUF_INIT;
+        fmt_elapsed(&d, res->duration_ms * 1000000ULL);
+        /* a step drover stopped (cancel, timeout) says so; the signal it was sent is noise */
+        bool stopped = strcmp(status, "canceled") == 0 || strcmp(status, "timedout") == 0;
+        if (res->exit_code >= 0 && !ok)
+                strbuf_printf(&d, ", exit %d", res->exit_code);
+        else if (res->signal && !stopped)
+                strbuf_printf(&d, ", signal %d", res->signal);
+        const char *shown = res->reason && strcmp(res->reason, status) ? res->reason : NULL;
+        if (o->color)
+                strbuf_printf(&line, "\033[%sm<== %s%s: %s%s%s\033[0m \033[2m(%s)\033[0m\n",
+                              ok ? "32" : "1;31", s->background ? "(background) " : "", s->name,
+                              status, shown ? " — " : "", shown ? shown : "", d.buf);
+        else
+                strbuf_printf(&line, "<== %s%s: %s%s%s (%s)\n",
+                              s->background ? "(background) " : "", s->name, status,
+                              shown ? " — " : "", shown ? shown : "", d.buf);
+        int r = term_break(o);
+        if (r == 0)
+                r = term_write(o, line.buf, line.len);
+        strbuf_release(&line);
+        strbuf_release(&d);
+        return r;
+}
+
 int output_step_end(struct output *o, unsigned idx, const struct output_step_end *given,
                     struct drv_error *err)
 {
@@ -611,28 +642,7 @@ int output_step_end(struct output *o, unsigned idx, const struct output_step_end
         }
         if (o->fd < 0)
                 return 0;
-        bool ok = res->status && strcmp(res->status, "success") == 0;
-        const char *status = res->status ? res->status : "?";
-        struct strbuf line = STRBUF_INIT, d = STRBUF_INIT;
-        fmt_elapsed(&d, res->duration_ms * 1000000ULL);
-        if (res->exit_code >= 0 && !ok)
-                strbuf_printf(&d, ", exit %d", res->exit_code);
-        else if (res->signal)
-                strbuf_printf(&d, ", signal %d", res->signal);
-        if (o->color)
-                strbuf_printf(&line, "\033[%sm<== %s%s: %s%s%s\033[0m \033[2m(%s)\033[0m\n",
-                              ok ? "32" : "1;31", s->background ? "(background) " : "", s->name,
-                              status, res->reason ? " — " : "", res->reason ? res->reason : "",
-                              d.buf);
-        else
-                strbuf_printf(&line, "<== %s%s: %s%s%s (%s)\n",
-                              s->background ? "(background) " : "", s->name, status,
-                              res->reason ? " — " : "", res->reason ? res->reason : "", d.buf);
-        r = term_break(o);
-        if (r == 0)
-                r = term_write(o, line.buf, line.len);
-        strbuf_release(&line);
-        strbuf_release(&d);
+        r = term_step_end(o, s, res);
         return r < 0 ? drv_err(err, -r, "cannot write to the terminal") : 0;
 }
 
