@@ -22,7 +22,7 @@ struct cctx {
         char **warnings;                        /* "FILE:LINE:COL: message", each once */
         struct orb_table *orbs;                 /* orbs declared and loaded (orbs.c) */
         char *unrunnable; /* set by compile_job: why this builder cannot run the job */
-        char hint[160]; /* csuggest's last answer */
+        char hint[160];   /* csuggest's last answer */
 };
 
 /* Record a warning at n (may be NULL); the same line is kept once. */

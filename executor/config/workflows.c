@@ -441,7 +441,8 @@ static const struct ynode *require_node(const struct ynode *entry, const char *q
                 const struct ynode *it = req->items[i];
                 if (it->kind == Y_SCALAR && strcmp(it->value, q) == 0)
                         return it;
-                if (it->kind == Y_MAP && ynode_pairs(it) == 1 && strcmp(it->items[0]->value, q) == 0)
+                if (it->kind == Y_MAP && ynode_pairs(it) == 1 &&
+                    strcmp(it->items[0]->value, q) == 0)
                         return it->items[0];
         }
         return req ? req : entry;
