@@ -518,11 +518,12 @@ static bool add_job(struct cctx *c, const char *wfname, struct wjob *w, size_t n
 static int compile_workflow(struct cctx *c, const char *wfname, const struct ynode *wf,
                             struct config *cfg)
 {
+        bool run; /* its keys first: a misspelt jobs: is named with a guess */
+        int wr = workflow_runs(c, wfname, wf, &run);
         const struct ynode *jobs = ynode_get(wf, "jobs");
         if (!jobs || jobs->kind != Y_SEQ)
                 return cerr(c, wf, "workflow '%s' needs a list of jobs", wfname);
-        bool run;
-        if (workflow_runs(c, wfname, wf, &run) < 0)
+        if (wr < 0)
                 return -EINVAL;
         if (!run) /* named, for `drover run --workflow` and --list */
                 return drv_strv_push(&cfg->skipped_workflows, wfname);

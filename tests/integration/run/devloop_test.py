@@ -250,7 +250,7 @@ def machine_image_says_what_the_job_runs_on():
                 .replace("chekout", "checkout").replace("alwys", "always"))
     rc, out, err = drover(d, "test")
     expect(rc == 0, f"rc={rc} {out[-1500:]} {err}")
-    expect(".circleci/config.yml:11:22: note: machine image 'ubuntu-2204:current' is not used: "
+    expect("warning: .circleci/config.yml:11:22: machine image 'ubuntu-2204:current' is not used: "
            "drover runs machine jobs in its sandbox on this host's own OS" in err, err)
     expect("TEST-RAN" in out, out[-1500:])
 
