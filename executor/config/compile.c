@@ -254,6 +254,12 @@ static int machine_keys(struct cctx *c, const struct ynode *machine)
                 if (!ok)
                         r = cerr(c, machine->items[2 * i], "unknown key '%s' in machine", k);
         }
+        const struct ynode *img = ynode_get(machine, "image");
+        if (img && img->kind == Y_SCALAR && !drv_startswith(img->value, "windows-"))
+                cwarn(c, img,
+                      "machine image '%s' is not used: drover runs machine jobs in its sandbox "
+                      "on this host's own OS (read-only), not in a VM image",
+                      img->value);
         return r;
 }
 
@@ -352,7 +358,8 @@ static json_t *job_spec(struct cctx *c, const char *name, const struct ynode *jo
                 for (size_t j = 0; keys[j]; j++)
                         ok = ok || strcmp(k, keys[j]) == 0;
                 if (!ok)
-                        cerr(c, job->items[2 * i], "unknown key '%s' in job '%s'", k, name);
+                        cerr(c, job->items[2 * i], "unknown key '%s' in job '%s'%s", k, name,
+                             csuggest(c, k, keys, NULL));
         }
         static const char *const ignored[] = {"retention", "branches", "circleci_ip_ranges"};
         for (size_t i = 0; i < DRV_ARRAY_SIZE(ignored); i++)

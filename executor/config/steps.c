@@ -214,7 +214,8 @@ static int check_keys(struct cctx *c, const struct ynode *m, const char *what,
                 for (size_t j = 0; allowed[j]; j++)
                         ok = ok || strcmp(k, allowed[j]) == 0;
                 if (!ok)
-                        r = cerr(c, m->items[2 * i], "unknown key '%s' in %s", k, what);
+                        r = cerr(c, m->items[2 * i], "unknown key '%s' in %s%s", k, what,
+                                 csuggest(c, k, allowed, NULL));
         }
         return r;
 }
@@ -233,7 +234,11 @@ static int builtin_step(struct cctx *c, const char *type, const struct ynode *v,
         set_opt_str(c, st, m, "when", NULL);
         const char *when = json_string_value(json_object_get(st, "when"));
         if (when && strcmp(when, "on_success") && strcmp(when, "on_fail") && strcmp(when, "always"))
-                r = cerr(c, ynode_get(m, "when"), "when must be on_success, on_fail or always");
+                r = cerr(c, ynode_get(m, "when"),
+                         "when must be on_success, on_fail or always, not '%s'%s", when,
+                         csuggest(c, when,
+                                  (const char *const[]){"on_success", "on_fail", "always", NULL},
+                                  NULL));
         (void)common;
         if (strcmp(type, "run") == 0) {
                 static const char *const k[] = {"name",        "when",
