@@ -19,8 +19,8 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-/* Host directories of running jobs (made by drover, never seen by a job: /run is masked). */
-#define RUN_DIR_ROOT   "/run/drover"
+/* Host directories of running jobs, in drv_run_root() (/run/drover as root; rootless: the
+ * user's, docs/rootless.md): made by drover, never seen by a job (/run, /home are masked). */
 #define RUN_DIR_PREFIX "job-"
 
 static void closedirp(DIR **d)
@@ -95,10 +95,15 @@ static int job_user_files(struct rts *rt, struct drv_error *err)
  * steps/ for the step scripts. */
 static int make_run_dir(struct rts *rt, struct drv_error *err)
 {
-        int r = drv_mkdir_p(RUN_DIR_ROOT, 0755, err);
+        _cleanup_free_ char *root = drv_run_root();
+        if (!root)
+                return drv_err(err, ENOENT, "no state directory: set HOME or XDG_RUNTIME_DIR");
+        int r = drv_mkdir_p(root, drv_rootless() ? 0700 : 0755, err);
         if (r < 0)
                 return r;
-        char tmpl[] = RUN_DIR_ROOT "/" RUN_DIR_PREFIX "XXXXXX";
+        _cleanup_free_ char *tmpl = drv_asprintf("%s/" RUN_DIR_PREFIX "XXXXXX", root);
+        if (!tmpl)
+                return drv_err(err, ENOMEM, "out of memory");
         if (!mkdtemp(tmpl))
                 return drv_err_errno(err, "mkdtemp %s", tmpl);
         if (!(rt->run_dir = strdup(tmpl)))
@@ -122,13 +127,14 @@ static int make_run_dir(struct rts *rt, struct drv_error *err)
  * (no owner file) go once a day old: no job lasts that long. */
 static void sweep_run_dirs(void)
 {
-        _cleanup_(closedirp) DIR *d = opendir(RUN_DIR_ROOT);
+        _cleanup_free_ char *root = drv_run_root();
+        _cleanup_(closedirp) DIR *d = root ? opendir(root) : NULL;
         for (struct dirent *de; d && (de = readdir(d));) {
                 bool ours = strncmp(de->d_name, RUN_DIR_PREFIX, strlen(RUN_DIR_PREFIX)) == 0;
                 bool legacy = strncmp(de->d_name, "etc-", 4) == 0;
                 if (!ours && !legacy)
                         continue;
-                _cleanup_free_ char *dir = drv_asprintf(RUN_DIR_ROOT "/%s", de->d_name);
+                _cleanup_free_ char *dir = drv_asprintf("%s/%s", root, de->d_name);
                 _cleanup_free_ char *owner = drv_asprintf("%s/owner", dir ? dir : "");
                 if (!dir || !owner)
                         return;
@@ -189,6 +195,21 @@ static void sandbox_name(const struct jobspec *spec, char *buf, size_t n)
 }
 
 static void rts_close(void *impl);
+
+/* The sandbox's notes (rootless: limits not enforced, which network) in the job's output, once
+ * per job: each line through hooks.notice ("Spin up environment"), else on stderr. */
+static void tell_notes(const struct runtime_hooks *h, const char *notes)
+{
+        for (const char *l = notes; l && *l;) {
+                const char *eol = strchrnul(l, '\n');
+                _cleanup_free_ char *line = strndup(l, (size_t)(eol - l));
+                if (line && h->notice)
+                        h->notice(h->ud, line);
+                else if (line)
+                        fprintf(stderr, "%s\n", line);
+                l = *eol ? eol + 1 : eol;
+        }
+}
 
 static int rts_open(const struct runtime_config *cfg, void **out, struct drv_error *err)
 {
@@ -259,6 +280,8 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
             (chown(steps, sandbox_host_uid(rt->sb, false), sandbox_host_gid(rt->sb, false)) < 0 ||
              chmod(steps, 0700) < 0))
                 r = drv_err_errno(err, "hand %s to the job user", steps);
+        if (r == 0)
+                tell_notes(&cfg->hooks, sandbox_notes(rt->sb));
         if (r == 0 && rt->img)
                 r = rtimg_start_services(rt->img, rt->sb, rt->group, err);
         if (r < 0) {
