@@ -12,6 +12,19 @@
 #define NEWGIDMAP  "/usr/bin/newgidmap"
 #define SUB_NEEDED (UID_RANGE - 1) /* every inside id but the job user's */
 
+/* In a forked child before execve: the helpers start with default signal dispositions and
+ * nothing blocked (the supervisor ignores SIGPIPE; pasta refuses to start when it finds it
+ * ignored already). */
+static void reset_signals(void)
+{
+        sigset_t none;
+        sigemptyset(&none);
+        for (int s = 1; s < NSIG; s++)
+                if (s != SIGKILL && s != SIGSTOP)
+                        signal(s, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 /* The first id of a subordinate range of at least SUB_NEEDED ids for name or uid in file. */
 static bool find_subid(const char *file, const char *name, unsigned id, uint32_t *start)
 {
@@ -80,6 +93,7 @@ static int run_idmap_helper(const char *helper, pid_t pid, unsigned job, unsigne
         if (child < 0)
                 return drv_err_errno(err, "fork %s", helper);
         if (child == 0) {
+                reset_signals();
                 execve(helper, argv, envp);
                 _exit(127);
         }
@@ -156,6 +170,7 @@ int sb_pasta_start(pid_t pid, const char *dir, int slot, pid_t *helper, struct d
         if (child < 0)
                 return drv_err_errno(err, "fork " PASTA);
         if (child == 0) {
+                reset_signals();
                 if (dup2(log, 1) < 0 || dup2(log, 2) < 0)
                         _exit(126);
                 execve(PASTA, argv, envp);
