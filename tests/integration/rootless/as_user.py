@@ -18,7 +18,8 @@ USER = os.environ.get("DROVER_ROOTLESS_USER", "drover-rl")
 # what the tests pass on to the user (everything else is the user's own)
 PASS_ENV = ("DROVER", "DROVER_SRC", "DROVER_BUILD", "DROVER_PEERS_DIR", "ASAN_OPTIONS",
             "UBSAN_OPTIONS", "LSAN_OPTIONS", "DROVER_ROOTLESS_SINGLE_ID",
-            "DROVER_ROOTLESS_NO_PASTA", "PYTHONDONTWRITEBYTECODE")
+            "DROVER_ROOTLESS_NO_PASTA", "PYTHONDONTWRITEBYTECODE", "ESCAPE", "DROVER_SANDBOX",
+            "SB_LEAN")
 
 
 def setup():
@@ -65,7 +66,8 @@ def main():
     # Debian's python3: the one running this may live in root's home (pyenv)
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     script = os.path.abspath(sys.argv[1])
-    cmd = ["runuser", "-u", pw.pw_name, "--", py, script, *sys.argv[2:]]
+    interp = "/bin/bash" if script.endswith(".sh") else py
+    cmd = ["runuser", "-u", pw.pw_name, "--", interp, script, *sys.argv[2:]]
     # cwd: the user's home (the tests' own temp dirs are in /tmp, the user's)
     return subprocess.run(cmd, env=user_env(pw), cwd=pw.pw_dir).returncode
 
