@@ -158,13 +158,17 @@ static int idmap_layers(pid_t pid, const struct sb_init_args *a, struct drv_erro
         return 0;
 }
 
+#define SB_CLONE_SAME_USERNS (1ULL << 63) /* our flag, never the kernel's */
+
 /* Fork-style clone (no new stack: works under ASan; the child is a copy of us). On v2 the child
  * is born in the job cgroup (CLONE_INTO_CGROUP): no migration, which costs an RCU grace period.
  * Returns the pid, 0 in the child, -1 with errno. */
 static long raw_clone(uint64_t extra, int cgfd, bool *in_cgroup)
 {
-        const uint64_t flags =
-            CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | extra;
+        /* SB_CLONE_SAME_USERNS: a rootless sibling, already in the first sandbox's namespace */
+        const uint64_t flags = (extra & SB_CLONE_SAME_USERNS ? 0 : CLONE_NEWUSER) | CLONE_NEWPID |
+                               CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                               (extra & ~SB_CLONE_SAME_USERNS);
         if (cgfd >= 0) {
                 struct clone_args ca = {.flags = flags | CLONE_INTO_CGROUP,
                                         /* CLONE_PARENT: the caller's exit signal */
@@ -184,7 +188,7 @@ static long raw_clone(uint64_t extra, int cgfd, bool *in_cgroup)
  * first (glibc resets its locks in the child) and clone from there with CLONE_PARENT.
  * netns_fd >= 0: pid 1 joins that network namespace (the middle process enters it as host root,
  * the clone then keeps it) instead of a new one. */
-static long clone_init(struct sandbox *sb, int netns_fd, bool *in_cgroup)
+static long clone_init(struct sandbox *sb, int netns_fd, int userns_fd, bool *in_cgroup)
 {
         int cgfd = cg_dir_fd(sb->cg);
         long pid;
@@ -199,13 +203,20 @@ static long clone_init(struct sandbox *sb, int netns_fd, bool *in_cgroup)
                 if (mid == 0) {
                         close(p[0]);
                         long child = -1;
-                        if (netns_fd < 0 || setns(netns_fd, CLONE_NEWNET) == 0) {
+                        /* rootless: joining a network namespace needs CAP_SYS_ADMIN over our
+                         * own user namespace too, so the sibling enters the first sandbox's */
+                        if (userns_fd >= 0 && setns(userns_fd, CLONE_NEWUSER) < 0)
+                                netns_fd = -2;
+                        if (netns_fd == -1 ||
+                            (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) == 0)) {
                                 /* as Docker: any port for anybody in a shared namespace */
                                 if (netns_fd >= 0)
                                         (void)drv_write_file(
                                             "/proc/sys/net/ipv4/ip_unprivileged_port_start", "0",
                                             NULL);
-                                child = raw_clone(CLONE_PARENT | newnet, cgfd, in_cgroup);
+                                child = raw_clone(CLONE_PARENT | newnet |
+                                                      (userns_fd >= 0 ? SB_CLONE_SAME_USERNS : 0),
+                                                  cgfd, in_cgroup);
                         }
                         if (child == 0) {
                                 close(p[1]);
@@ -274,7 +285,7 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
                       struct drv_error *err)
 {
         int sync[2] = {-1, -1}, ctl[2] = {-1, -1}, ev[2] = {-1, -1}, r;
-        _cleanup_close_ int netns_fd = -1;
+        _cleanup_close_ int netns_fd = -1, userns_fd = -1;
         if ((r = sb_make_pair(sync, err)) < 0 || (r = sb_make_pair(ctl, err)) < 0 ||
             (r = sb_make_pair(ev, err)) < 0)
                 goto out;
@@ -291,7 +302,15 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
                         goto out;
                 }
         }
-        long pid = clone_init(sb, netns_fd, &in_cgroup);
+        if (cfg->join_netns_of && sb->rootless) {
+                char ns[64];
+                snprintf(ns, sizeof(ns), "/proc/%d/ns/user", (int)cfg->join_netns_of->init_pid);
+                if ((userns_fd = open(ns, O_RDONLY | O_CLOEXEC)) < 0) {
+                        r = drv_err_errno(err, "open %s (the sandbox to share a network with)", ns);
+                        goto out;
+                }
+        }
+        long pid = clone_init(sb, netns_fd, userns_fd, &in_cgroup);
         if (pid < 0) {
                 r = drv_err_errno(err, "clone the sandbox's pid 1");
                 goto out;
@@ -312,7 +331,9 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
         close(TAKE_FD(ctl[1]));
         close(TAKE_FD(ev[1]));
         sb->root_mapped = true;
-        if (sb->rootless)
+        if (userns_fd >= 0) /* the first sandbox's namespace: its maps */
+                sb->root_mapped = cfg->join_netns_of->root_mapped, r = 0;
+        else if (sb->rootless)
                 r = sb_write_maps_rootless(sb->init_pid, &sb->ids, sb->uid, sb->gid,
                                            &sb->root_mapped, err);
         else

@@ -66,4 +66,35 @@ def docker_image_job_runs_rootless_from_the_local_registry():
     expect("/var/lib/drover" not in p.stderr, p.stderr[-1000:])
 
 
+SERVICES = """
+version: 2.1
+jobs:
+  svc:
+    docker:
+      - image: {ref}
+        auth: {{username: {user}, password: {pw}}}
+      - image: {ref}
+        auth: {{username: {user}, password: {pw}}}
+        entrypoint: ["/bin/sh", "-c", "mkdir -p /tmp/www && echo svc-{token} > /tmp/www/i && exec httpd -f -p 8080 -h /tmp/www"]
+    steps:
+      - run: for i in $(seq 50); do wget -qO- http://localhost:8080/i && break; sleep 0.2; done
+workflows:
+  w:
+    jobs: [svc]
+"""
+
+
+@test
+def a_service_is_reached_on_localhost_rootless():
+    ref = image()
+    d = tempfile.mkdtemp(prefix="rl-svc-", dir=HOME)
+    os.makedirs(os.path.join(d, ".circleci"))
+    with open(os.path.join(d, ".circleci", "config.yml"), "w") as f:
+        f.write(SERVICES.format(ref=ref, user=USER, pw=PASSWORD, token=TOKEN))
+    p = subprocess.run([DROVER, "run", "--store", os.path.join(d, "store")], cwd=d,
+                       capture_output=True, text=True, timeout=240)
+    expect(p.returncode == 0 and f"svc-{TOKEN}" in p.stdout.splitlines(),
+           f"rc={p.returncode} {p.stdout[-3000:]} {p.stderr[-1500:]}")
+
+
 main()
