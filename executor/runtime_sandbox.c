@@ -18,6 +18,7 @@
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 /* Host directories of running jobs, in drv_run_root() (/run/drover as root; rootless: the
  * user's, docs/rootless.md): made by drover, never seen by a job (/run, /home are masked). */
@@ -558,10 +559,77 @@ static void *connect_inside(void *arg)
         return NULL;
 }
 
+/* Rootless: joining the job's network namespace needs its user namespace first, which a
+ * threaded process cannot enter (setns(2)): a forked child enters both, connects and hands the
+ * socket back over a socketpair. */
+static int connect_by_child(struct rts *rt, const char *host, uint16_t port, int *fd,
+                            struct drv_error *err)
+{
+        _cleanup_close_ int uns = sandbox_open_ns(rt->sb, "user", err);
+        if (uns < 0)
+                return uns;
+        _cleanup_close_ int nns = sandbox_open_ns(rt->sb, "net", err);
+        if (nns < 0)
+                return nns;
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return drv_err_errno(err, "socketpair");
+        pid_t child = fork();
+        if (child == 0) {
+                close(sv[0]);
+                struct drv_error e = {0};
+                int cfd = -1;
+                if (setns(uns, CLONE_NEWUSER) < 0 || setns(nns, CLONE_NEWNET) < 0)
+                        drv_err_errno(&e, "enter the job's network namespace");
+                else
+                        (void)drv_tcp_connect(host, port, 10000, &cfd, &e);
+                union {
+                        char b[CMSG_SPACE(sizeof(int))];
+                        struct cmsghdr align;
+                } cm = {0};
+                struct iovec iov = {e.message, strlen(e.message) + 1};
+                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+                if (cfd >= 0) {
+                        mh.msg_control = cm.b;
+                        mh.msg_controllen = sizeof(cm.b);
+                        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                        c->cmsg_level = SOL_SOCKET;
+                        c->cmsg_type = SCM_RIGHTS;
+                        c->cmsg_len = CMSG_LEN(sizeof(int));
+                        memcpy(CMSG_DATA(c), &cfd, sizeof(int));
+                }
+                _exit(sendmsg(sv[1], &mh, 0) < 0 ? 1 : 0);
+        }
+        close(sv[1]);
+        if (child < 0) {
+                close(sv[0]);
+                return drv_err_errno(err, "fork to connect inside the job");
+        }
+        char msg[sizeof(err->message) + 1] = "";
+        union {
+                char b[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } cm;
+        struct iovec iov = {msg, sizeof(msg) - 1};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+        ssize_t n = DRV_RETRY(recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC));
+        close(sv[0]);
+        DRV_RETRY(waitpid(child, NULL, 0));
+        struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+        if (c && c->cmsg_type == SCM_RIGHTS) {
+                memcpy(fd, CMSG_DATA(c), sizeof(int));
+                return drv_fd_nonblock(*fd, true) < 0 ? drv_err_errno(err, "socket") : 0;
+        }
+        return drv_err(err, ECONNREFUSED, "inside the job: %s", msg[0] ? msg : "connect failed");
+}
+
 static int rts_connect_tcp(void *impl, const char *host, uint16_t port, int *fd,
                            struct drv_error *err)
 {
         struct rts *rt = impl;
+        if (sandbox_rootless(rt->sb))
+                return connect_by_child(rt, host, port, fd, err);
         int ns = sandbox_open_netns(rt->sb, err);
         if (ns < 0)
                 return ns;

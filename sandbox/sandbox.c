@@ -632,8 +632,13 @@ int sandbox_spawn_pty(struct sandbox *sb, const struct sandbox_exec *ex, unsigne
 
 int sandbox_open_netns(struct sandbox *sb, struct drv_error *err)
 {
+        return sandbox_open_ns(sb, "net", err);
+}
+
+int sandbox_open_ns(struct sandbox *sb, const char *kind, struct drv_error *err)
+{
         char p[64];
-        snprintf(p, sizeof(p), "/proc/%d/ns/net", (int)sb->init_pid);
+        snprintf(p, sizeof(p), "/proc/%d/ns/%s", (int)sb->init_pid, kind);
         int fd = open(p, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return drv_err_errno(err, "sandbox %s: open %s", sb->name, p);

@@ -112,6 +112,9 @@ int sandbox_spawn_pty(struct sandbox *sb, const struct sandbox_exec *ex, unsigne
 /* An fd of the sandbox's network namespace (caller closes), e.g. to connect to a port inside
  * with setns(2) in a helper thread. Returns the fd or -errno. */
 int sandbox_open_netns(struct sandbox *sb, struct drv_error *err);
+/* An fd of one of the sandbox's namespaces, kind as in /proc/PID/ns ("net", "user"); rootless,
+ * a process must enter the "user" one before the "net" one (caller closes). */
+int sandbox_open_ns(struct sandbox *sb, const char *kind, struct drv_error *err);
 /* An fd that becomes readable when sandbox_next_exit has something (for epoll). */
 int sandbox_event_fd(struct sandbox *sb);
 /* Fetch one finished process; -EAGAIN when none is pending. Never blocks. */

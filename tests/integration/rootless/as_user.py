@@ -67,7 +67,9 @@ def main():
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     script = os.path.abspath(sys.argv[1])
     interp = "/bin/bash" if script.endswith(".sh") else py
-    cmd = ["runuser", "-u", pw.pw_name, "--", interp, script, *sys.argv[2:]]
+    # paths among the arguments (meson passes them relative to the build dir) made absolute
+    args = [os.path.abspath(a) if os.path.exists(a) else a for a in sys.argv[2:]]
+    cmd = ["runuser", "-u", pw.pw_name, "--", interp, script, *args]
     # cwd: the user's home (the tests' own temp dirs are in /tmp, the user's)
     return subprocess.run(cmd, env=user_env(pw), cwd=pw.pw_dir).returncode
 
