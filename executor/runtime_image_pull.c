@@ -5,6 +5,7 @@
 #include "executor/runtime_image.h"
 #include "executor/images/images.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <time.h>
@@ -223,6 +224,16 @@ static int pull_settings(struct img_pull_opts *o, char ***mirrors, bool *insecur
                 o->mirrors = (const char *const *)*mirrors;
         }
         *root = store && *store ? store : DEFAULT_STORE;
+        if (!(store && *store) && drv_rootless()) { /* the user's layer store (rootless.md) */
+                static char user_store[PATH_MAX];
+                _cleanup_free_ char *cache = drv_cache_root();
+                if (!cache)
+                        return drv_err(err, ENOENT,
+                                       "no layer store: set HOME or "
+                                       "DROVER_IMAGE_STORE");
+                snprintf(user_store, sizeof(user_store), "%s/images", cache);
+                *root = user_store;
+        }
         return 0;
 }
 

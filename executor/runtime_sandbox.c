@@ -18,9 +18,10 @@
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
-/* Host directories of running jobs (made by drover, never seen by a job: /run is masked). */
-#define RUN_DIR_ROOT   "/run/drover"
+/* Host directories of running jobs, in drv_run_root() (/run/drover as root; rootless: the
+ * user's, docs/rootless.md): made by drover, never seen by a job (/run, /home are masked). */
 #define RUN_DIR_PREFIX "job-"
 
 static void closedirp(DIR **d)
@@ -95,10 +96,15 @@ static int job_user_files(struct rts *rt, struct drv_error *err)
  * steps/ for the step scripts. */
 static int make_run_dir(struct rts *rt, struct drv_error *err)
 {
-        int r = drv_mkdir_p(RUN_DIR_ROOT, 0755, err);
+        _cleanup_free_ char *root = drv_run_root();
+        if (!root)
+                return drv_err(err, ENOENT, "no state directory: set HOME or XDG_RUNTIME_DIR");
+        int r = drv_mkdir_p(root, drv_rootless() ? 0700 : 0755, err);
         if (r < 0)
                 return r;
-        char tmpl[] = RUN_DIR_ROOT "/" RUN_DIR_PREFIX "XXXXXX";
+        _cleanup_free_ char *tmpl = drv_asprintf("%s/" RUN_DIR_PREFIX "XXXXXX", root);
+        if (!tmpl)
+                return drv_err(err, ENOMEM, "out of memory");
         if (!mkdtemp(tmpl))
                 return drv_err_errno(err, "mkdtemp %s", tmpl);
         if (!(rt->run_dir = strdup(tmpl)))
@@ -122,13 +128,14 @@ static int make_run_dir(struct rts *rt, struct drv_error *err)
  * (no owner file) go once a day old: no job lasts that long. */
 static void sweep_run_dirs(void)
 {
-        _cleanup_(closedirp) DIR *d = opendir(RUN_DIR_ROOT);
+        _cleanup_free_ char *root = drv_run_root();
+        _cleanup_(closedirp) DIR *d = root ? opendir(root) : NULL;
         for (struct dirent *de; d && (de = readdir(d));) {
                 bool ours = strncmp(de->d_name, RUN_DIR_PREFIX, strlen(RUN_DIR_PREFIX)) == 0;
                 bool legacy = strncmp(de->d_name, "etc-", 4) == 0;
                 if (!ours && !legacy)
                         continue;
-                _cleanup_free_ char *dir = drv_asprintf(RUN_DIR_ROOT "/%s", de->d_name);
+                _cleanup_free_ char *dir = drv_asprintf("%s/%s", root, de->d_name);
                 _cleanup_free_ char *owner = drv_asprintf("%s/owner", dir ? dir : "");
                 if (!dir || !owner)
                         return;
@@ -189,6 +196,21 @@ static void sandbox_name(const struct jobspec *spec, char *buf, size_t n)
 }
 
 static void rts_close(void *impl);
+
+/* The sandbox's notes (rootless: limits not enforced, which network) in the job's output, once
+ * per job: each line through hooks.notice ("Spin up environment"), else on stderr. */
+static void tell_notes(const struct runtime_hooks *h, const char *notes)
+{
+        for (const char *l = notes; l && *l;) {
+                const char *eol = strchrnul(l, '\n');
+                _cleanup_free_ char *line = strndup(l, (size_t)(eol - l));
+                if (line && h->notice)
+                        h->notice(h->ud, line);
+                else if (line)
+                        fprintf(stderr, "%s\n", line);
+                l = *eol ? eol + 1 : eol;
+        }
+}
 
 static int rts_open(const struct runtime_config *cfg, void **out, struct drv_error *err)
 {
@@ -259,6 +281,8 @@ static int rts_open(const struct runtime_config *cfg, void **out, struct drv_err
             (chown(steps, sandbox_host_uid(rt->sb, false), sandbox_host_gid(rt->sb, false)) < 0 ||
              chmod(steps, 0700) < 0))
                 r = drv_err_errno(err, "hand %s to the job user", steps);
+        if (r == 0)
+                tell_notes(&cfg->hooks, sandbox_notes(rt->sb));
         if (r == 0 && rt->img)
                 r = rtimg_start_services(rt->img, rt->sb, rt->group, err);
         if (r < 0) {
@@ -535,10 +559,77 @@ static void *connect_inside(void *arg)
         return NULL;
 }
 
+/* Rootless: joining the job's network namespace needs its user namespace first, which a
+ * threaded process cannot enter (setns(2)): a forked child enters both, connects and hands the
+ * socket back over a socketpair. */
+static int connect_by_child(struct rts *rt, const char *host, uint16_t port, int *fd,
+                            struct drv_error *err)
+{
+        _cleanup_close_ int uns = sandbox_open_ns(rt->sb, "user", err);
+        if (uns < 0)
+                return uns;
+        _cleanup_close_ int nns = sandbox_open_ns(rt->sb, "net", err);
+        if (nns < 0)
+                return nns;
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) < 0)
+                return drv_err_errno(err, "socketpair");
+        pid_t child = fork();
+        if (child == 0) {
+                close(sv[0]);
+                struct drv_error e = {0};
+                int cfd = -1;
+                if (setns(uns, CLONE_NEWUSER) < 0 || setns(nns, CLONE_NEWNET) < 0)
+                        drv_err_errno(&e, "enter the job's network namespace");
+                else
+                        (void)drv_tcp_connect(host, port, 10000, &cfd, &e);
+                union {
+                        char b[CMSG_SPACE(sizeof(int))];
+                        struct cmsghdr align;
+                } cm = {0};
+                struct iovec iov = {e.message, strlen(e.message) + 1};
+                struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+                if (cfd >= 0) {
+                        mh.msg_control = cm.b;
+                        mh.msg_controllen = sizeof(cm.b);
+                        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+                        c->cmsg_level = SOL_SOCKET;
+                        c->cmsg_type = SCM_RIGHTS;
+                        c->cmsg_len = CMSG_LEN(sizeof(int));
+                        memcpy(CMSG_DATA(c), &cfd, sizeof(int));
+                }
+                _exit(sendmsg(sv[1], &mh, 0) < 0 ? 1 : 0);
+        }
+        close(sv[1]);
+        if (child < 0) {
+                close(sv[0]);
+                return drv_err_errno(err, "fork to connect inside the job");
+        }
+        char msg[sizeof(err->message) + 1] = "";
+        union {
+                char b[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } cm;
+        struct iovec iov = {msg, sizeof(msg) - 1};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b)};
+        ssize_t n = DRV_RETRY(recvmsg(sv[0], &mh, MSG_CMSG_CLOEXEC));
+        close(sv[0]);
+        DRV_RETRY(waitpid(child, NULL, 0));
+        struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL;
+        if (c && c->cmsg_type == SCM_RIGHTS) {
+                memcpy(fd, CMSG_DATA(c), sizeof(int));
+                return drv_fd_nonblock(*fd, true) < 0 ? drv_err_errno(err, "socket") : 0;
+        }
+        return drv_err(err, ECONNREFUSED, "inside the job: %s", msg[0] ? msg : "connect failed");
+}
+
 static int rts_connect_tcp(void *impl, const char *host, uint16_t port, int *fd,
                            struct drv_error *err)
 {
         struct rts *rt = impl;
+        if (sandbox_rootless(rt->sb))
+                return connect_by_child(rt, host, port, fd, err);
         int ns = sandbox_open_netns(rt->sb, err);
         if (ns < 0)
                 return ns;

@@ -200,6 +200,15 @@ int drv_fd_cloexec(int fd, bool on);
  * ("resolve: ...", "connect: ..."). 0 or -errno (net.c). */
 int drv_tcp_connect(const char *host, uint16_t port, int timeout_ms, int *fd,
                     struct drv_error *err);
+/* ---- state paths (userdirs.c) ---- */
+/* True when drover runs as an ordinary user (not euid 0): the rootless sandbox, user paths. */
+bool drv_rootless(void);
+/* Runtime state (locks, run directories; malloc'd, NULL on ENOMEM): /run/drover as root; a
+ * user's $XDG_RUNTIME_DIR/drover when it is theirs and private, else drv_cache_root()/run. */
+char *drv_run_root(void);
+/* Persistent state (malloc'd): /var/lib/drover as root; a user's $XDG_CACHE_HOME/drover or
+ * ~/.cache/drover (the local store, the image layer store). NULL when no home is known. */
+char *drv_cache_root(void);
 /* Path of the running executable (/proc/self/exe resolved), malloc'd. */
 char *drv_self_exe(void);
 /* Path join with a single '/', malloc'd. */

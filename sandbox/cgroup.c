@@ -87,6 +87,27 @@ static char *own_cgroup(const char *self, const char *ctrl)
         return NULL;
 }
 
+bool cg_delegated(const struct cg_place *pl)
+{
+        if (pl->mode != CG_MODE_V2)
+                return false; /* v1 hierarchies are never handed to a user */
+        _cleanup_free_ char *self = NULL;
+        if (drv_read_file("/proc/self/cgroup", &self, NULL, 1 << 16, NULL) < 0)
+                return false;
+        _cleanup_free_ char *own = own_cgroup(self, NULL);
+        _cleanup_free_ char *dir = own ? drv_asprintf("%s%s", pl->root, own) : NULL;
+        if (!dir)
+                return false;
+        static const char *const knobs[] = {"", "/cgroup.procs", "/cgroup.subtree_control"};
+        for (size_t i = 0; i < DRV_ARRAY_SIZE(knobs); i++) {
+                char p[PATH_MAX];
+                snprintf(p, sizeof(p), "%s%s", dir, knobs[i]);
+                if (access(p, W_OK) < 0)
+                        return false;
+        }
+        return true;
+}
+
 static char *group_dir(const char *self, const char *mount, const char *parent, const char *ctrl,
                        const char *name)
 {
@@ -360,6 +381,8 @@ fail:
 
 int cg_add_pid(struct cgroup *cg, pid_t pid, struct drv_error *err)
 {
+        if (!cg)
+                return 0;
         char buf[24];
         snprintf(buf, sizeof(buf), "%d", (int)pid);
         int n = cg->mode == CG_MODE_V2 ? 1 : V1_N;
@@ -418,6 +441,8 @@ static bool group_empty(const char *dir)
 
 int cg_kill_all(struct cgroup *cg, bool wait, struct drv_error *err)
 {
+        if (!cg)
+                return 0;
         const char *dir = procs_dir(cg);
         if (!dir)
                 return 0;
@@ -449,7 +474,7 @@ int cg_kill_all(struct cgroup *cg, bool wait, struct drv_error *err)
 
 int cg_dir_fd(struct cgroup *cg)
 {
-        if (cg->mode != CG_MODE_V2 || !cg->dir[0])
+        if (!cg || cg->mode != CG_MODE_V2 || !cg->dir[0])
                 return -1;
         return open(cg->dir[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
@@ -457,6 +482,8 @@ int cg_dir_fd(struct cgroup *cg)
 int cg_read_usage(struct cgroup *cg, struct cg_usage *u)
 {
         memset(u, 0, sizeof(*u));
+        if (!cg)
+                return 0;
         char b[4096];
         if (cg->mode == CG_MODE_V2) {
                 const char *d = cg->dir[0];
@@ -482,6 +509,8 @@ int cg_read_usage(struct cgroup *cg, struct cg_usage *u)
 
 void cg_reset_peak(struct cgroup *cg)
 {
+        if (!cg)
+                return;
         if (cg->mode == CG_MODE_V2)
                 (void)write_knob(cg->dir[0], "memory.peak", "0", NULL); /* 6.12+; else stays */
         else if (cg->dir[V1_MEMORY])
@@ -490,11 +519,13 @@ void cg_reset_peak(struct cgroup *cg)
 
 uint64_t cg_memory_limit(struct cgroup *cg)
 {
-        return cg->memory_limit;
+        return cg ? cg->memory_limit : 0;
 }
 
 const char *cg_path(struct cgroup *cg)
 {
+        if (!cg)
+                return "none";
         for (int i = 0; i < V1_N; i++)
                 if (cg->dir[i])
                         return cg->dir[i];

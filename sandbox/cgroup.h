@@ -36,6 +36,8 @@ struct cg_usage {
         uint64_t cpu_usec;
 };
 
+/* A NULL group (a rootless sandbox without a delegated cgroup) is accepted by every function
+ * below that takes one: no limits, nothing to move, kill or read. */
 struct cgroup;
 
 /* Where groups are made. root: the cgroup mount root (the v2 mount for CG_MODE_V2, the directory
@@ -48,6 +50,10 @@ struct cg_place {
         const char *parent;
 };
 
+/* May we make groups at pl without privileges: a v2 tree whose group we are in is ours to
+ * write (a systemd user slice with Delegate=yes)? The rootless sandbox runs without limits when
+ * not. */
+bool cg_delegated(const struct cg_place *pl);
 /* Create the job group with its limits. */
 int cg_create(const struct cg_place *pl, const char *name, const struct cg_limits *lim,
               struct cgroup **out, struct drv_error *err);

@@ -19,7 +19,10 @@ int sb_cg_place(struct cg_place *pl, struct drv_error *err)
                 cgfs = CGROUP_FS;
         pl->root = cgfs;
         pl->parent = getenv("DROVER_CGROUP_PARENT");
-        return cg_detect(cgfs, &pl->mode, err);
+        int r = cg_detect(cgfs, &pl->mode, err);
+        if (r == 0 && drv_rootless() && !cg_delegated(pl))
+                return drv_err(err, EPERM, "no delegated cgroup");
+        return r;
 }
 
 int sandbox_group_create(const char *name, uint64_t memory_bytes, double cpus, uint64_t pids_max,
@@ -29,12 +32,17 @@ int sandbox_group_create(const char *name, uint64_t memory_bytes, double cpus, u
                 return drv_err(err, EINVAL, "sandbox group name '%s': use [A-Za-z0-9._-]", name);
         struct cg_place pl;
         int r = sb_cg_place(&pl, err);
-        if (r < 0)
+        if (r < 0 && !(r == -EPERM && drv_rootless()))
                 return r;
+        bool no_cgroup = r < 0; /* rootless without delegation: a group without limits */
         struct sandbox_group *g = calloc(1, sizeof(*g));
         if (!g || !(g->name = strdup(name))) {
                 free(g);
                 return drv_err(err, ENOMEM, "out of memory");
+        }
+        if (no_cgroup) {
+                *out = g;
+                return 0;
         }
         struct cg_limits lim = {.memory_bytes = memory_bytes,
                                 .cpus = cpus,

@@ -138,7 +138,21 @@ static void raise_oom_score(void)
                 (void)!write(fd, v, (size_t)n);
                 close(fd);
         }
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); /* the exec makes it dumpable again (job user) */
+}
+
+/* Does inside uid 0 exist (the supervisor's start byte "g"; "s": a rootless single-id map)? Set
+ * once by pid 1 before it serves anything. */
+static bool root_mapped = true;
+
+/* setgroups(0): drop the supervisor's supplementary groups. Rootless maps written without
+ * CAP_SETGID in the parent namespace have setgroups denied by the kernel: the job keeps the
+ * user's own groups (unmapped inside, shown as nogroup), no more than the user has. */
+static int drop_groups(const struct sb_init_args *a)
+{
+        if (setgroups(0, NULL) == 0 || (a->rootless && errno == EPERM))
+                return 0;
+        return -1;
 }
 
 /* In the forked child: become the job process and exec. Never returns. */
@@ -146,7 +160,8 @@ _Noreturn static void child_exec(const struct sb_init_args *a, const struct sbm_
                                  char **argv, char **envp, const char *cwd, const int fds[3],
                                  int pipe_fd)
 {
-        bool root = rq->flags & SBM_F_ROOT;
+        /* rootless with a single-id map: there is no root inside, "root" runs as the job user */
+        bool root = rq->flags & SBM_F_ROOT && root_mapped;
         uid_t uid = root ? 0 : a->uid;
         gid_t gid = root ? 0 : a->gid;
         sigset_t none;
@@ -206,7 +221,7 @@ _Noreturn static void child_exec(const struct sb_init_args *a, const struct sbm_
         }
         if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
                 child_fail(pipe_fd, ST_CAPS);
-        if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+        if (drop_groups(a) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
                 child_fail(pipe_fd, ST_IDS);
         /* non-root lost every capability with setresuid; root keeps at most Docker's set */
         if (set_caps(root ? allowed : 0) < 0)
@@ -559,8 +574,14 @@ _Noreturn void sb_init_main(const struct sb_init_args *a)
         struct drv_error err = {0};
         char byte;
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-        /* the job must not read pid 1's memory (a copy of the supervisor's) via /proc/1/mem */
-        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        /* the job must not read pid 1's memory (a copy of the supervisor's) via /proc/1/mem.
+         * Rootless, the supervisor itself needs pid 1's /proc files (root, ns/net for pasta and
+         * services), which a non-dumpable process keeps from anybody without CAP_SYS_PTRACE on
+         * the host; there pid 1 stays dumpable and its full capability set (which no job
+         * process has) is what keeps the job from tracing or reading it (ptrace's subset rule,
+         * tested by the rootless escape suite). */
+        if (!a->rootless)
+                prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         {
                 /* nothing of the supervisor's leaks in: keep only what pid 1 uses */
                 size_t nl = 0, n = 0;
@@ -586,11 +607,23 @@ _Noreturn void sb_init_main(const struct sb_init_args *a)
         }
         if (DRV_RETRY(read(a->sync_fd, &byte, 1)) != 1)
                 _exit(1); /* supervisor gave up */
-        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0 || setgroups(0, NULL) < 0)
+        root_mapped = byte == 'g';
+        /* rootless: the host paths are opened with the user's own rights, while we have them */
+        if (a->rootless && sb_open_paths(a->cfg, (struct sb_init_args *)a, &err) < 0)
+                die_sync(a->sync_fd, err.code, err.message);
+        /* without a root inside (rootless single-id map) pid 1 stays the job user, keeping the
+         * capabilities it was born with in its user namespace */
+        if (root_mapped && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
                 die_sync(a->sync_fd, errno, "become root in the user namespace");
+        if (drop_groups(a) < 0)
+                die_sync(a->sync_fd, errno, "drop the supplementary groups");
+        /* (a change of ids made us non-dumpable: see above) */
+        if (a->rootless)
+                prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         if (sethostname(a->hostname, strlen(a->hostname)) < 0)
                 die_sync(a->sync_fd, errno, "sethostname");
-        if (!a->cfg || (a->cfg->net == SANDBOX_NET_NONE && !a->cfg->join_netns_of)) {
+        if (!a->cfg || (a->cfg->net == SANDBOX_NET_NONE && !a->cfg->join_netns_of) ||
+            (a->rootless && a->lo_up)) {
                 if (sb_net_loopback_up() < 0)
                         die_sync(a->sync_fd, errno, "bring lo up");
         }

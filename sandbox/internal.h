@@ -17,7 +17,8 @@ struct cg_place;
 int sb_cg_place(struct cg_place *pl, struct drv_error *err);
 /* The cgroup name of a group (its members' groups are "name/member"). */
 const char *sb_group_name(const struct sandbox_group *g);
-#define SB_SLOT_DIR "/run/drover/uid-slots"
+/* The slot directory: drv_run_root()/uid-slots (/run/drover/uid-slots as root), found once. */
+const char *sb_slot_dir(void);
 /* Mark slot as having (on) or no longer having a private network (sweep.c). */
 void sb_net_mark(int slot, bool on);
 /* Hold slot's lock if nobody does: the lock fd (close to release), or -1 when it is taken. */
@@ -26,6 +27,33 @@ int sb_try_slot(int slot);
 int sb_take_slot(int *slot, int *fd_out, struct drv_error *err);
 /* uid_map and gid_map of pid: inside 0.. -> host base.. (UID_RANGE ids) */
 int sb_write_maps(pid_t pid, uint32_t base, struct drv_error *err);
+/* Rootless id maps (drover run by an ordinary user; docs/rootless.md). The job user (uid/gid of
+ * the config) is always the user's own id, so what the job leaves in a bound host path is the
+ * user's; with subordinate ids (newuidmap/newgidmap and /etc/subuid, /etc/subgid ranges of 65535
+ * or more) every other inside id 0..65535 maps into them, root included. */
+struct sb_ids {
+        bool sub;       /* subordinate ranges found and the helpers installed */
+        uid_t user_uid; /* the user's own ids */
+        gid_t user_gid;
+        uint32_t sub_uid; /* first subordinate uid / gid */
+        uint32_t sub_gid;
+};
+/* Find what the user may map (no helper is run). */
+void sb_ids_plan(struct sb_ids *ids);
+/* Write pid's maps for job ids uid/gid: through the helpers when ids->sub, else (or when they
+ * refuse: ids->sub is cleared) the single-id maps. *root_mapped: inside uid 0 exists (subordinate
+ * ids, or a job user that is root). */
+int sb_write_maps_rootless(pid_t pid, struct sb_ids *ids, uid_t uid, gid_t gid, bool *root_mapped,
+                           struct drv_error *err);
+struct sb_init_args;
+/* Is pasta (Debian: passt) installed and the tun device open to us? */
+bool sb_pasta_usable(void);
+/* pasta for pid's network namespace (user-mode networking, a copy of the host's addresses and
+ * routes; state files in dir, named by slot): *helper is its (daemonized) pid, to kill. */
+int sb_pasta_start(pid_t pid, const char *dir, int slot, pid_t *helper, struct drv_error *err);
+/* Rootless: pid 1 opens the host paths itself (open_tree needs CAP_SYS_ADMIN over the mount
+ * namespace: its own, not the host's), before it leaves the user's ids. */
+int sb_open_paths(const struct sandbox_config *cfg, struct sb_init_args *a, struct drv_error *err);
 /* A SOCK_SEQPACKET pair with large buffers. */
 int sb_make_pair(int sv[2], struct drv_error *err);
 /* Does this process have other threads? (pid 1 is cloned differently then) */
@@ -103,6 +131,8 @@ struct sb_init_args {
         const char *home;
         const char *hostname;
         const struct sb_bpf *bpf; /* NULL when seccomp is off */
+        bool rootless;            /* created by an ordinary user (rootless.c) */
+        bool lo_up;               /* a new network namespace: bring lo up */
 };
 
 /* Supervisor, host-root mode: detached (non-recursive) copies of "/" and of every host mount

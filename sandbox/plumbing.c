@@ -3,12 +3,12 @@
 #include "sandbox/internal.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 
-#define SLOTS    SANDBOX_SLOTS
-#define SLOT_DIR SB_SLOT_DIR
-#define SOCKBUF  (4 << 20)
+#define SLOTS   SANDBOX_SLOTS
+#define SOCKBUF (4 << 20)
 
 bool sb_name_ok(const char *s)
 {
@@ -21,10 +21,20 @@ bool sb_name_ok(const char *s)
         return true;
 }
 
+const char *sb_slot_dir(void)
+{
+        static char dir[PATH_MAX];
+        if (!dir[0]) {
+                _cleanup_free_ char *run = drv_run_root();
+                snprintf(dir, sizeof(dir), "%s/uid-slots", run ? run : "/nonexistent");
+        }
+        return dir;
+}
+
 int sb_try_slot(int slot)
 {
-        char p[64];
-        snprintf(p, sizeof(p), SLOT_DIR "/%d.lock", slot);
+        char p[PATH_MAX + 16];
+        snprintf(p, sizeof(p), "%s/%d.lock", sb_slot_dir(), slot);
         int fd = open(p, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
                 return fd;
@@ -36,22 +46,22 @@ int sb_try_slot(int slot)
 /* Take the first free uid/network slot: an flock'ed file, released when the fd closes. */
 int sb_take_slot(int *slot, int *fd_out, struct drv_error *err)
 {
-        int r = drv_mkdir_p(SLOT_DIR, 0700, err);
+        int r = drv_mkdir_p(sb_slot_dir(), 0700, err);
         if (r < 0)
                 return r;
         /* Round robin from the slot after the last one taken (a hint; the flock decides): a
          * slot's uid range, subnet and veth names are not handed to the next job at once, so
          * nothing of a job just ended (conntrack entries, a lingering rule) meets its successor. */
         unsigned start = 0;
-        _cleanup_close_ int hint =
-            open(SLOT_DIR "/next", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        char p[PATH_MAX + 16];
+        snprintf(p, sizeof(p), "%s/next", sb_slot_dir());
+        _cleanup_close_ int hint = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         char hb[16] = "";
         if (hint >= 0 && pread(hint, hb, sizeof(hb) - 1, 0) > 0)
                 start = (unsigned)strtoul(hb, NULL, 10) % SLOTS;
         for (int k = 0; k < SLOTS; k++) {
                 int i = (int)((start + (unsigned)k) % SLOTS);
-                char p[64];
-                snprintf(p, sizeof(p), SLOT_DIR "/%d.lock", i);
+                snprintf(p, sizeof(p), "%s/%d.lock", sb_slot_dir(), i);
                 int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
                 if (fd < 0)
                         return drv_err_errno(err, "open %s", p);

@@ -53,7 +53,14 @@ struct sandbox {
         const struct sandbox_exec *first;
         struct sent_spawn first_sent;
         int first_r; /* 0: sent, answer pending */
-        uint64_t t0; /* DROVER_SANDBOX_TIMING=1: phase times on stderr (bench/sandbox.sh) */
+        /* rootless (rootless.c): the user's ids, what was found in place of root's means */
+        bool rootless;
+        struct sb_ids ids;
+        bool root_mapped; /* inside uid 0 exists */
+        bool host_net;    /* the user's own network namespace (no pasta) */
+        pid_t net_helper; /* pasta, killed at destroy */
+        char notes[256];  /* what the job output should say about it (sandbox_notes) */
+        uint64_t t0;      /* DROVER_SANDBOX_TIMING=1: phase times on stderr (bench/sandbox.sh) */
         bool timing;
 };
 
@@ -72,13 +79,13 @@ static int tree(const char *path)
                             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 }
 
-static int open_paths(const struct sandbox_config *cfg, struct sb_init_args *a,
-                      struct drv_error *err)
+int sb_open_paths(const struct sandbox_config *cfg, struct sb_init_args *a, struct drv_error *err)
 {
         a->rootfs_fd = -1;
         int r;
-        if (!cfg->rootfs && !cfg->lowerdirs && !getenv("DROVER_SANDBOX_HOST_ROOT_RECURSIVE") &&
-            (r = sb_host_trees(a, err)) < 0)
+        /* rootless: the host's mounts are locked in pid 1's copy, only a recursive bind of "/" */
+        if (!cfg->rootfs && !cfg->lowerdirs && !a->rootless &&
+            !getenv("DROVER_SANDBOX_HOST_ROOT_RECURSIVE") && (r = sb_host_trees(a, err)) < 0)
                 return r;
         if (cfg->rootfs && !cfg->lowerdirs) {
                 a->rootfs_fd = tree(cfg->rootfs);
@@ -151,13 +158,17 @@ static int idmap_layers(pid_t pid, const struct sb_init_args *a, struct drv_erro
         return 0;
 }
 
+#define SB_CLONE_SAME_USERNS (1ULL << 63) /* our flag, never the kernel's */
+
 /* Fork-style clone (no new stack: works under ASan; the child is a copy of us). On v2 the child
  * is born in the job cgroup (CLONE_INTO_CGROUP): no migration, which costs an RCU grace period.
  * Returns the pid, 0 in the child, -1 with errno. */
 static long raw_clone(uint64_t extra, int cgfd, bool *in_cgroup)
 {
-        const uint64_t flags =
-            CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | extra;
+        /* SB_CLONE_SAME_USERNS: a rootless sibling, already in the first sandbox's namespace */
+        const uint64_t flags = (extra & SB_CLONE_SAME_USERNS ? 0 : CLONE_NEWUSER) | CLONE_NEWPID |
+                               CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
+                               (extra & ~SB_CLONE_SAME_USERNS);
         if (cgfd >= 0) {
                 struct clone_args ca = {.flags = flags | CLONE_INTO_CGROUP,
                                         /* CLONE_PARENT: the caller's exit signal */
@@ -177,11 +188,11 @@ static long raw_clone(uint64_t extra, int cgfd, bool *in_cgroup)
  * first (glibc resets its locks in the child) and clone from there with CLONE_PARENT.
  * netns_fd >= 0: pid 1 joins that network namespace (the middle process enters it as host root,
  * the clone then keeps it) instead of a new one. */
-static long clone_init(struct sandbox *sb, int netns_fd, bool *in_cgroup)
+static long clone_init(struct sandbox *sb, int netns_fd, int userns_fd, bool *in_cgroup)
 {
         int cgfd = cg_dir_fd(sb->cg);
         long pid;
-        const uint64_t newnet = netns_fd >= 0 ? 0 : CLONE_NEWNET;
+        const uint64_t newnet = netns_fd >= 0 || sb->host_net ? 0 : CLONE_NEWNET;
         if (netns_fd < 0 && !sb_multithreaded() && !getenv("DROVER_SANDBOX_FORK_FIRST")) {
                 pid = raw_clone(newnet, cgfd, in_cgroup);
         } else {
@@ -192,13 +203,20 @@ static long clone_init(struct sandbox *sb, int netns_fd, bool *in_cgroup)
                 if (mid == 0) {
                         close(p[0]);
                         long child = -1;
-                        if (netns_fd < 0 || setns(netns_fd, CLONE_NEWNET) == 0) {
+                        /* rootless: joining a network namespace needs CAP_SYS_ADMIN over our
+                         * own user namespace too, so the sibling enters the first sandbox's */
+                        if (userns_fd >= 0 && setns(userns_fd, CLONE_NEWUSER) < 0)
+                                netns_fd = -2;
+                        if (netns_fd == -1 ||
+                            (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) == 0)) {
                                 /* as Docker: any port for anybody in a shared namespace */
                                 if (netns_fd >= 0)
                                         (void)drv_write_file(
                                             "/proc/sys/net/ipv4/ip_unprivileged_port_start", "0",
                                             NULL);
-                                child = raw_clone(CLONE_PARENT | newnet, cgfd, in_cgroup);
+                                child = raw_clone(CLONE_PARENT | newnet |
+                                                      (userns_fd >= 0 ? SB_CLONE_SAME_USERNS : 0),
+                                                  cgfd, in_cgroup);
                         }
                         if (child == 0) {
                                 close(p[1]);
@@ -267,7 +285,7 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
                       struct drv_error *err)
 {
         int sync[2] = {-1, -1}, ctl[2] = {-1, -1}, ev[2] = {-1, -1}, r;
-        _cleanup_close_ int netns_fd = -1;
+        _cleanup_close_ int netns_fd = -1, userns_fd = -1;
         if ((r = sb_make_pair(sync, err)) < 0 || (r = sb_make_pair(ctl, err)) < 0 ||
             (r = sb_make_pair(ev, err)) < 0)
                 goto out;
@@ -284,7 +302,15 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
                         goto out;
                 }
         }
-        long pid = clone_init(sb, netns_fd, &in_cgroup);
+        if (cfg->join_netns_of && sb->rootless) {
+                char ns[64];
+                snprintf(ns, sizeof(ns), "/proc/%d/ns/user", (int)cfg->join_netns_of->init_pid);
+                if ((userns_fd = open(ns, O_RDONLY | O_CLOEXEC)) < 0) {
+                        r = drv_err_errno(err, "open %s (the sandbox to share a network with)", ns);
+                        goto out;
+                }
+        }
+        long pid = clone_init(sb, netns_fd, userns_fd, &in_cgroup);
         if (pid < 0) {
                 r = drv_err_errno(err, "clone the sandbox's pid 1");
                 goto out;
@@ -299,23 +325,38 @@ static int start_init(struct sandbox *sb, const struct sandbox_config *cfg, stru
         }
         sb->init_pid = (pid_t)pid;
         phase(sb, "clone");
-        protect_init(sb->init_pid);
+        if (!sb->rootless)
+                protect_init(sb->init_pid);
         close(TAKE_FD(sync[1]));
         close(TAKE_FD(ctl[1]));
         close(TAKE_FD(ev[1]));
-        if ((r = sb_write_maps(sb->init_pid, UID_BASE + (uint32_t)sb->slot * UID_RANGE, err)) < 0 ||
-            (r = idmap_layers(sb->init_pid, a, err)) < 0)
+        sb->root_mapped = true;
+        if (userns_fd >= 0) /* the first sandbox's namespace: its maps */
+                sb->root_mapped = cfg->join_netns_of->root_mapped, r = 0;
+        else if (sb->rootless)
+                r = sb_write_maps_rootless(sb->init_pid, &sb->ids, sb->uid, sb->gid,
+                                           &sb->root_mapped, err);
+        else
+                r = sb_write_maps(sb->init_pid, UID_BASE + (uint32_t)sb->slot * UID_RANGE, err);
+        if (r < 0 || (!sb->rootless && (r = idmap_layers(sb->init_pid, a, err)) < 0))
                 goto out;
         /* "g": build the root (trusted code) while we move pid 1 into the cgroup and make the
-         * network; "c": both done, nothing of the job can start before this */
-        if (DRV_RETRY(write(sync[0], "g", 1)) != 1) {
+         * network; "c": both done, nothing of the job can start before this. "s": the same
+         * where inside uid 0 does not exist (rootless single-id map) */
+        if (DRV_RETRY(write(sync[0], sb->root_mapped ? "g" : "s", 1)) != 1) {
                 r = drv_err_errno(err, "start the sandbox's pid 1");
                 goto out;
         }
         if (!in_cgroup && (r = cg_add_pid(sb->cg, sb->init_pid, err)) < 0)
                 goto out;
         phase(sb, "maps_cg");
-        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of) {
+        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of && sb->rootless &&
+            !sb->host_net &&
+            (r = sb_pasta_start(sb->init_pid, sb_slot_dir(), sb->slot, &sb->net_helper, err)) < 0) {
+                pid1_error_first(sync[0], &r, err);
+                goto out;
+        }
+        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of && !sb->rootless) {
                 sb_net_mark(sb->slot, true); /* before any rule: a crash leaves it to the sweep */
                 sb->net_marked = true;
                 if ((r = sb_net_setup(&sb->net, sb->init_pid, err)) < 0) {
@@ -380,11 +421,13 @@ static int create(const struct sandbox_config *cfg, const struct sandbox_exec *f
         if (!sb_name_ok(cfg->name))
                 return drv_err(err, EINVAL, "sandbox name '%s': use [A-Za-z0-9._-], up to 64",
                                cfg->name ? cfg->name : "");
-        if (geteuid() != 0)
-                return drv_err(err, EPERM, "the sandbox must be created by root");
         _cleanup_(sandbox_destroyp) struct sandbox *sb = calloc(1, sizeof(*sb));
         if (!sb)
                 return drv_err(err, ENOMEM, "out of memory");
+        sb->rootless = drv_rootless();
+        sb->net_helper = -1;
+        if (sb->rootless)
+                sb_ids_plan(&sb->ids);
         sb->init_pid = -1;
         sb->ctl_fd = sb->ev_fd = sb->lock_fd = sb->root_fd = -1;
         sb->first = first;
@@ -409,8 +452,14 @@ static int create(const struct sandbox_config *cfg, const struct sandbox_exec *f
         if ((r = sb_take_slot(&sb->slot, &sb->lock_fd, err)) < 0)
                 return r;
         struct cg_place pl;
-        if ((r = sb_cg_place(&pl, err)) < 0)
+        bool no_cgroup = false;
+        if ((r = sb_cg_place(&pl, err)) == -EPERM && sb->rootless) {
+                no_cgroup = true; /* run without limits, and say so (sandbox_notes) */
+                snprintf(sb->notes, sizeof(sb->notes),
+                         "resource limits not enforced: no delegated cgroup\n");
+        } else if (r < 0) {
                 return r;
+        }
         sb->cg_mode = pl.mode;
         _cleanup_free_ char *cgname = cg_name_for(cfg);
         if (!cgname)
@@ -420,7 +469,7 @@ static int create(const struct sandbox_config *cfg, const struct sandbox_exec *f
                                 .pids_max = cfg->pids_max ? cfg->pids_max : SANDBOX_PIDS_DEFAULT,
                                 .pids_default = cfg->pids_max == 0};
         phase(sb, "slot");
-        r = cg_create(&pl, cgname, &lim, &sb->cg, err);
+        r = no_cgroup ? 0 : cg_create(&pl, cgname, &lim, &sb->cg, err);
         phase(sb, "cgcreate");
         if (r == -EEXIST) { /* the same job name twice on this host: the slot makes it unique */
                 _cleanup_free_ char *alt = drv_asprintf("%s-%d", cgname, sb->slot);
@@ -432,17 +481,29 @@ static int create(const struct sandbox_config *cfg, const struct sandbox_exec *f
                 return drv_err_prefix(err, "cgroup");
         if (cfg->join_netns_of && cfg->join_netns_of->init_pid <= 0)
                 return drv_err(err, EINVAL, "join_netns_of: that sandbox is not running");
-        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of &&
-            (r = sb_net_plan(&sb->net, sb->slot, err)) < 0)
+        if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of && sb->rootless) {
+                sb->host_net = !sb_pasta_usable();
+                size_t n = strlen(sb->notes);
+                snprintf(sb->notes + n, sizeof(sb->notes) - n, "%s\n",
+                         sb->host_net ? "network: the user's own network namespace (pasta is "
+                                        "not installed or /dev/net/tun is not open to the user)"
+                                      : "network: user-mode networking (pasta)");
+        } else if (cfg->net == SANDBOX_NET_PRIVATE && !cfg->join_netns_of &&
+                   (r = sb_net_plan(&sb->net, sb->slot, err)) < 0) {
                 return r;
+        }
         struct sb_init_args a = {.cfg = cfg,
                                  .disk_bytes = cfg->disk_bytes ? cfg->disk_bytes : 10ULL << 30,
                                  .uid = sb->uid,
                                  .gid = sb->gid,
                                  .home = sb->home,
                                  .hostname = cfg->hostname ? cfg->hostname : "drover",
-                                 .bpf = cfg->no_seccomp ? NULL : &sb->bpf};
-        r = open_paths(cfg, &a, err);
+                                 .bpf = cfg->no_seccomp ? NULL : &sb->bpf,
+                                 .rootless = sb->rootless,
+                                 .lo_up = !cfg->join_netns_of && !sb->host_net,
+                                 .rootfs_fd = -1};
+        /* rootless: pid 1 opens them (sb_open_paths) */
+        r = sb->rootless ? 0 : sb_open_paths(cfg, &a, err);
         if (r == 0)
                 r = start_init(sb, cfg, &a, err);
         close_paths(cfg, &a);
@@ -571,8 +632,13 @@ int sandbox_spawn_pty(struct sandbox *sb, const struct sandbox_exec *ex, unsigne
 
 int sandbox_open_netns(struct sandbox *sb, struct drv_error *err)
 {
+        return sandbox_open_ns(sb, "net", err);
+}
+
+int sandbox_open_ns(struct sandbox *sb, const char *kind, struct drv_error *err)
+{
         char p[64];
-        snprintf(p, sizeof(p), "/proc/%d/ns/net", (int)sb->init_pid);
+        snprintf(p, sizeof(p), "/proc/%d/ns/%s", (int)sb->init_pid, kind);
         int fd = open(p, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return drv_err_errno(err, "sandbox %s: open %s", sb->name, p);
@@ -795,11 +861,15 @@ int sandbox_root_fd(struct sandbox *sb)
 
 uid_t sandbox_host_uid(struct sandbox *sb, bool root)
 {
+        if (sb->rootless)
+                return root && sb->ids.sub && sb->uid != 0 ? sb->ids.sub_uid : sb->ids.user_uid;
         return UID_BASE + (uid_t)sb->slot * UID_RANGE + (root ? 0 : sb->uid);
 }
 
 gid_t sandbox_host_gid(struct sandbox *sb, bool root)
 {
+        if (sb->rootless)
+                return root && sb->ids.sub && sb->gid != 0 ? sb->ids.sub_gid : sb->ids.user_gid;
         return UID_BASE + (gid_t)sb->slot * UID_RANGE + (root ? 0 : sb->gid);
 }
 
@@ -811,6 +881,16 @@ const char *sandbox_home(struct sandbox *sb)
 uint64_t sandbox_memory_limit(struct sandbox *sb)
 {
         return sb->cg ? cg_memory_limit(sb->cg) : 0;
+}
+
+const char *sandbox_notes(struct sandbox *sb)
+{
+        return sb->notes;
+}
+
+bool sandbox_rootless(struct sandbox *sb)
+{
+        return sb->rootless;
 }
 
 const char *sandbox_cgroup_mode(struct sandbox *sb)
@@ -839,6 +919,8 @@ void sandbox_destroy(struct sandbox *sb)
                                  err.message);
         }
         phase(sb, "destroyed");
+        if (sb->net_helper > 0)
+                kill(sb->net_helper, SIGTERM); /* pasta: it also ends with the namespace */
         sb_net_teardown(&sb->net);
         if (sb->net_marked)
                 sb_net_mark(sb->slot, false);

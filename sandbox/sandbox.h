@@ -92,7 +92,9 @@ struct sandbox_exit {
 struct sandbox;
 
 /* Create the sandbox: namespaces, rootfs, cgroup with limits, network, pid-1 inside.
- * Returns 0 and a new sandbox (free with sandbox_destroy). Must be called by root on the host. */
+ * Returns 0 and a new sandbox (free with sandbox_destroy). Called by root, or rootless by an
+ * ordinary user (user namespaces; the same sandbox where the kernel lets a user do it, see
+ * docs/rootless.md). */
 int sandbox_create(const struct sandbox_config *cfg, struct sandbox **out, struct drv_error *err);
 /* sandbox_create, then sandbox_spawn of ex, with one round trip less: the spawn request is
  * queued while pid 1 finishes its setup (one-shot use: drover sandbox). A create error: *out is
@@ -110,6 +112,9 @@ int sandbox_spawn_pty(struct sandbox *sb, const struct sandbox_exec *ex, unsigne
 /* An fd of the sandbox's network namespace (caller closes), e.g. to connect to a port inside
  * with setns(2) in a helper thread. Returns the fd or -errno. */
 int sandbox_open_netns(struct sandbox *sb, struct drv_error *err);
+/* An fd of one of the sandbox's namespaces, kind as in /proc/PID/ns ("net", "user"); rootless,
+ * a process must enter the "user" one before the "net" one (caller closes). */
+int sandbox_open_ns(struct sandbox *sb, const char *kind, struct drv_error *err);
 /* An fd that becomes readable when sandbox_next_exit has something (for epoll). */
 int sandbox_event_fd(struct sandbox *sb);
 /* Fetch one finished process; -EAGAIN when none is pending. Never blocks. */
@@ -139,6 +144,12 @@ gid_t sandbox_host_gid(struct sandbox *sb, bool root);
 const char *sandbox_home(struct sandbox *sb);
 /* Limits actually applied (for "out of memory (limit N)" messages). */
 uint64_t sandbox_memory_limit(struct sandbox *sb);
+/* What the job's output should say about this sandbox, one line each ("" when nothing): a
+ * rootless sandbox without a delegated cgroup ("resource limits not enforced: no delegated
+ * cgroup") and its network (pasta, or the user's own namespace). */
+const char *sandbox_notes(struct sandbox *sb);
+/* Created by an ordinary user (docs/rootless.md)? */
+bool sandbox_rootless(struct sandbox *sb);
 /* Cgroup mode found at start: "v1", "v2" (or "hybrid" reported as v1). */
 const char *sandbox_cgroup_mode(struct sandbox *sb);
 /* Kill everything (whole tree, every time), reap, remove cgroup, network and work area. */

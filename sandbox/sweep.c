@@ -8,6 +8,7 @@
 #include "sandbox/internal.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <dirent.h>
 #include <unistd.h>
 
@@ -16,8 +17,8 @@
 
 void sb_net_mark(int slot, bool on)
 {
-        char p[64];
-        snprintf(p, sizeof(p), SB_SLOT_DIR "/%d.net", slot);
+        char p[PATH_MAX + 16];
+        snprintf(p, sizeof(p), "%s/%d.net", sb_slot_dir(), slot);
         if (on) {
                 int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
                 if (fd < 0)
@@ -32,7 +33,7 @@ void sb_net_mark(int slot, bool on)
 /* Slots marked as having a private network (sb_net_mark) whose lock is free: a crashed run's. */
 static void sweep_net(void)
 {
-        DIR *d = opendir(SB_SLOT_DIR);
+        DIR *d = opendir(sb_slot_dir());
         for (struct dirent *de; d && (de = readdir(d));) {
                 char *end;
                 long s = strtol(de->d_name, &end, 10);
@@ -57,6 +58,8 @@ int sandbox_sweep_stale(struct drv_error *err)
 {
         struct cg_place pl;
         int r = sb_cg_place(&pl, err);
+        if (r == -EPERM && drv_rootless())
+                return 0; /* no cgroups of ours, and no network rules (no iptables rootless) */
         if (r == 0)
                 r = cg_sweep(&pl, CG_MIN_AGE_S, err);
         sweep_net();

@@ -37,6 +37,21 @@ static int remove_existing(int pfd, const char *base, bool keep_dir)
         return unlinkat(pfd, base, 0) < 0 ? -errno : 0;
 }
 
+/* An entry's owner. Rootless (docs/rootless.md) the user cannot give files away: everything
+ * stays the user's, which the sandbox shows as the job user, and set-id bits are dropped. */
+static int entry_chown(int dfd, const char *path, uid_t uid, gid_t gid, int flags)
+{
+        if (drv_rootless())
+                return 0;
+        return fchownat(dfd, path, uid, gid, flags);
+}
+
+static mode_t entry_perm(struct archive_entry *e)
+{
+        mode_t perm = archive_entry_perm(e);
+        return drv_rootless() ? perm & ~(mode_t)(S_ISUID | S_ISGID) : perm;
+}
+
 static int write_file(struct archive *a, struct archive_entry *e, int pfd, const char *base,
                       const char *name, struct img_unpack_stats *st, struct drv_error *err)
 {
@@ -60,8 +75,8 @@ static int write_file(struct archive *a, struct archive_entry *e, int pfd, const
         if (ftruncate(fd, archive_entry_size(e)) < 0)
                 return drv_err_errno(err, "layer entry %s", name);
         /* owner first: chown clears setuid bits and file capabilities */
-        if (fchown(fd, archive_entry_uid(e), archive_entry_gid(e)) < 0 ||
-            fchmod(fd, archive_entry_perm(e)) < 0)
+        if (entry_chown(fd, "", archive_entry_uid(e), archive_entry_gid(e), AT_EMPTY_PATH) < 0 ||
+            fchmod(fd, entry_perm(e)) < 0)
                 return drv_err_errno(err, "layer entry %s: owner/mode", name);
         /* capabilities and user xattrs travel with files (never trusted.* nor user.overlay.*:
          * overlayfs' own, a layer must not forge whiteouts, redirects or opaque dirs) */
@@ -140,7 +155,7 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int dest, co
                 return hard_link(dest, pfd, base, name, hl, fs, err);
         uid_t uid = (uid_t)archive_entry_uid(e);
         gid_t gid = (gid_t)archive_entry_gid(e);
-        mode_t perm = archive_entry_perm(e);
+        mode_t perm = entry_perm(e);
         int r;
         switch (archive_entry_filetype(e)) {
         case AE_IFDIR: {
@@ -148,7 +163,8 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int dest, co
                 if (r < 0 || (r == 0 && mkdirat(pfd, base, 0700) < 0))
                         return drv_err_errno(err, "layer entry %s", name);
                 _cleanup_close_ int dfd = jobfs_openat_beneath(pfd, base, O_DIRECTORY | O_RDONLY);
-                if (dfd < 0 || fchown(dfd, uid, gid) < 0 || fchmod(dfd, perm) < 0)
+                if (dfd < 0 || entry_chown(dfd, "", uid, gid, AT_EMPTY_PATH) < 0 ||
+                    fchmod(dfd, perm) < 0)
                         return drv_err_errno(err, "layer entry %s: owner/mode", name);
                 return 0;
         }
@@ -164,14 +180,14 @@ static int unpack_entry(struct archive *a, struct archive_entry *e, int dest, co
                                        "layer entry %s refused: symlink without a target", name);
                 if ((r = remove_existing(pfd, base, false)) < 0 ||
                     symlinkat(target, pfd, base) < 0 ||
-                    fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+                    entry_chown(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
                         return drv_err_errno(err, "layer entry %s: symlink", name);
                 return 0;
         }
         case AE_IFIFO:
                 if ((r = remove_existing(pfd, base, false)) < 0 ||
                     mknodat(pfd, base, S_IFIFO | perm, 0) < 0 ||
-                    fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+                    entry_chown(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
                         return drv_err_errno(err, "layer entry %s: fifo", name);
                 return 0;
         default:

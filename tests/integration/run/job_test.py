@@ -3,6 +3,7 @@
 events, BASH_ENV, background steps, no_output_timeout, when, masking, halt and cancellation."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -193,6 +194,11 @@ def oom_is_reported_with_the_limit():
     s["executor"]["resources"]["memory_mb"] = 64
     rc, out, err, ev = run_job(s)
     sr = step_results(ev)
+    if os.geteuid() != 0 and "resource limits not enforced: no delegated cgroup" in out:
+        # rootless without a delegated cgroup (tests/integration/rootless): no limit, said once
+        expect(out.count("resource limits not enforced") == 1, out[-2000:])
+        expect(rc == 0 and sr[0]["status"] == "success", sr)
+        return
     expect(rc == 1 and sr[0]["status"] == "oom", sr)
     expect("out of memory (limit 64 MiB)" in sr[0]["reason"], sr[0])
 
@@ -264,6 +270,9 @@ def stalled_output_processor_pauses_the_step_and_loses_nothing():
             for name in files:
                 if name.endswith(".out"):
                     stored += open(os.path.join(root, name), "rb").read()
+        # rootless: the sandbox's notes are the "Spin up environment" stream (docs/rootless.md)
+        if os.geteuid() != 0:
+            stored = re.sub(rb"(?m)^(resource limits not enforced|network): [^\n]*\n", b"", stored)
         want = b"drover-output-line\n" * 300000 + b"DONE\n"
         expect(stored == want, f"received {len(stored)} bytes, expected {len(want)}")
     finally:
