@@ -735,6 +735,16 @@ int cmd_run(int argc, char **argv)
         bool skipped = false;
         for (char **sk = cfg->skipped_workflows; !wf && o.workflow && sk && *sk; sk++)
                 skipped = skipped || strcmp(*sk, o.workflow) == 0;
+        bool scheduled = false;
+        for (char **sk = cfg->scheduled_workflows; skipped && sk && *sk; sk++)
+                scheduled = scheduled || strcmp(*sk, o.workflow) == 0;
+        if (scheduled) {
+                fprintf(stderr,
+                        "drover run: workflow '%s' runs in scheduled pipelines only (its "
+                        "triggers:); run it as one with --trigger schedule --schedule-name NAME\n",
+                        o.workflow);
+                return 1;
+        }
         if (skipped) {
                 fprintf(stderr,
                         "drover run: workflow '%s' does not run: its when/unless is false for "

@@ -24,11 +24,15 @@ void runselect_list(const struct config *cfg, FILE *f)
                         fprintf(f, "\n");
                 }
         }
-        for (char **s = cfg->skipped_workflows; s && *s; s++)
-                fprintf(f,
-                        "  %s  (not run: its when/unless is false for these pipeline "
-                        "parameters; see --param)\n",
-                        *s);
+        for (char **s = cfg->skipped_workflows; s && *s; s++) {
+                bool sched = false;
+                for (char **t = cfg->scheduled_workflows; t && *t; t++)
+                        sched = sched || strcmp(*t, *s) == 0;
+                fprintf(f, "  %s  (not run: %s)\n", *s,
+                        sched ? "scheduled pipelines only; see --trigger schedule"
+                              : "its when/unless is false for these pipeline parameters; see "
+                                "--param");
+        }
         fprintf(f, "jobs (drover run JOB):\n");
         for (size_t i = 0; i < cfg->n_jobs; i++)
                 fprintf(f, "  %s\n", cfg->jobs[i].name);

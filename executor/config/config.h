@@ -80,8 +80,11 @@ struct config {
         size_t n_jobs;
         char **warnings; /* "FILE:LINE:COL: message": accepted but unused keys, unrunnable jobs
                             (each once); NULL-terminated, may be NULL */
-        char **skipped_workflows; /* workflows whose when/unless is false for these pipeline
-                                     values; NULL-terminated, may be NULL */
+        char **skipped_workflows;   /* workflows whose when/unless is false for these pipeline
+                                       values, or whose triggers: do not select this pipeline;
+                                       NULL-terminated, may be NULL */
+        char **scheduled_workflows; /* of those, the ones left out by their triggers: (they run
+                                       in scheduled pipelines only); may be NULL */
 };
 
 /* The accepted statuses of requires entry k of j (CONFIG_REQ_*). */

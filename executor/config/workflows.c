@@ -399,7 +399,10 @@ static bool triggers_select(struct cctx *c, const char *wfname, const struct yno
 }
 
 /* Workflow-level keys: when/unless (conditions or expressions) and triggers. */
-static int workflow_runs(struct cctx *c, const char *wfname, const struct ynode *wf, bool *run)
+/* *run: the workflow runs in this pipeline; *by_trigger: it does not because its triggers: do
+ * not select this pipeline (its when/unless would let it run) */
+static int workflow_runs(struct cctx *c, const char *wfname, const struct ynode *wf, bool *run,
+                         bool *by_trigger)
 {
         static const char *const wkeys[] = {"jobs", "when", "unless", "triggers", "max_auto_reruns",
                                             NULL};
@@ -427,6 +430,7 @@ static int workflow_runs(struct cctx *c, const char *wfname, const struct ynode 
         const struct ynode *trig = ynode_get(wf, "triggers");
         bool sel = trig ? triggers_select(c, wfname, trig) : true;
         *run = yes && !skip && sel;
+        *by_trigger = yes && !skip && !sel;
         return 0;
 }
 
@@ -518,15 +522,16 @@ static bool add_job(struct cctx *c, const char *wfname, struct wjob *w, size_t n
 static int compile_workflow(struct cctx *c, const char *wfname, const struct ynode *wf,
                             struct config *cfg)
 {
-        bool run; /* its keys first: a misspelt jobs: is named with a guess */
-        int wr = workflow_runs(c, wfname, wf, &run);
+        bool run, by_trigger; /* its keys first: a misspelt jobs: is named with a guess */
+        int wr = workflow_runs(c, wfname, wf, &run, &by_trigger);
         const struct ynode *jobs = ynode_get(wf, "jobs");
         if (!jobs || jobs->kind != Y_SEQ)
                 return cerr(c, wf, "workflow '%s' needs a list of jobs", wfname);
         if (wr < 0)
                 return -EINVAL;
         if (!run) /* named, for `drover run --workflow` and --list */
-                return drv_strv_push(&cfg->skipped_workflows, wfname);
+                return drv_strv_push(&cfg->skipped_workflows, wfname)
+                           ?: (by_trigger ? drv_strv_push(&cfg->scheduled_workflows, wfname) : 0);
         struct wjob *w = NULL;
         size_t n = 0;
         int r = 0;
@@ -640,6 +645,7 @@ void config_free(struct config *c)
         free(c->jobs);
         drv_strv_free(c->warnings);
         drv_strv_free(c->skipped_workflows);
+        drv_strv_free(c->scheduled_workflows);
         free(c->path);
         free(c);
 }

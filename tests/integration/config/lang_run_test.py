@@ -140,7 +140,10 @@ def dash_j_runs_jobs_of_one_serial_group_one_after_another():
 def scheduled_workflows_run_only_with_trigger_schedule():
     d = project()
     rc, out, err = drover(d, "--workflow", "nightly", "--branch", "main")
-    expect(rc == 2 and "no workflow 'nightly'" in err, f"rc={rc} {err}")
+    expect(rc == 1 and "workflow 'nightly' runs in scheduled pipelines only" in err and
+           "--trigger schedule" in err, f"rc={rc} {err}")
+    rc, out, err = drover(d, "--list", "--branch", "main")
+    expect(rc == 0 and "nightly  (not run: scheduled pipelines only" in out, f"rc={rc} {out}")
     rc, out, err = drover(d, "--workflow", "nightly", "--branch", "main", "--trigger",
                           "schedule", "--schedule-name", "nightly")
     expect(rc == 0 and "CLEANUP-RAN" in out, f"rc={rc} {out[-1000:]} {err}")
