@@ -82,6 +82,8 @@ struct config {
                             (each once); NULL-terminated, may be NULL */
         char **skipped_workflows; /* workflows whose when/unless is false for these pipeline
                                      values; NULL-terminated, may be NULL */
+        bool setup;               /* `setup: true`: a setup config, whose workflow may continue the
+                                     pipeline with another config (docs/config.md "Dynamic config") */
 };
 
 /* The accepted statuses of requires entry k of j (CONFIG_REQ_*). */
