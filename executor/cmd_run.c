@@ -440,22 +440,32 @@ static void run_nodes_parallel(const struct run_opts *o, struct job_outcome *out
         rmdir(tmpdir);
 }
 
-/* The first `continuation` event of the run (dynamic config), with the job that sent it. */
+/* The first `continuation` event of the run (dynamic config), with the job that sent it; the
+ * key is one per pipeline, so a later job's continuation is refused (and said so). */
 static json_t *find_continuation(const struct job_outcome *out, size_t n)
 {
+        json_t *found = NULL;
         for (size_t i = 0; i < n; i++) {
                 size_t k;
                 json_t *ev;
                 json_array_foreach (out[i].events, k, ev) {
                         const char *type = json_string_value(json_object_get(ev, "type"));
-                        if (type && strcmp(type, "continuation") == 0)
-                                return json_pack("{s:s, s:O, s:O}", "job", out[i].job->name,
-                                                 "configuration",
-                                                 json_object_get(ev, "configuration"), "parameters",
-                                                 json_object_get(ev, "parameters"));
+                        if (!type || strcmp(type, "continuation") != 0)
+                                continue;
+                        if (found) {
+                                printf("drover run: the continuation of %s is refused: the "
+                                       "pipeline continued already (from %s; a continuation "
+                                       "key is used once)\n",
+                                       out[i].job->name,
+                                       json_string_value(json_object_get(found, "job")));
+                                continue;
+                        }
+                        found = json_pack("{s:s, s:O, s:O}", "job", out[i].job->name,
+                                          "configuration", json_object_get(ev, "configuration"),
+                                          "parameters", json_object_get(ev, "parameters"));
                 }
         }
-        return NULL;
+        return found;
 }
 
 static int run_jobs(const struct run_opts *o, const struct config_job *jobs, size_t n,

@@ -89,6 +89,8 @@ workflows:
     jobs: [quiet]
   nested:
     jobs: [nested]
+  two:
+    jobs: [generate, {generate: {name: generate-2, requires: [generate]}}]
 """ % (GENERATED, GENERATED)
 
 
@@ -158,6 +160,17 @@ def drover_refuses_a_second_forged_request_with_the_spent_key():
     # the first continuation stands (as on CircleCI, where the pipeline has continued)
     expect("GREETING=unset COUNT=0" in out, out[-2500:])
     expect(rc == 1, f"rc={rc}")
+
+
+@test
+def a_second_job_continuing_the_same_pipeline_is_refused():
+    d = project()
+    rc, out, err = drover_run(d, "--workflow", "two")
+    expect("the continuation of generate-2 is refused: the pipeline continued already "
+           "(from generate" in out, out[-2500:])
+    s = summaries(out)
+    expect(len(s) == 2 and s[1].get("hello") == "success", f"the pipeline did not continue "
+           f"exactly once: {s}")
 
 
 @test
