@@ -94,11 +94,11 @@ workflows:
 """ % (GENERATED, GENERATED)
 
 
-def project():
+def project(config=SETUP):
     d = tempfile.mkdtemp(prefix="drover-dynconf-")
     os.makedirs(os.path.join(d, ".circleci"))
     with open(os.path.join(d, ".circleci", "config.yml"), "w") as f:
-        f.write(SETUP)
+        f.write(config)
     return d
 
 
@@ -194,10 +194,7 @@ def continued_config_cannot_be_a_setup_config():
 
 @test
 def continue_outside_a_setup_workflow_is_refused_in_the_job():
-    d = tempfile.mkdtemp(prefix="drover-dynconf-")
-    os.makedirs(os.path.join(d, ".circleci"))
-    with open(os.path.join(d, ".circleci", "config.yml"), "w") as f:
-        f.write("version: 2.1\njobs:\n  a:\n    machine: true\n    steps:\n"
+    d = project("version: 2.1\njobs:\n  a:\n    machine: true\n    steps:\n"
                 "      - run: |\n          echo 'version: 2.1' > /tmp/c.yml\n"
                 "          circleci continue /tmp/c.yml\n"
                 "workflows:\n  w:\n    jobs: [a]\n")
