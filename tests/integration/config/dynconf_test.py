@@ -193,6 +193,20 @@ def continued_config_cannot_be_a_setup_config():
 
 
 @test
+def config_process_marks_a_setup_config():
+    d = project()
+    p = subprocess.run([DROVER, "config", "process"], cwd=d, capture_output=True, text=True,
+                       timeout=60)
+    expect(p.returncode == 0 and json.loads(p.stdout).get("setup") is True,
+           f"rc={p.returncode} {p.stdout[:300]} {p.stderr}")
+    d = project("version: 2.1\njobs: {a: {machine: true, steps: [run: 'true']}}\n"
+                "workflows: {w: {jobs: [a]}}\n")
+    p = subprocess.run([DROVER, "config", "process"], cwd=d, capture_output=True, text=True,
+                       timeout=60)
+    expect(p.returncode == 0 and "setup" not in json.loads(p.stdout), p.stdout[:300])
+
+
+@test
 def continue_outside_a_setup_workflow_is_refused_in_the_job():
     d = project("version: 2.1\njobs:\n  a:\n    machine: true\n    steps:\n"
                 "      - run: |\n          echo 'version: 2.1' > /tmp/c.yml\n"
