@@ -19,18 +19,20 @@ struct run_opts {
         const char *ssh_key; /* --ssh=FILE; NULL: the user's public keys */
         char **ssh_keys;
         struct config_opts copts;
-        bool committed;               /* --committed: checkout gives exactly HEAD */
-        char **orb_dirs;              /* --orb-dir */
-        bool pull_orbs;               /* --pull-orbs: fetch missing registry orbs into the cache */
-        struct localrepo repo;        /* the git work tree around the config, for checkout */
-        struct localsrc src;          /* what checkout steps get (localsrc.h) */
-        json_t *params;               /* --param NAME=VALUE: pipeline parameters */
-        bool list;                    /* --list: the config's workflows and jobs */
-        bool with_upstream;           /* --with-upstream: JOB and the jobs it requires */
-        json_t *stored_layers;        /* a single job's upstream workspace from an earlier run */
-        const char *continuation_key; /* a setup config's run: every job gets it (dynamic
-                                         config, executor/continuation.h) */
-        json_t **continuation;        /* a setup config's run: receives the run's continuation */
+        bool committed;        /* --committed: checkout gives exactly HEAD */
+        char **orb_dirs;       /* --orb-dir */
+        bool pull_orbs;        /* --pull-orbs: fetch missing registry orbs into the cache */
+        struct localrepo repo; /* the git work tree around the config, for checkout */
+        struct localsrc src;   /* what checkout steps get (localsrc.h) */
+        json_t *params;        /* --param NAME=VALUE: pipeline parameters */
+        bool list;             /* --list: the config's workflows and jobs */
+        bool with_upstream;    /* --with-upstream: JOB and the jobs it requires */
+        json_t *stored_layers; /* a single job's upstream workspace from an earlier run */
+
+        /* dynamic config (executor/continuation.h), a setup config's run: every job gets the
+         * key; *continuation receives the run's continuation */
+        const char *continuation_key;
+        json_t **continuation;
 };
 
 /* Free what the options own. */
