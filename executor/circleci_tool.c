@@ -1,6 +1,7 @@
 /* circleci_tool.c: the `circleci` / `circleci-agent` commands inside a job: tests glob, tests split
- * (by name, file size or timings) and step halt. */
+ * (by name, file size or timings), step halt and continue (dynamic config). */
 #include "agent/commands.h"
+#include "executor/continuation.h"
 #include "executor/injob.h"
 #include "cache/jobhelper.h"
 #include "executor/testsplit.h"
@@ -26,7 +27,10 @@ static void usage(FILE *f)
                    "                            [--index N] [--total N] [FILE]\n"
                    "       circleci tests run --command=CMD [split options] [--verbose]\n"
                    "                            (this node's tests go to CMD's stdin)\n"
-                   "       circleci-agent step halt\n");
+                   "       circleci-agent step halt\n"
+                   "       circleci continue CONFIG_FILE [--parameters JSON|FILE]\n"
+                   "                            (a setup workflow's job: continue the\n"
+                   "                            pipeline with CONFIG_FILE)\n");
 }
 
 static int cmd_glob(int argc, char **argv)
@@ -244,6 +248,8 @@ int cmd_circleci(int argc, char **argv)
                 return cmd_split(argc - 3, argv + 3, true);
         if (argc >= 3 && strcmp(argv[1], "step") == 0 && strcmp(argv[2], "halt") == 0)
                 return cmd_halt();
+        if (argc >= 2 && strcmp(argv[1], "continue") == 0)
+                return continuation_tool(argc - 1, argv + 1);
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
                 usage(stdout);
                 return 0;

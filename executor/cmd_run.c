@@ -3,6 +3,7 @@
 #include "agent/commands.h"
 #include "executor/config/config.h"
 #include "executor/config/orb.h"
+#include "executor/continuation.h"
 #include "executor/jobrunner.h"
 #include "executor/runtime.h"
 #include "executor/localrepo.h"
@@ -81,6 +82,11 @@ static int run_node(const struct run_opts *o, const struct config_job *j, unsign
         json_object_set_new(spec, "output", json_pack("{s:s}", "url", "terminal"));
         if (json_array_size(layers))
                 json_object_set_new(spec, "workspace", json_pack("{s:O}", "layers", layers));
+        if (o->continuation_key && continuation_spec_add_key(spec, o->continuation_key) < 0) {
+                json_decref(spec);
+                fprintf(stderr, "drover run: job %s: cannot add its continuation key\n", j->name);
+                return -ENOMEM;
+        }
         if (o->ssh) {
                 json_t *keys = json_array();
                 for (char **k = o->ssh_keys; k && *k; k++)
@@ -434,6 +440,34 @@ static void run_nodes_parallel(const struct run_opts *o, struct job_outcome *out
         rmdir(tmpdir);
 }
 
+/* The first `continuation` event of the run (dynamic config), with the job that sent it; the
+ * key is one per pipeline, so a later job's continuation is refused (and said so). */
+static json_t *find_continuation(const struct job_outcome *out, size_t n)
+{
+        json_t *found = NULL;
+        for (size_t i = 0; i < n; i++) {
+                size_t k;
+                json_t *ev;
+                json_array_foreach (out[i].events, k, ev) {
+                        const char *type = json_string_value(json_object_get(ev, "type"));
+                        if (!type || strcmp(type, "continuation") != 0)
+                                continue;
+                        if (found) {
+                                printf("drover run: the continuation of %s is refused: the "
+                                       "pipeline continued already (from %s; a continuation "
+                                       "key is used once)\n",
+                                       out[i].job->name,
+                                       json_string_value(json_object_get(found, "job")));
+                                continue;
+                        }
+                        found = json_pack("{s:s, s:O, s:O}", "job", out[i].job->name,
+                                          "configuration", json_object_get(ev, "configuration"),
+                                          "parameters", json_object_get(ev, "parameters"));
+                }
+        }
+        return found;
+}
+
 static int run_jobs(const struct run_opts *o, const struct config_job *jobs, size_t n,
                     const char *store_url)
 {
@@ -478,6 +512,8 @@ static int run_jobs(const struct run_opts *o, const struct config_job *jobs, siz
                 all_ok = all_ok && !outcome_fails(&out[i]);
         }
         runsummary_print(out, n, store_url + strlen("file://"));
+        if (o->continuation) /* a setup config's run (dynamic config) */
+                *o->continuation = find_continuation(out, n);
         for (size_t i = 0; i < n; i++) {
                 json_decref(out[i].layers);
                 json_decref(out[i].events);
@@ -627,6 +663,62 @@ static int run_one_job(struct run_opts *o, const struct config *cfg, const char 
         return run_jobs(o, &alone, 1, store_url);
 }
 
+/* Dynamic config: after the setup workflow (exit status setup_rc), compile the continued config
+ * (cont, stolen; NULL: no job continued) with its parameters and run every workflow of it. */
+static int run_continued(struct run_opts *o, int setup_rc, json_t *cont, const char *root,
+                         const char *store_url)
+{
+        if (!cont) {
+                printf("\ndrover run: the setup workflow did not continue the pipeline (no job ran "
+                       "`circleci continue`): the pipeline ends here\n");
+                return setup_rc;
+        }
+        if (setup_rc == 4) { /* canceled */
+                json_decref(cont);
+                return setup_rc;
+        }
+        struct config_opts copts = o->copts;
+        char wfid[80];
+        snprintf(wfid, sizeof(wfid), "%s-continued", o->copts.workflow_id);
+        copts.workflow_id = wfid;
+        copts.pipeline_parameters = json_object_get(cont, "parameters");
+        const char *text = json_string_value(json_object_get(cont, "configuration"));
+        _cleanup_free_ char *name =
+            drv_asprintf("continuation from %s", json_string_value(json_object_get(cont, "job")));
+        struct drv_error err = {0};
+        _cleanup_(config_freep) struct config *cfg = NULL;
+        int r = name ? config_load_text(name, text, strlen(text), &copts, &cfg, &err)
+                     : drv_err(&err, ENOMEM, "out of memory");
+        json_decref(cont);
+        if (r < 0) {
+                fprintf(stderr, "drover run: the continued config: %s\n", err.message);
+                return 2;
+        }
+        if (cfg->setup) {
+                fprintf(stderr,
+                        "drover run: %s: a continued config cannot be a setup config "
+                        "(setup: true)\n",
+                        name);
+                return 2;
+        }
+        printf("\n== the pipeline continues: %s, %zu workflow%s ==\n", name, cfg->n_workflows,
+               cfg->n_workflows == 1 ? "" : "s");
+        o->continuation_key = NULL; /* used once: the continued jobs have none */
+        o->continuation = NULL;
+        int rc = setup_rc;
+        for (size_t w = 0; w < cfg->n_workflows && rc != 4; w++) {
+                const struct config_workflow *wf = &cfg->workflows[w];
+                printf("\n== workflow %s ==\n", wf->name);
+                if (wf->n_jobs == 0)
+                        continue;
+                if (!o->src.src && prepare_source(o, root, wf->jobs, wf->n_jobs) < 0)
+                        return 2;
+                int wr = run_jobs(o, wf->jobs, wf->n_jobs, store_url);
+                rc = rc == 0 || wr == 4 ? wr : rc;
+        }
+        return rc;
+}
+
 int cmd_run(int argc, char **argv)
 {
         _cleanup_(run_opts_release) struct run_opts o = {.max_parallel = 1};
@@ -716,8 +808,20 @@ int cmd_run(int argc, char **argv)
                 runselect_list(cfg, stdout);
                 return 0;
         }
-        if (o.job)
-                return run_one_job(&o, cfg, root, store_url, wfprefix);
+        char key[65];
+        json_t *cont = NULL;
+        if (cfg->setup) { /* dynamic config: the setup workflow's jobs may continue */
+                if (continuation_new_key(key) < 0) {
+                        fprintf(stderr, "drover run: cannot make a continuation key\n");
+                        return 2;
+                }
+                o.continuation_key = key;
+                o.continuation = &cont;
+        }
+        if (o.job) {
+                r = run_one_job(&o, cfg, root, store_url, wfprefix);
+                return cfg->setup ? run_continued(&o, r, cont, root, store_url) : r;
+        }
         const struct config_workflow *wf = NULL;
         if (o.workflow) {
                 wf = config_find_workflow(cfg, o.workflow);
@@ -765,5 +869,6 @@ int cmd_run(int argc, char **argv)
         if (prepare_source(&o, root, wf->jobs, wf->n_jobs) < 0)
                 return 2;
         block_cancel_signals();
-        return run_jobs(&o, wf->jobs, wf->n_jobs, store_url);
+        r = run_jobs(&o, wf->jobs, wf->n_jobs, store_url);
+        return cfg->setup ? run_continued(&o, r, cont, root, store_url) : r;
 }

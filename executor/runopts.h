@@ -28,6 +28,11 @@ struct run_opts {
         bool list;             /* --list: the config's workflows and jobs */
         bool with_upstream;    /* --with-upstream: JOB and the jobs it requires */
         json_t *stored_layers; /* a single job's upstream workspace from an earlier run */
+
+        /* dynamic config (executor/continuation.h), a setup config's run: every job gets the
+         * key; *continuation receives the run's continuation */
+        const char *continuation_key;
+        json_t **continuation;
 };
 
 /* Free what the options own. */

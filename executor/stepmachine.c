@@ -2,6 +2,7 @@
  * deadlines (no_output_timeout, job timeout) and cancellation signals. */
 #include "executor/stepmachine.h"
 #include "executor/checkout.h"
+#include "executor/continuation.h"
 #include "executor/injob.h"
 #include "executor/stephelper.h"
 #include "executor/runtime.h"
@@ -66,6 +67,7 @@ struct machine {
         struct job_watchdog *wd;     /* ends the job even when this loop is stuck */
         bool broken;                 /* the job's environment died under us (runtime_broken) */
         char broken_reason[512];
+        struct continuation_state continuation; /* dynamic config: the key spent? */
 };
 
 /* The runtime's notices (image pulls, services) have streams of their own after the SSH ones:
@@ -468,6 +470,56 @@ static bool check_broken(struct machine *m, unsigned idx)
 }
 
 /* Run one step to completion (background steps: until started). */
+/* What a built-in step handler (or the continuation check) is given for step idx; every job
+ * file is read and written by the in-job helper, as the job. The caller frees the helper. */
+static struct step_helper *builtin_ctx(struct machine *m, unsigned idx, char *const *envp,
+                                       struct step_ctx *ctx)
+{
+        const struct js_step *st = &m->spec->steps[idx];
+        *ctx =
+            (struct step_ctx){.spec = m->spec,
+                              .store = m->store,
+                              .envp = envp,
+                              .root_fd = runtime_root_fd(m->rt),
+                              .home = m->home,
+                              .workdir = m->workdir,
+                              .uid = runtime_host_uid(m->rt),
+                              .gid = runtime_host_gid(m->rt),
+                              .out = m->o->out,
+                              .step_index = idx,
+                              .events = m->o->events,
+                              .docker_proxy = &m->dproxy,
+                              .idle_timeout = st->no_output_timeout ? st->no_output_timeout
+                                                                    : m->spec->no_output_timeout};
+        struct step_helper *sh =
+            step_helper_new(m->rt, m->spec->executor.runtime == JS_RUNTIME_DOCKER, m->o->self_exe,
+                            ctx->root_fd, ctx->uid, ctx->gid);
+        ctx->runner = step_helper_runner(sh);
+        return sh;
+}
+
+/* After a run step of a setup workflow's job: a continuation the step left is taken now
+ * (executor/continuation.h); a refused one fails the step. */
+static void check_continuation(struct machine *m, unsigned idx, enum step_status *status,
+                               char *reason, size_t n)
+{
+        const char *key = continuation_key(m->spec);
+        if (!key || m->broken || !runtime_path_exists(m->rt, INJOB_CONTINUATION_FILE))
+                return;
+        struct step_ctx ctx;
+        struct drv_error err = {0};
+        struct step_helper *sh = builtin_ctx(m, idx, NULL, &ctx);
+        int r = continuation_collect(&ctx, key, &m->continuation, &err);
+        step_helper_free(sh);
+        if (r < 0) {
+                output_step_printf(m->o->out, idx, "drover: %s", err.message);
+                if (*status == STEP_SUCCESS) {
+                        *status = STEP_FAILED;
+                        snprintf(reason, n, "%s", err.message);
+                }
+        }
+}
+
 static enum step_status run_step(struct machine *m, unsigned idx)
 {
         const struct js_step *st = &m->spec->steps[idx];
@@ -506,26 +558,8 @@ static enum step_status run_step(struct machine *m, unsigned idx)
         } else if (st->type != JS_STEP_RUN) {
                 _cleanup_strv_ char **envp =
                     stepenv_build(m->spec, st, m->home, runtime_user(m->rt), m->bash_env);
-                struct step_ctx ctx = {.spec = m->spec,
-                                       .store = m->store,
-                                       .envp = envp,
-                                       .root_fd = runtime_root_fd(m->rt),
-                                       .home = m->home,
-                                       .workdir = m->workdir,
-                                       .uid = runtime_host_uid(m->rt),
-                                       .gid = runtime_host_gid(m->rt),
-                                       .out = m->o->out,
-                                       .step_index = idx,
-                                       .events = m->o->events,
-                                       .docker_proxy = &m->dproxy,
-                                       .idle_timeout = st->no_output_timeout
-                                                           ? st->no_output_timeout
-                                                           : m->spec->no_output_timeout};
-                /* every job file is read and written by the in-job helper, as the job */
-                struct step_helper *sh =
-                    step_helper_new(m->rt, m->spec->executor.runtime == JS_RUNTIME_DOCKER,
-                                    m->o->self_exe, ctx.root_fd, ctx.uid, ctx.gid);
-                ctx.runner = step_helper_runner(sh);
+                struct step_ctx ctx;
+                struct step_helper *sh = builtin_ctx(m, idx, envp, &ctx);
                 int r = stepbuiltin_run(&ctx, st, &err);
                 step_helper_free(sh);
                 status = r < 0 ? STEP_FAILED : STEP_SUCCESS;
@@ -560,6 +594,7 @@ static enum step_status run_step(struct machine *m, unsigned idx)
         if (scripted && status == STEP_FAILED &&
             checkout_failure_reason(p->tail, p->tail_len, reason, sizeof(reason)))
                 checkout_redact(m->spec, reason);
+        check_continuation(m, idx, &status, reason, sizeof(reason));
         end_step_output(m, idx, status, reason, p, (drv_now_ns() - t0) / 1000000);
         return status;
 }

@@ -198,6 +198,8 @@ int cmd_config(int argc, char **argv)
                         json_t *doc =
                             json_pack("{s:i, s:[], s:[]}", "version", 1, "workflows", "jobs");
                         json_t *wfs = json_object_get(doc, "workflows");
+                        if (cfg->setup) /* dynamic config: its jobs get a continuation key */
+                                json_object_set_new(doc, "setup", json_true());
                         for (size_t i = 0; i < cfg->n_workflows; i++) {
                                 json_t *jobs = json_array();
                                 for (size_t k = 0; k < cfg->workflows[i].n_jobs; k++)

@@ -85,6 +85,8 @@ struct config {
                                        NULL-terminated, may be NULL */
         char **scheduled_workflows; /* of those, the ones left out by their triggers: (they run
                                        in scheduled pipelines only); may be NULL */
+        bool setup; /* `setup: true`: a setup config, whose workflow may continue the pipeline
+                       with another config (docs/config.md "Dynamic config") */
 };
 
 /* The accepted statuses of requires entry k of j (CONFIG_REQ_*). */

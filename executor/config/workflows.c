@@ -666,6 +666,16 @@ static int compile_all(struct cctx *c, struct config *cfg)
             (strcmp(ver->value, "2") && strcmp(ver->value, "2.1") && strcmp(ver->value, "2.0")))
                 return cerr(c, ver ? ver : root, "version must be 2 or 2.1");
         c->v21 = strcmp(ver->value, "2.1") == 0;
+        /* dynamic config (docs/config.md "Dynamic config"): a setup config runs its setup
+         * workflow, whose job may continue the pipeline with another config */
+        const struct ynode *setup = ynode_get(root, "setup");
+        if (setup && (setup->kind != Y_SCALAR ||
+                      (strcmp(setup->value, "true") && strcmp(setup->value, "false"))))
+                cerr(c, setup, "setup must be true or false");
+        else if (setup && strcmp(setup->value, "true") == 0 && !c->v21)
+                cerr(c, setup, "setup: true needs version 2.1");
+        else if (setup)
+                cfg->setup = strcmp(setup->value, "true") == 0;
         const char *pname;
         json_t *pval;
         const struct ynode *pdecl = ynode_get(root, "parameters");

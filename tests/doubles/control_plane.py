@@ -40,7 +40,7 @@ import schema  # docs/schemas/control-plane: every body received is checked, eve
 
 PROTOCOL = 1
 EVENT_TYPES = {"started", "step_started", "step_finished", "artifact", "test_results",
-               "finished", "outcome", "ssh_session", "cache", "upload", "log"}
+               "finished", "outcome", "ssh_session", "cache", "upload", "log", "continuation"}
 EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # newer types are accepted (compatible)
 
 
