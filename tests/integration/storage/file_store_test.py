@@ -311,11 +311,15 @@ def test_results_summary_and_timings_feed_tests_split():
     tr = [e for e in ev if e["type"] == "test_results"]
     expect(tr and tr[0]["tests"] == 3 and tr[0]["failures"] == 1 and tr[0]["skipped"] == 1, tr)
     expect("Warning: broken.xml is not JUnit XML" in out, out)
-    rc, out, err, ev = run_job(spec([
+    # a later run of the job (another workflow): timings come from earlier runs only, never
+    # from the run a node belongs to (every node of one run splits alike)
+    later = spec([
         {"type": "run", "command": "for i in 0 1; do printf 't/a_test.py\\nt/b_test.py\\nt/c_test.py\\n' | "
                                    "circleci tests split --split-by=timings --total 2 --index $i | "
                                    "tr '\\n' ' ' | sed \"s/^/node$i: /\"; echo; done"}],
-        name="unit"))
+        name="unit")
+    later["id"]["workflow"] = "wf2"
+    rc, out, err, ev = run_job(later)
     expect(rc == 0, out + err)
     # b (9 s) alone on one node, a (0.5 s) and c (0.1 s) together on the other
     expect("node0: t/b_test.py \n" in out and "node1: t/a_test.py t/c_test.py \n" in out, out)
