@@ -508,7 +508,16 @@ static void drive_timer(struct lean *l)
                 for (struct http_req *r = l->reqs; r; r = r->impl->next) {
                         if (r->impl->deadline_ns > now)
                                 continue;
-                        if (!r->impl->fail_rc)
+                        /* still resolving or connecting (a request timeout as long as the
+                         * connect timeout ends at the same time): say which phase hung */
+                        struct conn *rc_conn = NULL;
+                        for (struct conn *c = l->conns; c && !rc_conn; c = c->next)
+                                if (c->req == r && c->state < C_SEND)
+                                        rc_conn = c;
+                        if (!r->impl->fail_rc && rc_conn) {
+                                connect_timeout(rc_conn, r->error, sizeof(r->error));
+                                r->fail = NETFAIL_TIMEOUT;
+                        } else if (!r->impl->fail_rc)
                                 snprintf(r->error, sizeof(r->error), "timeout after %llu ms",
                                          (unsigned long long)((now - r->started_ns) / 1000000));
                         lean_complete(l, r, r->impl->fail_rc ? r->impl->fail_rc : HTTP_E_TIMEOUT,
