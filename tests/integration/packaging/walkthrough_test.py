@@ -63,6 +63,11 @@ mount --rbind /sys "$r/sys"
 mount --rbind /dev "$r/dev"
 mount -t tmpfs tmpfs "$r/run"
 mount -t tmpfs tmpfs "$r/tmp"
+# the checkout and its build dir as they are (a checkout under /tmp is hidden by the fresh /tmp)
+for d in "$DROVER_SRC" "$DROVER_BUILD"; do
+        mkdir -p "$r$d"
+        mount --rbind "$d" "$r$d"
+done
 install -m 0755 "$STANDIN_DIR/systemctl" "$STANDIN_DIR/journalctl" "$r/usr/local/sbin/"
 install -m 0644 "$STANDIN_DIR/walkthrough.sh" "$r/walkthrough.sh"
 mkdir -p "$r/.oldroot"
@@ -104,7 +109,7 @@ def main():
         for name, body in (("systemctl", SYSTEMCTL), ("journalctl", JOURNALCTL)):
             with open(os.path.join(d, name), "w") as f:
                 f.write(body)
-        env = dict(os.environ, STANDIN_DIR=d, DROVER_SRC=SRC,
+        env = dict(os.environ, STANDIN_DIR=d, DROVER_SRC=SRC, DROVER_BUILD=os.path.abspath(BUILD),
                    DROVER_PKG_BUILDDIR=os.path.join(BUILD, "packaging-release"))
         r = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "bash", "-c",
                             SETUP], env=env, capture_output=True, text=True, timeout=1500)
