@@ -54,10 +54,12 @@ int condition_eval(struct cctx *c, const struct ynode *cond, bool *out)
         const char *op = cond->items[0]->value;
         const struct ynode *arg = cond->items[1];
         if (strcmp(op, "not") == 0) {
-                bool v;
+                bool v = false;
                 int r = condition_eval(c, arg, &v);
+                if (r < 0) /* v was never set (found by fuzz_config) */
+                        return r;
                 *out = !v;
-                return r;
+                return 0;
         }
         if (strcmp(op, "and") == 0 || strcmp(op, "or") == 0) {
                 bool and = op[0] == 'a', acc = and;

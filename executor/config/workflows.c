@@ -279,8 +279,10 @@ static int expand_entry(struct cctx *c, const struct ynode *entry, struct wjob *
                             .filtered = filtered,
                             .where = entry,
                             .args = job_args(args, pairs, 2 * np)};
-                        if (!w.name || push_wjob(v, n, &w) < 0)
+                        if (!w.name || push_wjob(v, n, &w) < 0) { /* (found by fuzz_config) */
+                                wjob_free(&w);
                                 r = -ENOMEM;
+                        }
                 }
                 strbuf_release(&name);
                 free(mparams.v);
