@@ -254,7 +254,9 @@ int orb_pull(const struct orb_registry *reg, const char *cache, const struct orb
                 return drv_err(err, ENOMEM, "out of memory");
         char digest[80];
         orb_digest(text, strlen(text), digest);
-        strcat(digest, "\n");
+        size_t dl = strlen(digest); /* "sha256:" + 64 hex: room for the newline */
+        digest[dl] = '\n';
+        digest[dl + 1] = 0;
         if ((rc = drv_mkdir_p(dir, 0755, err)) < 0 ||
             (rc = drv_write_file_atomic(dfile, digest, strlen(digest), 0644, err)) < 0 ||
             (rc = drv_write_file_atomic(file, text, strlen(text), 0644, err)) < 0)

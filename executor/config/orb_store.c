@@ -177,7 +177,7 @@ void orb_digest(const char *text, size_t len, char *out)
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
         EVP_Digest(text, len, md, &mdlen, EVP_sha256(), NULL);
-        strcpy(out, "sha256:");
+        memcpy(out, "sha256:", 7);
         drv_hex(md, mdlen, out + 7);
 }
 
